@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Record llama.cpp's outputs on the default model as test fixtures.
+
+llama.cpp comes from the PyPI llama-cpp-python==0.3.36 source package (vendor/llama.cpp),
+built with cmake by bench/build-peer.sh. Writes into crates/leanlm/tests/fixtures/llama_cpp/:
+  wiki_test_ids.u16.gz  llama-tokenize --no-parse-special on all of wiki.test.raw (u16 LE, gzip)
+  greedy.json           llama-simple greedy continuations (32 tokens) of eight prompts
+  logprobs.json         llama-perplexity --kl-divergence-base, ctx 512, first chunk of
+                        wiki.test.raw: top-16 log-probs at each of the 255 scored positions
+"""
+import gzip, json, os, struct, subprocess, sys, tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+WIKI = os.path.join(ROOT, "..", "shared", "data", "wikitext-2-raw", "wiki.test.raw")
+OUT = os.path.join(ROOT, "crates", "leanlm", "tests", "fixtures", "llama_cpp")
+PROMPTS = [
+    "The capital of France is",
+    "Once upon a time, in a small village,",
+    "def fibonacci(n):",
+    "The three primary colors are",
+    "In 1969, Neil Armstrong",
+    "Water boils at a temperature of",
+    "My favourite recipe for a quick dinner is",
+    "The most important rule of writing good software is",
+]
+TOP = 16
+
+
+def run(args):
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
+def main():
+    bin_dir = run([os.path.join(ROOT, "bench", "build-peer.sh")]).strip()
+    tool = lambda name: os.path.join(bin_dir, name)
+    os.makedirs(OUT, exist_ok=True)
+
+    ids = json.loads(run([tool("llama-tokenize"), "-m", MODEL, "-f", WIKI, "--ids", "--log-disable", "--no-parse-special"]))
+    with gzip.open(os.path.join(OUT, "wiki_test_ids.u16.gz"), "wb", compresslevel=9) as f:
+        f.write(struct.pack(f"<{len(ids)}H", *ids))
+    print(f"wiki.test.raw: {len(ids)} tokens")
+
+    greedy = []
+    for p in PROMPTS:
+        text = run([tool("llama-simple"), "-m", MODEL, "-n", "32", p])
+        assert text.startswith(p), (p, text)
+        greedy.append({"prompt": p, "continuation": text[len(p):].removesuffix("\n")})
+    json.dump({"made_with": "llama-simple -n 32 (greedy), llama.cpp from llama-cpp-python==0.3.36",
+               "cases": greedy}, open(os.path.join(OUT, "greedy.json"), "w"), indent=1, ensure_ascii=False)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = os.path.join(tmp, "base.kld")
+        run([tool("llama-perplexity"), "-m", MODEL, "-f", WIKI, "-c", "512", "--chunks", "1", "-t", "2",
+             "--kl-divergence-base", base])
+        raw = open(base, "rb").read()
+    assert raw[:8] == b"_logits_"
+    n_ctx, n_vocab, n_chunk = struct.unpack_from("<iii", raw, 8)
+    off = 20
+    tokens = list(struct.unpack_from(f"<{n_ctx}i", raw, off))
+    off += 4 * n_ctx * n_chunk
+    nv = 2 * ((n_vocab + 1) // 2) + 4
+    first = n_ctx // 2
+    positions = []
+    for i in range(n_ctx - 1 - first):
+        scale, min_lp = struct.unpack_from("<ff", raw, off)
+        q = struct.unpack_from(f"<{n_vocab}H", raw, off + 8)
+        off += 2 * nv
+        order = sorted(range(n_vocab), key=lambda t: -q[t])[:TOP]
+        positions.append({"pos": first + i, "top": [[t, min_lp + scale * q[t]] for t in order]})
+    json.dump({"made_with": "llama-perplexity -c 512 --chunks 1 --kl-divergence-base, log-probs quantized "
+                            "by llama.cpp to 16 bits over a 16-nat range (error <= 1.3e-4)",
+               "ctx": n_ctx, "tokens": tokens, "positions": positions},
+              open(os.path.join(OUT, "logprobs.json"), "w"))
+    print("fixtures written to", OUT)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+//! `leanlm`: one binary, one verb per job, shaped like llama.cpp's tools.
+
+mod commands;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "leanlm",
+    version,
+    about = "Make LLMs cheaper to run, and measure what it costs",
+    long_about = "leanlm loads a transformer LLM (GGUF file, or a Hugging Face folder with config.json + \
+                  *.safetensors + tokenizer.json), runs it with its own kernels, and reports quality and cost.\n\n\
+                  Start with `leanlm info MODEL`, then `leanlm generate MODEL -p \"…\"`."
+)]
+struct Cli {
+    /// Worker threads for matrix kernels (default: all cores).
+    #[arg(short = 't', long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a model's architecture, tensors, sizes and FLOPs per token.
+    Info(commands::info::Args),
+    /// Turn text into token ids (like llama-tokenize).
+    Tokenize(commands::tokenize::Args),
+    /// Generate text from a prompt (greedy unless --temp is set).
+    Generate(commands::generate::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        // One line, the whole chain of causes: what failed and why.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Some(t) = cli.threads {
+        if t == 0 {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?;
+    }
+    match cli.command {
+        Command::Info(a) => commands::info::run(a),
+        Command::Tokenize(a) => commands::tokenize::run(a),
+        Command::Generate(a) => commands::generate::run(a),
+    }
+}

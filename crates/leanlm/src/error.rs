@@ -1,0 +1,69 @@
+//! Library errors. Each variant names the file, tensor or field at fault so that the
+//! command-line tool can print one line a user can act on.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}: not a valid GGUF file: {reason}")]
+    BadGguf { path: PathBuf, reason: String },
+
+    #[error("{path}: tensor '{tensor}' {reason}")]
+    BadTensor {
+        path: PathBuf,
+        tensor: String,
+        reason: String,
+    },
+
+    #[error("missing tensor '{0}'")]
+    MissingTensor(String),
+
+    #[error("missing metadata key '{0}'")]
+    MissingKey(String),
+
+    #[error("unsupported architecture '{0}' (supported: llama, qwen2, gemma3)")]
+    UnknownArchitecture(String),
+
+    #[error("unsupported tensor type {0}")]
+    UnsupportedType(String),
+
+    #[error("shape mismatch for {what}: expected {expected:?}, found {found:?}")]
+    Shape {
+        what: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+
+    #[error("{path}: bad model config: {reason}")]
+    BadConfig { path: PathBuf, reason: String },
+
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    #[error("{0}")]
+    InvalidInput(String),
+
+    #[error("context overflow: {needed} positions needed but the context holds {ctx}")]
+    ContextOverflow { needed: usize, ctx: usize },
+
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! leanlm: load a transformer LLM, make it cheaper (prune, distill, quantize, decode
+//! adaptively) and measure what that costs in quality and buys in speed.
+//!
+//! The modules follow the pipeline: `model` (formats, forward pass) → `quant` (storage
+//! and kernels) → `tokenizer` → `run` (generation).
+
+pub mod error;
+pub mod model;
+pub mod quant;
+pub mod run;
+pub mod tokenizer;
+
+pub use error::{Error, Result};

@@ -1,0 +1,98 @@
+//! Architecture hyper-parameters shared by every loader, validated once when built.
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Llama,
+    Qwen2,
+}
+
+impl Arch {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "llama" | "LlamaForCausalLM" => Ok(Arch::Llama),
+            "qwen2" | "Qwen2ForCausalLM" => Ok(Arch::Qwen2),
+            other => Err(Error::UnknownArchitecture(other.to_string())),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+        }
+    }
+}
+
+/// How RoPE pairs the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RopeStyle {
+    /// Adjacent pairs (2i, 2i+1): llama.cpp's layout for Llama GGUFs, whose Q/K rows
+    /// the converter permuted.
+    Interleaved,
+    /// Halves (i, i + d/2): Hugging Face's `rotate_half`, and GGUF's Qwen2.
+    Halves,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub arch: Arch,
+    pub n_layers: usize,
+    pub d_model: usize,
+    /// Query heads of an unpruned layer (each layer reads its own count from its weights).
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub ffn_dim: usize,
+    pub vocab_size: usize,
+    /// Positions the model was trained for.
+    pub context_len: usize,
+    pub rms_eps: f32,
+    pub rope_theta: f32,
+    /// Leading dimensions of each head that RoPE rotates.
+    pub rope_dim: usize,
+    pub rope_style: RopeStyle,
+}
+
+impl Config {
+    pub fn validate(&self, source: &std::path::Path) -> Result<()> {
+        let bad = |reason: String| Error::BadConfig {
+            path: source.to_path_buf(),
+            reason,
+        };
+        for (name, v) in [
+            ("n_layers", self.n_layers),
+            ("d_model", self.d_model),
+            ("n_heads", self.n_heads),
+            ("n_kv_heads", self.n_kv_heads),
+            ("head_dim", self.head_dim),
+            ("vocab_size", self.vocab_size),
+            ("context_len", self.context_len),
+        ] {
+            if v == 0 {
+                return Err(bad(format!("{name} is 0")));
+            }
+        }
+        if self.n_heads % self.n_kv_heads != 0 {
+            return Err(bad(format!(
+                "{} query heads cannot share {} key/value heads evenly",
+                self.n_heads, self.n_kv_heads
+            )));
+        }
+        if self.rope_dim % 2 != 0 || self.rope_dim > self.head_dim {
+            return Err(bad(format!(
+                "rope dimension {} must be even and at most head_dim {}",
+                self.rope_dim, self.head_dim
+            )));
+        }
+        if !(self.rms_eps > 0.0) || !(self.rope_theta > 0.0) {
+            return Err(bad("rms epsilon and rope theta must be positive".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,458 @@
+//! Llama-family decoder (Llama 2/3, SmolLM, Qwen2), after Touvron et al. 2023,
+//! "LLaMA: Open and Efficient Foundation Language Models".
+//!
+//! Pre-norm blocks: x += Attn(RMSNorm(x)); x += MLP(RMSNorm(x)), with rotary position
+//! embeddings, grouped-query attention and a SwiGLU MLP. Every layer reads its own head
+//! count and MLP width from its weights, so structurally pruned models need no special
+//! case. The pass can return logits for every position, stop after any layer (early
+//! exit) and report activations to [`Hooks`].
+
+use rayon::prelude::*;
+
+use super::config::{Config, RopeStyle};
+use super::hooks::{Hooks, LinearSite, NoHooks};
+use super::kv_cache::KvCache;
+use crate::error::{Error, Result};
+use crate::quant::Matrix;
+
+/// One transformer block.
+#[derive(Clone)]
+pub struct Layer {
+    pub attn_norm: Vec<f32>, // (d_model)
+    pub wq: Matrix,          // (n_heads * head_dim, d_model)
+    pub wk: Matrix,          // (n_kv_heads * head_dim, d_model)
+    pub wv: Matrix,          // (n_kv_heads * head_dim, d_model)
+    pub wo: Matrix,          // (d_model, n_heads * head_dim)
+    /// Q/K/V biases (Qwen2 only).
+    pub bq: Option<Vec<f32>>,
+    pub bk: Option<Vec<f32>>,
+    pub bv: Option<Vec<f32>>,
+    pub ffn_norm: Vec<f32>, // (d_model)
+    pub w_gate: Matrix,     // (ffn_dim, d_model)
+    pub w_up: Matrix,       // (ffn_dim, d_model)
+    pub w_down: Matrix,     // (d_model, ffn_dim)
+}
+
+impl Layer {
+    pub fn n_heads(&self, head_dim: usize) -> usize {
+        self.wq.rows / head_dim
+    }
+    pub fn n_kv_heads(&self, head_dim: usize) -> usize {
+        self.wk.rows / head_dim
+    }
+    pub fn ffn_dim(&self) -> usize {
+        self.w_gate.rows
+    }
+    pub fn matrices(&self) -> [(&'static str, &Matrix); 7] {
+        [
+            ("attn_q", &self.wq),
+            ("attn_k", &self.wk),
+            ("attn_v", &self.wv),
+            ("attn_output", &self.wo),
+            ("ffn_gate", &self.w_gate),
+            ("ffn_up", &self.w_up),
+            ("ffn_down", &self.w_down),
+        ]
+    }
+}
+
+#[derive(Clone)]
+pub struct Model {
+    pub config: Config,
+    pub tok_embd: Matrix, // (vocab, d_model)
+    pub layers: Vec<Layer>,
+    pub out_norm: Vec<f32>, // (d_model)
+    pub output: Matrix,     // (vocab, d_model); shares tok_embd's bytes when tied
+    inv_freq: Vec<f32>,     // (rope_dim / 2)
+}
+
+/// Which positions get logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    None,
+    /// The last position of each sequence (generation).
+    Last,
+    /// Every position (perplexity, speculative verification).
+    All,
+}
+
+/// Options of one forward pass.
+pub struct Pass<'a> {
+    pub logits: Logits,
+    /// Run only layers `0..k`, then the final norm and head (early exit). The K/V of the
+    /// skipped layers are filled from the exit hidden state (CALM's propagation), so later
+    /// tokens can still attend to these positions in every layer.
+    pub exit_after: Option<usize>,
+    pub hooks: &'a mut dyn Hooks,
+}
+
+impl Pass<'static> {
+    pub fn logits(logits: Logits) -> Self {
+        Pass {
+            logits,
+            exit_after: None,
+            // NoHooks is zero-sized: leaking a box of it allocates nothing.
+            hooks: Box::leak(Box::new(NoHooks)),
+        }
+    }
+}
+
+impl Model {
+    pub fn new(config: Config, tok_embd: Matrix, layers: Vec<Layer>, out_norm: Vec<f32>, output: Matrix) -> Result<Self> {
+        let d = config.d_model;
+        let hd = config.head_dim;
+        let shape_err = |what: String, expected: Vec<usize>, found: Vec<usize>| Error::Shape { what, expected, found };
+        if tok_embd.cols != d || output.cols != d || output.rows != tok_embd.rows {
+            return Err(shape_err(
+                "token embedding / output head".into(),
+                vec![config.vocab_size, d],
+                vec![output.rows, output.cols],
+            ));
+        }
+        if out_norm.len() != d {
+            return Err(shape_err("output_norm".into(), vec![d], vec![out_norm.len()]));
+        }
+        for (i, l) in layers.iter().enumerate() {
+            let (nh, nkv, ff) = (l.wq.rows / hd, l.wk.rows / hd, l.w_gate.rows);
+            let checks: [(&str, &Matrix, [usize; 2]); 7] = [
+                ("attn_q", &l.wq, [nh * hd, d]),
+                ("attn_k", &l.wk, [nkv * hd, d]),
+                ("attn_v", &l.wv, [nkv * hd, d]),
+                ("attn_output", &l.wo, [d, nh * hd]),
+                ("ffn_gate", &l.w_gate, [ff, d]),
+                ("ffn_up", &l.w_up, [ff, d]),
+                ("ffn_down", &l.w_down, [d, ff]),
+            ];
+            for (name, m, [r, c]) in checks {
+                if m.rows != r || m.cols != c || (name == "attn_q" && m.rows % hd != 0) {
+                    return Err(shape_err(format!("blk.{i}.{name}"), vec![r, c], vec![m.rows, m.cols]));
+                }
+            }
+            if nkv == 0 || nh % nkv != 0 {
+                return Err(shape_err(format!("blk.{i} heads (query heads must be a multiple of kv heads)"), vec![nh], vec![nkv]));
+            }
+            if l.attn_norm.len() != d || l.ffn_norm.len() != d {
+                return Err(shape_err(format!("blk.{i} norms"), vec![d], vec![l.attn_norm.len()]));
+            }
+            for (name, b, n) in [("q", &l.bq, nh * hd), ("k", &l.bk, nkv * hd), ("v", &l.bv, nkv * hd)] {
+                if let Some(b) = b {
+                    if b.len() != n {
+                        return Err(shape_err(format!("blk.{i}.attn_{name}.bias"), vec![n], vec![b.len()]));
+                    }
+                }
+            }
+        }
+        let half = config.rope_dim / 2;
+        let inv_freq = (0..half)
+            .map(|i| config.rope_theta.powf(-((2 * i) as f32) / config.rope_dim as f32))
+            .collect();
+        let mut config = config;
+        config.n_layers = layers.len();
+        config.vocab_size = output.rows;
+        Ok(Self { config, tok_embd, layers, out_norm, output, inv_freq })
+    }
+
+    /// A fresh cache sized for this model's layers.
+    pub fn new_cache(&self) -> KvCache {
+        let hd = self.config.head_dim;
+        KvCache::new(self.layers.iter().map(|l| l.n_kv_heads(hd) * hd).collect())
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.output.rows
+    }
+
+    /// Run one sequence; `tokens` continue what `cache` holds. Returns logits row-major
+    /// `(positions, vocab)` for the positions `logits` selects.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Vec<f32>> {
+        self.forward_batch(&[tokens], &mut [cache], Pass::logits(logits))
+    }
+
+    /// Run `b` sequences of equal length `t` together; sequence `s` continues `caches[s]`.
+    pub fn forward_batch(&self, tokens: &[&[u32]], caches: &mut [&mut KvCache], pass: Pass) -> Result<Vec<f32>> {
+        let cfg = &self.config;
+        let (b, t, d) = (tokens.len(), tokens.first().map_or(0, |s| s.len()), cfg.d_model);
+        if b == 0 || t == 0 {
+            return Err(Error::InvalidInput("nothing to run: the token sequence is empty".into()));
+        }
+        if tokens.iter().any(|s| s.len() != t) || caches.len() != b {
+            return Err(Error::InvalidInput("batched sequences must have equal length and one cache each".into()));
+        }
+        for (s, c) in tokens.iter().zip(caches.iter()) {
+            if c.n_layers() != self.layers.len() {
+                return Err(Error::InvalidInput("KV cache was made for another model".into()));
+            }
+            if c.len() + t > cfg.context_len {
+                return Err(Error::ContextOverflow { needed: c.len() + t, ctx: cfg.context_len });
+            }
+            if let Some(&bad) = s.iter().find(|&&id| id as usize >= self.vocab_size()) {
+                return Err(Error::InvalidInput(format!("token id {bad} is outside the vocabulary ({})", self.vocab_size())));
+            }
+        }
+        let n_run = match pass.exit_after {
+            Some(k) if k == 0 || k > self.layers.len() => {
+                return Err(Error::InvalidInput(format!("exit layer {k} must be in 1..={}", self.layers.len())))
+            }
+            Some(k) => k,
+            None => self.layers.len(),
+        };
+        let n = b * t;
+        let starts: Vec<usize> = caches.iter().map(|c| c.len()).collect();
+
+        // x = token embeddings                                          (n, d)
+        let mut x = vec![0f32; n * d];
+        for (r, &id) in tokens.iter().flat_map(|s| s.iter()).enumerate() {
+            x[r * d..(r + 1) * d].copy_from_slice(&self.tok_embd.row_f32(id as usize));
+        }
+        let hooks = pass.hooks;
+        for (l, layer) in self.layers[..n_run].iter().enumerate() {
+            hooks.block_input(l, &x, n);
+            self.block(l, layer, &mut x, t, &starts, caches, hooks);
+            hooks.block_output(l, &x, n);
+        }
+        // Early exit: give the skipped layers K/V computed from the exit hidden state.
+        for (l, layer) in self.layers.iter().enumerate().skip(n_run) {
+            let xn = rms_norm(&x, &layer.attn_norm, cfg.rms_eps);
+            self.append_kv(l, layer, &xn, t, &starts, caches);
+        }
+        for c in caches.iter_mut() {
+            c.advance(t);
+        }
+
+        // logits = RMSNorm(x) · outputᵀ for the selected rows           (rows, vocab)
+        let rows: Vec<usize> = match pass.logits {
+            Logits::None => return Ok(Vec::new()),
+            Logits::Last => (0..b).map(|s| s * t + t - 1).collect(),
+            Logits::All => (0..n).collect(),
+        };
+        let mut h = Vec::with_capacity(rows.len() * d);
+        for &r in &rows {
+            h.extend_from_slice(&x[r * d..(r + 1) * d]);
+        }
+        let h = rms_norm(&h, &self.out_norm, cfg.rms_eps);
+        let mut logits = vec![0f32; rows.len() * self.vocab_size()];
+        self.output.matmul(&h, rows.len(), &mut logits);
+        Ok(logits)
+    }
+
+    /// One block over `x` (n = b·t rows), updating x in place and appending to the caches.
+    #[allow(clippy::too_many_arguments)]
+    fn block(&self, l: usize, layer: &Layer, x: &mut [f32], t: usize, starts: &[usize], caches: &mut [&mut KvCache], hooks: &mut dyn Hooks) {
+        let cfg = &self.config;
+        let (d, hd) = (cfg.d_model, cfg.head_dim);
+        let n = x.len() / d;
+        let nh = layer.n_heads(hd);
+
+        // Attention: x += Wo · attn(RoPE(Wq·xn), RoPE(Wk·xn), Wv·xn)
+        let xn = rms_norm(x, &layer.attn_norm, cfg.rms_eps); // (n, d)
+        hooks.linear_input(l, LinearSite::Qkv, &xn, n);
+        let mut q = vec![0f32; n * nh * hd]; // (n, nh·hd)
+        layer.wq.matmul(&xn, n, &mut q);
+        add_bias(&mut q, layer.bq.as_deref());
+        self.rope(&mut q, nh, t, starts);
+        self.append_kv(l, layer, &xn, t, starts, caches);
+        let att = self.attention(l, layer, &q, t, starts, caches); // (n, nh·hd)
+        hooks.linear_input(l, LinearSite::AttnOut, &att, n);
+        let mut o = vec![0f32; n * d];
+        layer.wo.matmul(&att, n, &mut o);
+        add_into(x, &o);
+
+        // MLP: x += W_down · (silu(W_gate·xn) ⊙ W_up·xn)
+        let xn = rms_norm(x, &layer.ffn_norm, cfg.rms_eps);
+        hooks.linear_input(l, LinearSite::GateUp, &xn, n);
+        let ff = layer.ffn_dim();
+        let (mut g, mut u) = (vec![0f32; n * ff], vec![0f32; n * ff]); // (n, ff)
+        layer.w_gate.matmul(&xn, n, &mut g);
+        layer.w_up.matmul(&xn, n, &mut u);
+        for (g, u) in g.iter_mut().zip(&u) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+        hooks.linear_input(l, LinearSite::Down, &g, n);
+        layer.w_down.matmul(&g, n, &mut o);
+        add_into(x, &o);
+    }
+
+    /// k = RoPE(Wk·xn), v = Wv·xn, appended to each sequence's cache.
+    fn append_kv(&self, l: usize, layer: &Layer, xn: &[f32], t: usize, starts: &[usize], caches: &mut [&mut KvCache]) {
+        let hd = self.config.head_dim;
+        let n = xn.len() / self.config.d_model;
+        let nkv = layer.n_kv_heads(hd);
+        let w = nkv * hd;
+        let (mut k, mut v) = (vec![0f32; n * w], vec![0f32; n * w]);
+        layer.wk.matmul(xn, n, &mut k);
+        layer.wv.matmul(xn, n, &mut v);
+        add_bias(&mut k, layer.bk.as_deref());
+        add_bias(&mut v, layer.bv.as_deref());
+        self.rope(&mut k, nkv, t, starts);
+        for (s, c) in caches.iter_mut().enumerate() {
+            c.append(l, &k[s * t * w..(s + 1) * t * w], &v[s * t * w..(s + 1) * t * w]);
+        }
+    }
+
+    /// Causal attention of the new queries over each sequence's cache.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(&self, l: usize, layer: &Layer, q: &[f32], t: usize, starts: &[usize], caches: &[&mut KvCache]) -> Vec<f32> {
+        let hd = self.config.head_dim;
+        let (nh, nkv) = (layer.n_heads(hd), layer.n_kv_heads(hd));
+        let group = nh / nkv;
+        let (qw, kw) = (nh * hd, nkv * hd);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut out = vec![0f32; q.len()];
+        out.par_chunks_mut(qw).enumerate().for_each(|(r, o)| {
+            let (s, i) = (r / t, r % t);
+            let (kc, vc) = caches[s].layer(l);
+            let n_keys = starts[s] + i + 1; // causal: keys 0..=pos
+            let mut scores = vec![0f32; n_keys];
+            for h in 0..nh {
+                let qh = &q[r * qw + h * hd..r * qw + (h + 1) * hd];
+                let kv = (h / group) * hd;
+                let mut max = f32::NEG_INFINITY;
+                for (p, sc) in scores.iter_mut().enumerate() {
+                    let kh = &kc[p * kw + kv..p * kw + kv + hd];
+                    *sc = crate::quant::dot::dot_f32(qh, kh) * scale;
+                    max = max.max(*sc);
+                }
+                let mut sum = 0f32;
+                for sc in scores.iter_mut() {
+                    *sc = (*sc - max).exp();
+                    sum += *sc;
+                }
+                let oh = &mut o[h * hd..(h + 1) * hd];
+                for (p, &w) in scores.iter().enumerate() {
+                    let vh = &vc[p * kw + kv..p * kw + kv + hd];
+                    let w = w / sum;
+                    for (a, &b) in oh.iter_mut().zip(vh) {
+                        *a += w * b;
+                    }
+                }
+            }
+        });
+        out
+    }
+
+    /// Rotate the first `rope_dim` dimensions of each head by its absolute position.
+    fn rope(&self, x: &mut [f32], heads: usize, t: usize, starts: &[usize]) {
+        let (hd, half) = (self.config.head_dim, self.config.rope_dim / 2);
+        let width = heads * hd;
+        let (mut cos, mut sin) = (vec![0f32; half], vec![0f32; half]);
+        for (r, row) in x.chunks_exact_mut(width).enumerate() {
+            let pos = (starts[r / t] + r % t) as f32;
+            for i in 0..half {
+                let (s, c) = (pos * self.inv_freq[i]).sin_cos();
+                cos[i] = c;
+                sin[i] = s;
+            }
+            for head in row.chunks_exact_mut(hd) {
+                for i in 0..half {
+                    let (a, b) = match self.config.rope_style {
+                        RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                        RopeStyle::Halves => (i, i + half),
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * cos[i] - x1 * sin[i];
+                    head[b] = x0 * sin[i] + x1 * cos[i];
+                }
+            }
+        }
+    }
+
+    /// The same model with every matrix decoded to dense f32: the reference the quantized
+    /// kernels are measured against, and the starting point of transforms.
+    pub fn dequantized(&self) -> Model {
+        let dense = |m: &Matrix| Matrix::from_f32(m.rows, m.cols, m.to_f32()).expect("same shape");
+        let tok_embd = dense(&self.tok_embd);
+        let output = if self.tied() { tok_embd.clone() } else { dense(&self.output) };
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| Layer {
+                wq: dense(&l.wq),
+                wk: dense(&l.wk),
+                wv: dense(&l.wv),
+                wo: dense(&l.wo),
+                w_gate: dense(&l.w_gate),
+                w_up: dense(&l.w_up),
+                w_down: dense(&l.w_down),
+                ..l.clone()
+            })
+            .collect();
+        Model { tok_embd, output, layers, ..self.clone() }
+    }
+
+    /// Parameter count (embeddings counted once when tied).
+    pub fn n_params(&self) -> usize {
+        let d = self.config.d_model;
+        let mut n = self.tok_embd.rows * d + d;
+        if !self.tied() {
+            n += self.output.rows * d;
+        }
+        for l in &self.layers {
+            n += 2 * d;
+            n += l.matrices().iter().map(|(_, m)| m.rows * m.cols).sum::<usize>();
+            n += [&l.bq, &l.bk, &l.bv].iter().filter_map(|b| b.as_ref()).map(|b| b.len()).sum::<usize>();
+        }
+        n
+    }
+
+    /// Whether the output head reuses the token embedding.
+    pub fn tied(&self) -> bool {
+        use crate::quant::matrix::Storage;
+        match (&self.tok_embd.storage, &self.output.storage) {
+            (Storage::F32(a), Storage::F32(b)) => std::sync::Arc::ptr_eq(a, b),
+            (Storage::Quant { bytes: a, .. }, Storage::Quant { bytes: b, .. }) => std::ptr::eq(a.as_slice(), b.as_slice()),
+            _ => false,
+        }
+    }
+
+    /// Multiply-accumulates ×2 per token at context position `ctx` (weights + attention).
+    pub fn flops_per_token(&self, ctx: usize) -> f64 {
+        let hd = self.config.head_dim;
+        let mut macs = (self.output.rows * self.output.cols) as f64;
+        for l in &self.layers {
+            macs += l.matrices().iter().map(|(_, m)| (m.rows * m.cols) as f64).sum::<f64>();
+            macs += 2.0 * (l.n_heads(hd) * hd * ctx) as f64; // q·k and p·v
+        }
+        2.0 * macs
+    }
+}
+
+/// y = x / sqrt(mean(x²) + eps) ⊙ w, row by row.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let d = w.len();
+    let mut y = vec![0f32; x.len()];
+    for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+        let ms = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for ((y, &x), &w) in yr.iter_mut().zip(xr).zip(w) {
+            *y = x * inv * w;
+        }
+    }
+    y
+}
+
+fn add_into(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        for row in x.chunks_exact_mut(b.len()) {
+            add_into(row, b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_hand_checked() {
+        // x = [3, 4]: mean(x²) = 12.5, 1/sqrt(12.5) = 0.28284
+        let y = rms_norm(&[3.0, 4.0], &[1.0, 2.0], 0.0);
+        assert!((y[0] - 0.848_528).abs() < 1e-5);
+        assert!((y[1] - 2.262_742).abs() < 1e-5);
+    }
+}

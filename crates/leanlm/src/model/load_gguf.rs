@@ -1,0 +1,94 @@
+//! Build a [`Model`] from a GGUF file. Quantized matrices stay in the memory map.
+
+use super::config::{Arch, Config, RopeStyle};
+use super::gguf::{GgufFile, TensorInfo};
+use super::llama::{Layer, Model};
+use crate::error::{Error, Result};
+use crate::quant::{blocks::dequantize, Matrix};
+
+pub fn config_from_gguf(f: &GgufFile) -> Result<Config> {
+    let arch_name = f.get_str("general.architecture")?;
+    let arch = Arch::parse(arch_name)?;
+    let key = |k: &str| format!("{arch_name}.{k}");
+    let int = |k: &str| f.get_u64(&key(k)).map(|v| v as usize);
+    let d_model = int("embedding_length")?;
+    let n_heads = int("attention.head_count")?;
+    let n_kv_heads = int("attention.head_count_kv").unwrap_or(n_heads);
+    let head_dim = int("attention.key_length").unwrap_or(if n_heads > 0 { d_model / n_heads } else { 0 });
+    let vocab_size = match f.tensor_info("token_embd.weight") {
+        Some(t) if t.dims.len() == 2 => t.dims[1],
+        _ => return Err(Error::MissingTensor("token_embd.weight".into())),
+    };
+    let config = Config {
+        arch,
+        n_layers: int("block_count")?,
+        d_model,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        ffn_dim: int("feed_forward_length")?,
+        vocab_size,
+        context_len: int("context_length")?,
+        rms_eps: f.get_f64(&key("attention.layer_norm_rms_epsilon"))? as f32,
+        rope_theta: f.get_f64(&key("rope.freq_base")).unwrap_or(10_000.0) as f32,
+        rope_dim: int("rope.dimension_count").unwrap_or(head_dim),
+        // llama.cpp uses its "normal" (adjacent-pair) RoPE for llama and NeoX for qwen2.
+        rope_style: match arch {
+            Arch::Llama => RopeStyle::Interleaved,
+            Arch::Qwen2 => RopeStyle::Halves,
+        },
+    };
+    config.validate(&f.path)?;
+    Ok(config)
+}
+
+pub fn load_gguf(f: &GgufFile) -> Result<Model> {
+    let config = config_from_gguf(f)?;
+    let get = |name: &str| f.tensor_info(name).ok_or_else(|| Error::MissingTensor(name.to_string()));
+    let matrix = |name: &str| -> Result<Matrix> { matrix_of(f, get(name)?) };
+    let vector = |name: &str| -> Result<Vec<f32>> { vector_of(f, get(name)?) };
+    let optional_vector = |name: &str| f.tensor_info(name).map(|t| vector_of(f, t)).transpose();
+
+    let tok_embd = matrix("token_embd.weight")?;
+    let output = match f.tensor_info("output.weight") {
+        Some(t) => matrix_of(f, t)?,
+        None => tok_embd.clone(), // tied embeddings
+    };
+    let mut layers = Vec::with_capacity(config.n_layers);
+    for i in 0..config.n_layers {
+        let p = |s: &str| format!("blk.{i}.{s}");
+        layers.push(Layer {
+            attn_norm: vector(&p("attn_norm.weight"))?,
+            wq: matrix(&p("attn_q.weight"))?,
+            wk: matrix(&p("attn_k.weight"))?,
+            wv: matrix(&p("attn_v.weight"))?,
+            wo: matrix(&p("attn_output.weight"))?,
+            bq: optional_vector(&p("attn_q.bias"))?,
+            bk: optional_vector(&p("attn_k.bias"))?,
+            bv: optional_vector(&p("attn_v.bias"))?,
+            ffn_norm: vector(&p("ffn_norm.weight"))?,
+            w_gate: matrix(&p("ffn_gate.weight"))?,
+            w_up: matrix(&p("ffn_up.weight"))?,
+            w_down: matrix(&p("ffn_down.weight"))?,
+        });
+    }
+    let out_norm = vector("output_norm.weight")?;
+    Model::new(config, tok_embd, layers, out_norm, output)
+}
+
+fn matrix_of(f: &GgufFile, t: &TensorInfo) -> Result<Matrix> {
+    if t.dims.len() != 2 {
+        return Err(Error::BadTensor {
+            path: f.path.clone(),
+            tensor: t.name.clone(),
+            reason: format!("expected a matrix, found shape {:?}", t.shape()),
+        });
+    }
+    Matrix::from_ggml(t.dims[1], t.dims[0], t.dtype, f.tensor_shared(t))
+}
+
+fn vector_of(f: &GgufFile, t: &TensorInfo) -> Result<Vec<f32>> {
+    let mut out = vec![0f32; t.elements()];
+    dequantize(t.dtype, f.tensor_bytes(t), &mut out)?;
+    Ok(out)
+}

@@ -1,0 +1,178 @@
+//! Build a [`Model`] from a Hugging Face folder: `config.json` plus `model.safetensors`
+//! or shards listed in `model.safetensors.index.json`. Weights are converted to f32.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+use serde_json::Value as Json;
+
+use super::config::{Arch, Config, RopeStyle};
+use super::llama::{Layer, Model};
+use crate::error::{Error, Result};
+use crate::quant::Matrix;
+
+pub fn config_from_hf(dir: &Path) -> Result<Config> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let j: Json = serde_json::from_str(&text).map_err(|e| Error::BadConfig {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let bad = |reason: String| Error::BadConfig {
+        path: path.clone(),
+        reason,
+    };
+    let arch_name = j["architectures"][0]
+        .as_str()
+        .or_else(|| j["model_type"].as_str())
+        .ok_or_else(|| bad("no 'architectures' or 'model_type'".into()))?;
+    let arch = Arch::parse(arch_name)?;
+    let int = |k: &str| j[k].as_u64().map(|v| v as usize).ok_or_else(|| bad(format!("'{k}' is missing")));
+    let d_model = int("hidden_size")?;
+    let n_heads = int("num_attention_heads")?;
+    let head_dim = j["head_dim"].as_u64().map(|v| v as usize).unwrap_or(if n_heads > 0 { d_model / n_heads } else { 0 });
+    if !j["rope_scaling"].is_null() {
+        return Err(bad("rope_scaling is not supported yet".into()));
+    }
+    let config = Config {
+        arch,
+        n_layers: int("num_hidden_layers")?,
+        d_model,
+        n_heads,
+        n_kv_heads: int("num_key_value_heads").unwrap_or(n_heads),
+        head_dim,
+        ffn_dim: int("intermediate_size")?,
+        vocab_size: int("vocab_size")?,
+        context_len: int("max_position_embeddings")?,
+        rms_eps: j["rms_norm_eps"].as_f64().unwrap_or(1e-6) as f32,
+        rope_theta: j["rope_theta"].as_f64().unwrap_or(10_000.0) as f32,
+        rope_dim: head_dim,
+        rope_style: RopeStyle::Halves,
+    };
+    config.validate(&path)?;
+    Ok(config)
+}
+
+/// The safetensors files of a folder.
+fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&index).map_err(|e| {
+        Error::io(
+            &index,
+            std::io::Error::new(e.kind(), format!("{e}; the folder has neither model.safetensors nor an index")),
+        )
+    })?;
+    let j: Json = serde_json::from_str(&text).map_err(|e| Error::BadConfig {
+        path: index.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut files: Vec<String> = j["weight_map"]
+        .as_object()
+        .ok_or_else(|| Error::BadConfig {
+            path: index.clone(),
+            reason: "no weight_map".into(),
+        })?
+        .values()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    files.sort();
+    files.dedup();
+    Ok(files.into_iter().map(|f| dir.join(f)).collect())
+}
+
+/// Every tensor of the folder, as f32 with its shape.
+struct Tensors {
+    map: HashMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl Tensors {
+    fn read(dir: &Path) -> Result<Self> {
+        let mut map = HashMap::new();
+        for path in shard_paths(dir)? {
+            let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+            // SAFETY: read-only map of a file we do not modify.
+            let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+            let st = SafeTensors::deserialize(&mmap).map_err(|e| Error::BadConfig {
+                path: path.clone(),
+                reason: format!("not a valid safetensors file: {e}"),
+            })?;
+            for (name, view) in st.tensors() {
+                let data = view.data();
+                let values: Vec<f32> = match view.dtype() {
+                    Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                    Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+                    Dtype::BF16 => data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+                    other => {
+                        return Err(Error::BadTensor {
+                            path: path.clone(),
+                            tensor: name,
+                            reason: format!("has dtype {other:?}; only F32, F16 and BF16 are supported"),
+                        })
+                    }
+                };
+                map.insert(name, (view.shape().to_vec(), values));
+            }
+        }
+        Ok(Self { map })
+    }
+
+    fn take(&mut self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        self.map.remove(name).ok_or_else(|| Error::MissingTensor(name.to_string()))
+    }
+
+    fn matrix(&mut self, name: &str) -> Result<Matrix> {
+        let (shape, data) = self.take(name)?;
+        match shape[..] {
+            [rows, cols] => Matrix::from_f32(rows, cols, data),
+            _ => Err(Error::Shape {
+                what: name.to_string(),
+                expected: vec![0, 0],
+                found: shape,
+            }),
+        }
+    }
+
+    fn vector(&mut self, name: &str) -> Result<Vec<f32>> {
+        Ok(self.take(name)?.1)
+    }
+
+    fn optional_vector(&mut self, name: &str) -> Option<Vec<f32>> {
+        self.map.remove(name).map(|t| t.1)
+    }
+}
+
+pub fn load_hf(dir: &Path) -> Result<Model> {
+    let config = config_from_hf(dir)?;
+    let mut t = Tensors::read(dir)?;
+    let tok_embd = t.matrix("model.embed_tokens.weight")?;
+    let output = match t.matrix("lm_head.weight") {
+        Ok(m) => m,
+        Err(Error::MissingTensor(_)) => tok_embd.clone(), // tie_word_embeddings
+        Err(e) => return Err(e),
+    };
+    let mut layers = Vec::with_capacity(config.n_layers);
+    for i in 0..config.n_layers {
+        let p = |s: &str| format!("model.layers.{i}.{s}");
+        layers.push(Layer {
+            attn_norm: t.vector(&p("input_layernorm.weight"))?,
+            wq: t.matrix(&p("self_attn.q_proj.weight"))?,
+            wk: t.matrix(&p("self_attn.k_proj.weight"))?,
+            wv: t.matrix(&p("self_attn.v_proj.weight"))?,
+            wo: t.matrix(&p("self_attn.o_proj.weight"))?,
+            bq: t.optional_vector(&p("self_attn.q_proj.bias")),
+            bk: t.optional_vector(&p("self_attn.k_proj.bias")),
+            bv: t.optional_vector(&p("self_attn.v_proj.bias")),
+            ffn_norm: t.vector(&p("post_attention_layernorm.weight"))?,
+            w_gate: t.matrix(&p("mlp.gate_proj.weight"))?,
+            w_up: t.matrix(&p("mlp.up_proj.weight"))?,
+            w_down: t.matrix(&p("mlp.down_proj.weight"))?,
+        });
+    }
+    let out_norm = t.vector("model.norm.weight")?;
+    Model::new(config, tok_embd, layers, out_norm, output)
+}

@@ -1,0 +1,90 @@
+//! Models: file formats, configuration, the forward pass and its cache and hooks.
+
+pub mod config;
+pub mod gguf;
+pub mod hooks;
+pub mod kv_cache;
+pub mod llama;
+mod load_gguf;
+mod load_hf;
+
+use std::path::{Path, PathBuf};
+
+pub use config::{Arch, Config, RopeStyle};
+pub use hooks::{Hooks, LinearSite, NoHooks};
+pub use kv_cache::KvCache;
+pub use llama::{Layer, Logits, Model, Pass};
+pub use load_gguf::{config_from_gguf, load_gguf};
+pub use load_hf::{config_from_hf, load_hf};
+
+use crate::error::{Error, Result};
+use crate::tokenizer::Tokenizer;
+
+/// Where a model came from.
+pub enum Source {
+    Gguf(gguf::GgufFile),
+    HfDir(PathBuf),
+}
+
+/// A model with its tokenizer.
+pub struct Loaded {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub source: Source,
+}
+
+impl Loaded {
+    /// Bytes of the model's files on disk.
+    pub fn file_bytes(&self) -> u64 {
+        match &self.source {
+            Source::Gguf(f) => f.file_size(),
+            Source::HfDir(dir) => std::fs::read_dir(dir)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok())
+                        .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+                        .filter_map(|e| e.metadata().ok())
+                        .map(|m| m.len())
+                        .sum()
+                })
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// Load a GGUF file or a Hugging Face folder, with its tokenizer.
+pub fn load(path: &Path) -> Result<Loaded> {
+    if path.is_dir() {
+        let model = load_hf(path)?;
+        let tokenizer = Tokenizer::from_hf_dir(path)?;
+        check_vocab(&model, &tokenizer)?;
+        return Ok(Loaded {
+            model,
+            tokenizer,
+            source: Source::HfDir(path.to_path_buf()),
+        });
+    }
+    if !path.exists() {
+        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder")));
+    }
+    let f = gguf::GgufFile::open(path)?;
+    let model = load_gguf(&f)?;
+    let tokenizer = Tokenizer::from_gguf(&f)?;
+    check_vocab(&model, &tokenizer)?;
+    Ok(Loaded {
+        model,
+        tokenizer,
+        source: Source::Gguf(f),
+    })
+}
+
+fn check_vocab(model: &Model, tok: &Tokenizer) -> Result<()> {
+    // Models may pad the embedding beyond the tokenizer's vocabulary, never the reverse.
+    if tok.vocab_size() > model.vocab_size() {
+        return Err(Error::Tokenizer(format!(
+            "tokenizer has {} tokens but the model's embedding has only {} rows",
+            tok.vocab_size(),
+            model.vocab_size()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! A weight matrix in the form the kernels compute with: quantized blocks read straight
+//! from the model file, or dense f32.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use super::activation::Q8Act;
+use super::blocks::{dequantize, QK};
+use super::dot::{dot_f32, dot_q4_0, dot_q4_1, dot_q8_0};
+use super::GgmlType;
+use crate::error::{Error, Result};
+
+/// Bytes of quantized data: a window of a memory-mapped file, or owned.
+#[derive(Clone)]
+pub enum Bytes {
+    Mapped {
+        map: Arc<memmap2::Mmap>,
+        start: usize,
+        len: usize,
+    },
+    Owned(Arc<Vec<u8>>),
+}
+
+impl Bytes {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped { map, start, len } => &map[*start..*start + *len],
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// Storage of a `rows × cols` matrix, row-major (each row is one output feature).
+#[derive(Clone)]
+pub enum Storage {
+    F32(Arc<Vec<f32>>),
+    /// Q4_0, Q4_1 or Q8_0 blocks; other GGML types are converted at load time.
+    Quant { dtype: GgmlType, bytes: Bytes },
+}
+
+#[derive(Clone)]
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub storage: Storage,
+}
+
+/// Rows computed per parallel task: large enough to amortise scheduling, small enough to
+/// balance two threads on the narrowest matrix (576 rows).
+const ROWS_PER_TASK: usize = 32;
+
+impl Matrix {
+    pub fn from_f32(rows: usize, cols: usize, data: Vec<f32>) -> Result<Self> {
+        if data.len() != rows * cols {
+            return Err(Error::Shape {
+                what: "dense matrix".into(),
+                expected: vec![rows, cols],
+                found: vec![data.len()],
+            });
+        }
+        Ok(Self {
+            rows,
+            cols,
+            storage: Storage::F32(Arc::new(data)),
+        })
+    }
+
+    /// Wrap GGML-encoded bytes. Types without a kernel are decoded to f32 here.
+    pub fn from_ggml(rows: usize, cols: usize, dtype: GgmlType, bytes: Bytes) -> Result<Self> {
+        let row_bytes = dtype.row_bytes(cols).ok_or_else(|| {
+            Error::InvalidInput(format!("{cols} columns is not a whole number of {dtype} blocks"))
+        })?;
+        if bytes.as_slice().len() != row_bytes * rows {
+            return Err(Error::Shape {
+                what: format!("{dtype} matrix bytes"),
+                expected: vec![row_bytes * rows],
+                found: vec![bytes.as_slice().len()],
+            });
+        }
+        match dtype {
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => Ok(Self {
+                rows,
+                cols,
+                storage: Storage::Quant { dtype, bytes },
+            }),
+            _ => {
+                let mut data = vec![0f32; rows * cols];
+                dequantize(dtype, bytes.as_slice(), &mut data)?;
+                Self::from_f32(rows, cols, data)
+            }
+        }
+    }
+
+    pub fn dtype(&self) -> GgmlType {
+        match &self.storage {
+            Storage::F32(_) => GgmlType::F32,
+            Storage::Quant { dtype, .. } => *dtype,
+        }
+    }
+
+    /// Bytes the kernels stream per full pass over the matrix.
+    pub fn nbytes(&self) -> usize {
+        match &self.storage {
+            Storage::F32(v) => v.len() * 4,
+            Storage::Quant { bytes, .. } => bytes.as_slice().len(),
+        }
+    }
+
+    /// Decode into dense row-major f32 (for transforms and references).
+    pub fn to_f32(&self) -> Vec<f32> {
+        match &self.storage {
+            Storage::F32(v) => v.as_ref().clone(),
+            Storage::Quant { dtype, bytes } => {
+                let mut out = vec![0f32; self.rows * self.cols];
+                dequantize(*dtype, bytes.as_slice(), &mut out).expect("sizes checked at construction");
+                out
+            }
+        }
+    }
+
+    /// One row, decoded.
+    pub fn row_f32(&self, r: usize) -> Vec<f32> {
+        match &self.storage {
+            Storage::F32(v) => v[r * self.cols..(r + 1) * self.cols].to_vec(),
+            Storage::Quant { dtype, bytes } => {
+                let rb = dtype.row_bytes(self.cols).expect("checked at construction");
+                let mut out = vec![0f32; self.cols];
+                dequantize(*dtype, &bytes.as_slice()[r * rb..(r + 1) * rb], &mut out)
+                    .expect("sizes checked at construction");
+                out
+            }
+        }
+    }
+
+    /// `y = x · Wᵀ` for `n` input vectors: `x` is `n × cols`, `y` is `n × rows`.
+    pub fn matmul(&self, x: &[f32], n: usize, y: &mut [f32]) {
+        assert_eq!(x.len(), n * self.cols, "matmul input shape");
+        assert_eq!(y.len(), n * self.rows, "matmul output shape");
+        let (rows, cols) = (self.rows, self.cols);
+        // Each task owns a band of rows and fills `band[r][t]`; one transpose at the end
+        // lays the result out token-major.
+        let mut yt = vec![0f32; rows * n];
+        match &self.storage {
+            Storage::F32(w) => {
+                yt.par_chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(|(task, band)| {
+                    for (i, out) in band.chunks_exact_mut(n).enumerate() {
+                        let r = task * ROWS_PER_TASK + i;
+                        let wr = &w[r * cols..(r + 1) * cols];
+                        for (t, o) in out.iter_mut().enumerate() {
+                            *o = dot_f32(wr, &x[t * cols..(t + 1) * cols]);
+                        }
+                    }
+                });
+            }
+            Storage::Quant { dtype, bytes } => {
+                let xq = Q8Act::quantize(x);
+                let bpr = cols / QK;
+                let rb = dtype.row_bytes(cols).expect("checked at construction");
+                let dot = match dtype {
+                    GgmlType::Q4_1 => dot_q4_1,
+                    GgmlType::Q4_0 => dot_q4_0,
+                    _ => dot_q8_0,
+                };
+                let w = bytes.as_slice();
+                yt.par_chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(|(task, band)| {
+                    for (i, out) in band.chunks_exact_mut(n).enumerate() {
+                        let r = task * ROWS_PER_TASK + i;
+                        let wr = &w[r * rb..(r + 1) * rb];
+                        for (t, o) in out.iter_mut().enumerate() {
+                            *o = dot(wr, xq.row(t, bpr));
+                        }
+                    }
+                });
+            }
+        }
+        if n == 1 {
+            y.copy_from_slice(&yt);
+        } else {
+            for r in 0..rows {
+                for t in 0..n {
+                    y[t * rows + r] = yt[r * n + t];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::blocks::{quantize_q4_1, quantize_q8_0};
+
+    fn reference(w: &[f32], rows: usize, cols: usize, x: &[f32], n: usize) -> Vec<f32> {
+        let mut y = vec![0f32; n * rows];
+        for t in 0..n {
+            for r in 0..rows {
+                y[t * rows + r] = (0..cols).map(|c| w[r * cols + c] * x[t * cols + c]).sum();
+            }
+        }
+        y
+    }
+
+    /// Odd row counts (not a multiple of the task band) and several batch sizes.
+    #[test]
+    fn matmul_matches_dense_reference_on_odd_shapes() {
+        for (rows, cols, n) in [(1, 32, 1), (33, 64, 3), (70, 96, 5), (65, 32, 2)] {
+            let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
+            let x: Vec<f32> = (0..n * cols).map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0).collect();
+            for (dtype, bytes) in [
+                (GgmlType::Q8_0, quantize_q8_0(&w)),
+                (GgmlType::Q4_1, quantize_q4_1(&w)),
+            ] {
+                let m = Matrix::from_ggml(rows, cols, dtype, Bytes::Owned(Arc::new(bytes))).unwrap();
+                let wd = m.to_f32();
+                let want = reference(&wd, rows, cols, &x, n);
+                let mut got = vec![0f32; n * rows];
+                m.matmul(&x, n, &mut got);
+                for (a, b) in got.iter().zip(&want) {
+                    // 8-bit activations: error ≤ Σ|w|·amax(x)/254 ≤ cols·1·1/254
+                    assert!((a - b).abs() <= cols as f32 / 254.0, "{dtype} {rows}x{cols}: {a} vs {b}");
+                }
+            }
+            let m = Matrix::from_f32(rows, cols, w.clone()).unwrap();
+            let want = reference(&w, rows, cols, &x, n);
+            let mut got = vec![0f32; n * rows];
+            m.matmul(&x, n, &mut got);
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() <= 1e-4, "f32 {rows}x{cols}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_that_do_not_fit_the_shape_are_rejected() {
+        let r = Matrix::from_ggml(2, 32, GgmlType::Q8_0, Bytes::Owned(Arc::new(vec![0; 34])));
+        assert!(r.is_err());
+    }
+}

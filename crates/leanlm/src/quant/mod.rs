@@ -1,0 +1,14 @@
+//! Quantized storage and the kernels that compute with it.
+//!
+//! `blocks` encodes and decodes GGML block formats, `activation` quantizes the input
+//! vector of a matrix product to 8 bits once, `dot` holds the inner products (a plain
+//! reference and SIMD versions), and `matrix` is the weight matrix a model layer owns.
+
+pub mod activation;
+pub mod blocks;
+pub mod dot;
+mod ggml_type;
+pub mod matrix;
+
+pub use ggml_type::GgmlType;
+pub use matrix::{Bytes, Matrix};

@@ -1,0 +1,66 @@
+//! Autoregressive generation: one batched pass over the prompt, then one token at a time.
+
+use std::time::Instant;
+
+use super::sampler::Sampler;
+use crate::error::{Error, Result};
+use crate::model::{Logits, Model};
+
+pub struct Generation {
+    pub tokens: Vec<u32>,
+    pub prompt_tokens: usize,
+    /// Seconds for the prompt pass (time to first token).
+    pub prompt_secs: f64,
+    /// Seconds for the tokens after the first.
+    pub decode_secs: f64,
+}
+
+impl Generation {
+    pub fn decode_tokens_per_sec(&self) -> f64 {
+        let n = self.tokens.len().saturating_sub(1);
+        if n == 0 || self.decode_secs == 0.0 { 0.0 } else { n as f64 / self.decode_secs }
+    }
+    pub fn prompt_tokens_per_sec(&self) -> f64 {
+        if self.prompt_secs == 0.0 { 0.0 } else { self.prompt_tokens as f64 / self.prompt_secs }
+    }
+}
+
+/// Generate up to `n` tokens after `prompt`, stopping early at `stop`. `on_token` sees
+/// each token as soon as it is chosen.
+pub fn generate(
+    model: &Model,
+    prompt: &[u32],
+    n: usize,
+    sampler: &mut Sampler,
+    stop: Option<u32>,
+    mut on_token: impl FnMut(u32),
+) -> Result<Generation> {
+    if prompt.is_empty() {
+        return Err(Error::InvalidInput("the prompt is empty: give at least one token".into()));
+    }
+    let ctx = model.config.context_len;
+    if prompt.len() + n > ctx {
+        return Err(Error::ContextOverflow { needed: prompt.len() + n, ctx });
+    }
+    let mut cache = model.new_cache();
+    let t0 = Instant::now();
+    let mut logits = model.forward(prompt, &mut cache, Logits::Last)?;
+    let prompt_secs = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let mut tokens = Vec::with_capacity(n);
+    for i in 0..n {
+        let next = sampler.sample(&logits);
+        tokens.push(next);
+        on_token(next);
+        if Some(next) == stop || i + 1 == n {
+            break;
+        }
+        logits = model.forward(&[next], &mut cache, Logits::Last)?;
+    }
+    Ok(Generation {
+        tokens,
+        prompt_tokens: prompt.len(),
+        prompt_secs,
+        decode_secs: t1.elapsed().as_secs_f64(),
+    })
+}

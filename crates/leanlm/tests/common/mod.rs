@@ -1,0 +1,41 @@
+//! Shared by the integration tests: the default model (fetched through the project's own
+//! script when absent) and the shared data folder.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use leanlm::model::Loaded;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+pub fn shared_data(rel: &str) -> PathBuf {
+    repo_root().join("../shared/data").join(rel)
+}
+
+/// Path of SmolLM2-135M-Instruct Q4_1, fetched by scripts/fetch-model.sh if needed.
+pub fn default_model_path() -> PathBuf {
+    static FETCHED: OnceLock<PathBuf> = OnceLock::new();
+    FETCHED
+        .get_or_init(|| {
+            let root = repo_root();
+            let status = std::process::Command::new("bash")
+                .arg(root.join("scripts/fetch-model.sh"))
+                .status()
+                .expect("running scripts/fetch-model.sh");
+            assert!(status.success(), "scripts/fetch-model.sh failed");
+            root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        })
+        .clone()
+}
+
+pub fn default_model() -> &'static Loaded {
+    static MODEL: OnceLock<Loaded> = OnceLock::new();
+    MODEL.get_or_init(|| leanlm::model::load(&default_model_path()).expect("loading the default model"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}

@@ -1,0 +1,180 @@
+//! Our tokenizer and forward pass against llama.cpp's, on the default model. The fixtures
+//! were recorded by bench/make-fixtures.py (see its header for how llama.cpp was built).
+
+mod common;
+
+use std::io::Read;
+
+use leanlm::model::Logits;
+use leanlm::run::argmax;
+
+#[test]
+fn token_ids_equal_llama_cpp_on_all_of_wikitext2_test() {
+    let mut gz = flate2::read::GzDecoder::new(std::fs::File::open(common::fixture("llama_cpp/wiki_test_ids.u16.gz")).unwrap());
+    let mut raw = Vec::new();
+    gz.read_to_end(&mut raw).unwrap();
+    let want: Vec<u32> = raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u32).collect();
+    assert_eq!(want.len(), 304_830, "fixture size (llama-perplexity reports 304,830 tokens)");
+
+    let text = std::fs::read_to_string(common::shared_data("wikitext-2-raw/wiki.test.raw")).unwrap();
+    let tok = &common::default_model().tokenizer;
+    let got = tok.encode(&text, true, false).unwrap();
+    if let Some(i) = got.iter().zip(&want).position(|(a, b)| a != b) {
+        let lo = i.saturating_sub(5);
+        panic!(
+            "first difference at token {i}: ours {:?} vs llama.cpp {:?} (text {:?})",
+            &got[lo..(i + 5).min(got.len())],
+            &want[lo..(i + 5).min(want.len())],
+            tok.decode_lossy(&want[lo..(i + 5).min(want.len())])
+        );
+    }
+    assert_eq!(got.len(), want.len());
+    // 595 chunks of 512 tokens, as llama-perplexity splits the file.
+    assert_eq!(got.len() / 512, 595);
+    // And the ids decode back to the original bytes.
+    assert_eq!(tok.decode(&got), text.as_bytes());
+}
+
+/// Greedy decoding against llama-simple for 32 tokens on eight prompts. Wherever ours
+/// diverges, llama.cpp's token must be our runner-up within 0.15 logits of our choice: a
+/// near-tie that the engines' different rounding (each sits ~0.08 nats from the exact f32
+/// computation, see the diagnostic below) can flip. Any other divergence is a bug.
+///
+/// Measured: 3 of 8 prompts identical for all 32 tokens, the other 5 diverge at gaps of
+/// 0.03–0.13 logits. The issue asks for 5 identical prompts; we do not reach that (see
+/// docs/benchmarks.md), and this count guards against getting worse.
+#[test]
+fn greedy_generation_equals_llama_cpp_for_32_tokens() {
+    let fixture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::fixture("llama_cpp/greedy.json")).unwrap()).unwrap();
+    let loaded = common::default_model();
+    let (model, tok) = (&loaded.model, &loaded.tokenizer);
+    let cases = fixture["cases"].as_array().unwrap();
+    let mut exact = 0;
+    for case in cases {
+        let prompt = case["prompt"].as_str().unwrap();
+        let want = case["continuation"].as_str().unwrap().as_bytes();
+        let ids = tok.encode(prompt, true, true).unwrap();
+        let mut cache = model.new_cache();
+        let mut logits = model.forward(&ids, &mut cache, Logits::Last).unwrap();
+        let mut text: Vec<u8> = Vec::new();
+        let mut diverged = None;
+        for step in 0..32 {
+            let next = argmax(&logits);
+            if Some(next) == tok.eos {
+                break;
+            }
+            let mut cand = text.clone();
+            cand.extend_from_slice(tok.token_bytes(next));
+            if !want.starts_with(&cand) {
+                diverged = Some((step, logits.clone(), text.clone()));
+                break;
+            }
+            text = cand;
+            logits = model.forward(&[next], &mut cache, Logits::Last).unwrap();
+        }
+        match diverged {
+            None => {
+                assert_eq!(text, want, "prompt {prompt:?}: ours ended early");
+                exact += 1;
+            }
+            Some((step, logits, text)) => {
+                let ours = argmax(&logits) as usize;
+                // llama.cpp's choice: the best-scoring token that continues its text.
+                let theirs = (0..logits.len())
+                    .filter(|&id| {
+                        let piece = tok.token_bytes(id as u32);
+                        !piece.is_empty() && want[text.len()..].starts_with(piece)
+                    })
+                    .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+                    .unwrap();
+                let gap = logits[ours] - logits[theirs];
+                eprintln!(
+                    "{prompt:?}: diverges at token {step}: ours {:?} vs llama.cpp {:?}, logit gap {gap:.3}",
+                    tok.decode_lossy(&[ours as u32]),
+                    tok.decode_lossy(&[theirs as u32])
+                );
+                let runner_up = (0..logits.len()).filter(|&i| i != ours).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap();
+                assert_eq!(theirs, runner_up, "prompt {prompt:?}: llama.cpp's token is not our runner-up");
+                assert!(gap < 0.15, "prompt {prompt:?}: gap {gap} is not a near-tie");
+            }
+        }
+    }
+    eprintln!("{exact}/{} prompts identical for 32 tokens", cases.len());
+    assert!(exact >= 3, "only {exact} prompts match llama.cpp exactly");
+}
+
+/// llama.cpp's log-probs over a 512-token window (255 scored positions) of WikiText-2 against ours.
+///
+/// Bound: both engines multiply the same Q4_1 weights with activations rounded to 8 bits,
+/// but llama.cpp stores the activation scales in f16 and sums in another order, so the
+/// log-probs differ. llama.cpp's own distance to the exact f32 computation of these weights
+/// is 0.080 nats (mean over its top-16 tokens; `print_distances_to_f32_reference`), and
+/// ours is of the same size; two independent errors of that size add to about
+/// √2 · 0.08 ≈ 0.11. We require a mean absolute difference below 0.11 nats. Top-1
+/// agreement is measured at 249/255 (97.6%; the flips are near-ties, as the greedy test
+/// shows), short of the issue's 99%: the test guards ≥ 97%.
+#[test]
+fn log_probs_match_llama_cpp() {
+    let fx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::fixture("llama_cpp/logprobs.json")).unwrap()).unwrap();
+    let tokens: Vec<u32> = fx["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let model = &common::default_model().model;
+    let mut cache = model.new_cache();
+    let logits = model.forward(&tokens, &mut cache, Logits::All).unwrap();
+    let v = model.vocab_size();
+    let (mut diff_sum, mut diff_n, mut agree, mut n_pos) = (0f64, 0usize, 0usize, 0usize);
+    for p in fx["positions"].as_array().unwrap() {
+        let pos = p["pos"].as_u64().unwrap() as usize;
+        let row = &logits[pos * v..(pos + 1) * v];
+        let lp = log_softmax(row);
+        let top = p["top"].as_array().unwrap();
+        for t in top {
+            let (id, want) = (t[0].as_u64().unwrap() as usize, t[1].as_f64().unwrap());
+            diff_sum += (lp[id] as f64 - want).abs();
+            diff_n += 1;
+        }
+        let ours = argmax(row) as u64;
+        agree += (ours == top[0][0].as_u64().unwrap()) as usize;
+        n_pos += 1;
+    }
+    let mean = diff_sum / diff_n as f64;
+    let rate = agree as f64 / n_pos as f64;
+    eprintln!("mean |Δ log p| over top-16 = {mean:.4} nats, top-1 agreement {agree}/{n_pos}");
+    assert_eq!(n_pos, 255);
+    assert!(mean < 0.11, "mean |Δ log p| = {mean}");
+    assert!(rate >= 0.97, "top-1 agreement {rate}");
+}
+
+fn log_softmax(x: &[f32]) -> Vec<f32> {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let lse = x.iter().map(|&v| ((v - max) as f64).exp()).sum::<f64>().ln() as f32 + max;
+    x.iter().map(|&v| v - lse).collect()
+}
+
+/// Diagnostic: how far llama.cpp and our quantized path each sit from the f32 reference.
+#[test]
+#[ignore]
+fn print_distances_to_f32_reference() {
+    let fx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::fixture("llama_cpp/logprobs.json")).unwrap()).unwrap();
+    let tokens: Vec<u32> = fx["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let model = &common::default_model().model;
+    let dense = model.dequantized();
+    let v = model.vocab_size();
+    let lq = model.forward(&tokens, &mut model.new_cache(), Logits::All).unwrap();
+    let ld = dense.forward(&tokens, &mut dense.new_cache(), Logits::All).unwrap();
+    let (mut a, mut b, mut c, mut n) = (0f64, 0f64, 0f64, 0usize);
+    for p in fx["positions"].as_array().unwrap() {
+        let pos = p["pos"].as_u64().unwrap() as usize;
+        let (q, d) = (log_softmax(&lq[pos * v..(pos + 1) * v]), log_softmax(&ld[pos * v..(pos + 1) * v]));
+        for t in p["top"].as_array().unwrap() {
+            let (id, want) = (t[0].as_u64().unwrap() as usize, t[1].as_f64().unwrap());
+            a += (q[id] as f64 - want).abs();
+            b += (d[id] as f64 - want).abs();
+            c += (q[id] as f64 - d[id] as f64).abs();
+            n += 1;
+        }
+    }
+    eprintln!("ours-llama {:.4}  f32-llama {:.4}  ours-f32 {:.4}", a / n as f64, b / n as f64, c / n as f64);
+}
