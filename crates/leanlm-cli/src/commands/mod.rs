@@ -38,7 +38,7 @@ impl ModelArg {
 
 /// Load a model and its tokenizer, naming the path in any error.
 pub fn load(path: &Path) -> Result<leanlm::model::Loaded> {
-    leanlm::model::load(path).with_context(|| format!("loading model {}", path.display()))
+    leanlm::model::load(path).context("cannot load model")
 }
 
 /// Text from `-p` or `-f`, exactly one of them.

@@ -7,6 +7,7 @@ pub mod kv_cache;
 pub mod llama;
 mod load_gguf;
 mod load_hf;
+mod save_gguf;
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,7 @@ pub use kv_cache::KvCache;
 pub use llama::{Layer, Logits, Model, Pass};
 pub use load_gguf::{config_from_gguf, load_gguf};
 pub use load_hf::{config_from_hf, load_hf};
+pub use save_gguf::save_gguf;
 
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;

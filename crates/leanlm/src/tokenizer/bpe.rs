@@ -26,6 +26,15 @@ pub struct Tokenizer {
     /// Single-byte ids, for pieces the merges cannot spell.
     byte_ids: [Option<u32>; 256],
     cache: Mutex<HashMap<String, Vec<u32>>>,
+    /// What it was built from, kept so that writers can store the tokenizer again.
+    source: SourceParts,
+}
+
+struct SourceParts {
+    tokens: Vec<String>,
+    merges: Vec<(String, String)>,
+    special_ids: Vec<u32>,
+    user_ids: Vec<u32>,
 }
 
 /// What a loader extracted; `Tokenizer::build` validates it.
@@ -121,6 +130,12 @@ impl Tokenizer {
             chat_template: parts.chat_template,
             byte_ids,
             cache: Mutex::new(HashMap::new()),
+            source: SourceParts {
+                tokens: parts.tokens,
+                merges: parts.merges,
+                special_ids: parts.special_ids,
+                user_ids: parts.user_ids,
+            },
         })
     }
 
@@ -218,6 +233,27 @@ impl Tokenizer {
 
     pub fn pre_tokenizer(&self) -> &PreTokenizer {
         &self.pre
+    }
+
+    /// Vocabulary spellings (byte-level alphabet; special tokens as text).
+    pub fn spellings(&self) -> &[String] {
+        &self.source.tokens
+    }
+
+    pub fn merge_list(&self) -> &[(String, String)] {
+        &self.source.merges
+    }
+
+    /// GGUF token type of each id: 1 normal, 3 control, 4 user-defined.
+    pub fn token_types(&self) -> Vec<i32> {
+        let mut t = vec![1; self.source.tokens.len()];
+        for &i in &self.source.special_ids {
+            t[i as usize] = 3;
+        }
+        for &i in &self.source.user_ids {
+            t[i as usize] = 4;
+        }
+        t
     }
 }
 

@@ -10,6 +10,7 @@ mod byte_level;
 mod from_gguf;
 mod from_json;
 mod pretokenize;
+mod to_gguf;
 
 pub use bpe::Tokenizer;
 pub use pretokenize::PreTokenizer;

@@ -50,6 +50,18 @@ impl PreTokenizer {
         Self::new(patterns)
     }
 
+    /// The GGUF `tokenizer.ggml.pre` name of this regex list, if it has one.
+    pub fn gguf_name(&self) -> Option<&'static str> {
+        let p: Vec<&str> = self.patterns.iter().map(String::as_str).collect();
+        match p[..] {
+            [GPT2] => Some("gpt2"),
+            [DIGITS, GPT2] => Some("smollm"),
+            [LLAMA3] => Some("llama-bpe"),
+            [QWEN2] => Some("qwen2"),
+            _ => None,
+        }
+    }
+
     /// Split `text` into pieces; their concatenation is `text`.
     pub fn split<'a>(&self, text: &'a str) -> Vec<&'a str> {
         let mut pieces = vec![text];

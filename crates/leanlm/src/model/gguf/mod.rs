@@ -151,3 +151,77 @@ impl TensorInfo {
         self.dims.iter().rev().copied().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(n_tensors: u64, n_kv: u64) -> Vec<u8> {
+        let mut b = MAGIC.to_vec();
+        b.extend_from_slice(&3u32.to_le_bytes());
+        b.extend_from_slice(&n_tensors.to_le_bytes());
+        b.extend_from_slice(&n_kv.to_le_bytes());
+        b
+    }
+
+    fn open_bytes(name: &str, bytes: &[u8]) -> String {
+        let p = std::env::temp_dir().join(format!("leanlm-gguf-{}-{name}", std::process::id()));
+        std::fs::write(&p, bytes).unwrap();
+        let r = GgufFile::open(&p).map(|_| ()).map_err(|e| e.to_string());
+        std::fs::remove_file(&p).unwrap();
+        r.err().unwrap_or_default()
+    }
+
+    #[test]
+    fn hostile_headers_are_errors_not_panics() {
+        assert!(open_bytes("empty", b"").contains("truncated"));
+        assert!(open_bytes("magic", b"GGML\x03\0\0\0").contains("bad magic"));
+        let mut v1 = header(0, 0);
+        v1[4] = 1;
+        assert!(open_bytes("v1", &v1).contains("version 1"));
+        assert!(open_bytes("counts", &header(u64::MAX, 0)).contains("more than the file can hold"));
+        // A key whose string length is absurd.
+        let mut b = header(0, 1);
+        b.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(open_bytes("strlen", &b).contains("truncated"));
+        // An array that claims more elements than bytes remain.
+        let mut b = header(0, 1);
+        b.extend_from_slice(&1u64.to_le_bytes());
+        b.push(b'k');
+        b.extend_from_slice(&9u32.to_le_bytes());
+        b.extend_from_slice(&4u32.to_le_bytes());
+        b.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(open_bytes("array", &b).contains("longer than the file"));
+    }
+
+    #[test]
+    fn tensor_past_the_end_is_named() {
+        let mut b = header(1, 0);
+        b.extend_from_slice(&1u64.to_le_bytes());
+        b.push(b'x');
+        b.extend_from_slice(&1u32.to_le_bytes()); // one dim
+        b.extend_from_slice(&32u64.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes()); // F32
+        b.extend_from_slice(&(1u64 << 40).to_le_bytes()); // offset far beyond the file
+        let e = open_bytes("offset", &b);
+        assert!(e.contains("tensor 'x'") && e.contains("past the end"), "{e}");
+    }
+
+    #[test]
+    fn writer_output_reads_back() {
+        let p = std::env::temp_dir().join(format!("leanlm-gguf-rt-{}.gguf", std::process::id()));
+        let mut w = GgufWriter::default();
+        w.set("general.architecture", Value::String("llama".into()));
+        w.set("a.list", Value::Array(vec![Value::I32(-1), Value::I32(2)]));
+        let bytes: Vec<u8> = (0..64u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        w.add_tensor(TensorData { name: "t".into(), dims: vec![32, 2], dtype: GgmlType::F32, bytes: bytes.clone() }).unwrap();
+        w.write(&p).unwrap();
+        let f = GgufFile::open(&p).unwrap();
+        assert_eq!(f.get_str("general.architecture").unwrap(), "llama");
+        assert_eq!(f.get("a.list"), Some(&Value::Array(vec![Value::I32(-1), Value::I32(2)])));
+        let t = f.tensor_info("t").unwrap();
+        assert_eq!(t.shape(), vec![2, 32]);
+        assert_eq!(f.tensor_bytes(t), &bytes[..]);
+        std::fs::remove_file(&p).unwrap();
+    }
+}

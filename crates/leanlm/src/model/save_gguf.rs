@@ -1,0 +1,101 @@
+//! Write a [`Model`] as GGUF in llama.cpp's layout: its metadata keys, tensor names, and
+//! for Llama the Q/K rows permuted so that llama.cpp's adjacent-pair RoPE applies.
+
+use std::path::Path;
+
+use super::config::{Arch, RopeStyle};
+use super::gguf::{GgufWriter, TensorData, Value};
+use super::llama::Model;
+use crate::error::Result;
+use crate::quant::matrix::Storage;
+use crate::quant::{GgmlType, Matrix};
+
+/// Write `model` with the given tokenizer metadata (`tokenizer.*` keys) to `path`.
+pub fn save_gguf(model: &Model, tokenizer: Vec<(String, Value)>, path: &Path) -> Result<()> {
+    let c = &model.config;
+    let a = c.arch.name();
+    let mut w = GgufWriter::default();
+    let u = |v: usize| Value::U32(v as u32);
+    w.set("general.architecture", Value::String(a.into()));
+    w.set(&format!("{a}.block_count"), u(model.layers.len()));
+    w.set(&format!("{a}.context_length"), u(c.context_len));
+    w.set(&format!("{a}.embedding_length"), u(c.d_model));
+    w.set(&format!("{a}.feed_forward_length"), u(c.ffn_dim));
+    w.set(&format!("{a}.attention.head_count"), u(c.n_heads));
+    w.set(&format!("{a}.attention.head_count_kv"), u(c.n_kv_heads));
+    w.set(&format!("{a}.attention.key_length"), u(c.head_dim));
+    w.set(&format!("{a}.attention.value_length"), u(c.head_dim));
+    w.set(&format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(c.rms_eps));
+    w.set(&format!("{a}.rope.freq_base"), Value::F32(c.rope_theta));
+    w.set(&format!("{a}.rope.dimension_count"), u(c.rope_dim));
+    w.set(&format!("{a}.vocab_size"), u(model.vocab_size()));
+    for (k, v) in tokenizer {
+        w.set(&k, v);
+    }
+    // llama.cpp reads Llama Q/K rows in adjacent-pair order; HF checkpoints use halves.
+    let permute = c.arch == Arch::Llama && c.rope_style == RopeStyle::Halves;
+    let hd = c.head_dim;
+    w.add_tensor(matrix_tensor("token_embd.weight", &model.tok_embd, None))?;
+    for (i, l) in model.layers.iter().enumerate() {
+        let n = |s: &str| format!("blk.{i}.{s}");
+        w.add_tensor(vector_tensor(&n("attn_norm.weight"), &l.attn_norm))?;
+        let pq = permute.then_some(hd);
+        w.add_tensor(matrix_tensor(&n("attn_q.weight"), &l.wq, pq))?;
+        w.add_tensor(matrix_tensor(&n("attn_k.weight"), &l.wk, pq))?;
+        w.add_tensor(matrix_tensor(&n("attn_v.weight"), &l.wv, None))?;
+        w.add_tensor(matrix_tensor(&n("attn_output.weight"), &l.wo, None))?;
+        for (name, b) in [("attn_q.bias", &l.bq), ("attn_k.bias", &l.bk), ("attn_v.bias", &l.bv)] {
+            if let Some(b) = b {
+                w.add_tensor(vector_tensor(&n(name), b))?;
+            }
+        }
+        w.add_tensor(vector_tensor(&n("ffn_norm.weight"), &l.ffn_norm))?;
+        w.add_tensor(matrix_tensor(&n("ffn_gate.weight"), &l.w_gate, None))?;
+        w.add_tensor(matrix_tensor(&n("ffn_up.weight"), &l.w_up, None))?;
+        w.add_tensor(matrix_tensor(&n("ffn_down.weight"), &l.w_down, None))?;
+    }
+    w.add_tensor(vector_tensor("output_norm.weight", &model.out_norm))?;
+    if !model.tied() {
+        w.add_tensor(matrix_tensor("output.weight", &model.output, None))?;
+    }
+    w.write(path)
+}
+
+fn vector_tensor(name: &str, v: &[f32]) -> TensorData {
+    TensorData {
+        name: name.into(),
+        dims: vec![v.len()],
+        dtype: GgmlType::F32,
+        bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+
+/// A matrix in its own storage type; with `permute_head_dim`, each head's rows go from
+/// halves order (i, i + d/2) to adjacent pairs (2i, 2i + 1).
+fn matrix_tensor(name: &str, m: &Matrix, permute_head_dim: Option<usize>) -> TensorData {
+    let (dtype, bytes) = match &m.storage {
+        Storage::F32(v) => (GgmlType::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()),
+        Storage::Quant { dtype, bytes } => (*dtype, bytes.as_slice().to_vec()),
+    };
+    let bytes = match permute_head_dim {
+        None => bytes,
+        Some(hd) => {
+            let rb = bytes.len() / m.rows;
+            let half = hd / 2;
+            let mut out = vec![0u8; bytes.len()];
+            for r in 0..m.rows {
+                let (head, j) = (r / hd, r % hd);
+                let (s, i) = (j / half, j % half); // halves order: j = s·half + i
+                let dst = head * hd + 2 * i + s;
+                out[dst * rb..(dst + 1) * rb].copy_from_slice(&bytes[r * rb..(r + 1) * rb]);
+            }
+            out
+        }
+    };
+    TensorData {
+        name: name.into(),
+        dims: vec![m.cols, m.rows],
+        dtype,
+        bytes,
+    }
+}
