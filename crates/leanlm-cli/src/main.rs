@@ -30,6 +30,8 @@ enum Command {
     Tokenize(commands::tokenize::Args),
     /// Generate text from a prompt (greedy unless --temp is set).
     Generate(commands::generate::Args),
+    /// Measure prompt-processing and decode speed (like llama-bench).
+    Bench(commands::bench::Args),
 }
 
 fn main() {
@@ -42,15 +44,24 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(t) = cli.threads {
         if t == 0 {
             anyhow::bail!("--threads must be at least 1");
         }
-        rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?;
+        pool = pool.num_threads(t);
     }
-    match cli.command {
+    // Run the whole command on a pool thread: parallel kernels then split work among the
+    // workers with the caller taking part, instead of a foreign thread handing each
+    // matrix product over and sleeping until it is done.
+    pool.build()?.install(|| dispatch(cli.command))
+}
+
+fn dispatch(command: Command) -> Result<()> {
+    match command {
         Command::Info(a) => commands::info::run(a),
         Command::Tokenize(a) => commands::tokenize::run(a),
         Command::Generate(a) => commands::generate::run(a),
+        Command::Bench(a) => commands::bench::run(a),
     }
 }

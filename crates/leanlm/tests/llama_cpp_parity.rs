@@ -127,7 +127,7 @@ fn log_probs_match_llama_cpp() {
     for p in fx["positions"].as_array().unwrap() {
         let pos = p["pos"].as_u64().unwrap() as usize;
         let row = &logits[pos * v..(pos + 1) * v];
-        let lp = log_softmax(row);
+        let lp = common::log_softmax(row);
         let top = p["top"].as_array().unwrap();
         for t in top {
             let (id, want) = (t[0].as_u64().unwrap() as usize, t[1].as_f64().unwrap());
@@ -146,12 +146,6 @@ fn log_probs_match_llama_cpp() {
     assert!(rate >= 0.97, "top-1 agreement {rate}");
 }
 
-fn log_softmax(x: &[f32]) -> Vec<f32> {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let lse = x.iter().map(|&v| ((v - max) as f64).exp()).sum::<f64>().ln() as f32 + max;
-    x.iter().map(|&v| v - lse).collect()
-}
-
 /// Diagnostic: how far llama.cpp and our quantized path each sit from the f32 reference.
 #[test]
 #[ignore]
@@ -167,7 +161,7 @@ fn print_distances_to_f32_reference() {
     let (mut a, mut b, mut c, mut n) = (0f64, 0f64, 0f64, 0usize);
     for p in fx["positions"].as_array().unwrap() {
         let pos = p["pos"].as_u64().unwrap() as usize;
-        let (q, d) = (log_softmax(&lq[pos * v..(pos + 1) * v]), log_softmax(&ld[pos * v..(pos + 1) * v]));
+        let (q, d) = (common::log_softmax(&lq[pos * v..(pos + 1) * v]), common::log_softmax(&ld[pos * v..(pos + 1) * v]));
         for t in p["top"].as_array().unwrap() {
             let (id, want) = (t[0].as_u64().unwrap() as usize, t[1].as_f64().unwrap());
             a += (q[id] as f64 - want).abs();
