@@ -8,13 +8,20 @@ use std::sync::OnceLock;
 use leanlm::model::gguf::{GgufFile, GgufWriter, Value};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn model() -> PathBuf {
     static M: OnceLock<PathBuf> = OnceLock::new();
     M.get_or_init(|| {
-        let ok = Command::new("bash").arg(root().join("scripts/fetch-model.sh")).status().unwrap().success();
+        let ok = Command::new("bash")
+            .arg(root().join("scripts/fetch-model.sh"))
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "scripts/fetch-model.sh failed");
         root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
     })
@@ -22,7 +29,11 @@ fn model() -> PathBuf {
 }
 
 fn leanlm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_leanlm")).args(args).current_dir(root()).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_leanlm"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap()
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -34,7 +45,10 @@ fn tmp(name: &str) -> PathBuf {
 /// Exit status ≠ 0, one line on stderr containing `needle`, no panic.
 fn assert_clean_error(out: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
     assert!(!err.contains("panicked"), "panic: {err}");
     assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
     assert!(err.contains(needle), "expected {needle:?} in: {err}");
@@ -45,7 +59,10 @@ fn truncated_gguf() {
     let bytes = std::fs::read(model()).unwrap();
     let p = tmp("truncated.gguf");
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
-    assert_clean_error(&leanlm(&["info", p.to_str().unwrap()]), "runs past the end of the file");
+    assert_clean_error(
+        &leanlm(&["info", p.to_str().unwrap()]),
+        "runs past the end of the file",
+    );
     std::fs::write(&p, &bytes[..1000]).unwrap();
     assert_clean_error(&leanlm(&["info", p.to_str().unwrap()]), "truncated");
 }
@@ -53,8 +70,14 @@ fn truncated_gguf() {
 /// Rewrite the default model's header with `edit` applied to its metadata.
 fn rewritten(name: &str, edit: impl Fn(&mut Vec<(String, Value)>)) -> PathBuf {
     let f = GgufFile::open(model()).unwrap();
-    let mut w = GgufWriter::default();
-    w.metadata = f.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut w = GgufWriter {
+        metadata: f
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        ..Default::default()
+    };
     edit(&mut w.metadata);
     for t in &f.tensors {
         w.add_tensor(leanlm::model::gguf::TensorData {
@@ -89,24 +112,38 @@ fn unknown_architecture() {
             }
         }
     });
-    assert_clean_error(&leanlm(&["info", p.to_str().unwrap()]), "unsupported architecture 'mamba9'");
+    assert_clean_error(
+        &leanlm(&["info", p.to_str().unwrap()]),
+        "unsupported architecture 'mamba9'",
+    );
 }
 
 #[test]
 fn missing_tokenizer() {
-    let p = rewritten("notok.gguf", |m| m.retain(|(k, _)| !k.starts_with("tokenizer.")));
-    assert_clean_error(&leanlm(&["generate", p.to_str().unwrap(), "-p", "hi"]), "no tokenizer in this GGUF");
+    let p = rewritten("notok.gguf", |m| {
+        m.retain(|(k, _)| !k.starts_with("tokenizer."))
+    });
+    assert_clean_error(
+        &leanlm(&["generate", p.to_str().unwrap(), "-p", "hi"]),
+        "no tokenizer in this GGUF",
+    );
 }
 
 #[test]
 fn missing_model_file() {
-    assert_clean_error(&leanlm(&["info", "/nonexistent/model.gguf"]), "/nonexistent/model.gguf");
+    assert_clean_error(
+        &leanlm(&["info", "/nonexistent/model.gguf"]),
+        "/nonexistent/model.gguf",
+    );
 }
 
 #[test]
 fn empty_prompt() {
     let m = model();
-    assert_clean_error(&leanlm(&["generate", m.to_str().unwrap(), "-p", ""]), "prompt is empty");
+    assert_clean_error(
+        &leanlm(&["generate", m.to_str().unwrap(), "-p", ""]),
+        "prompt is empty",
+    );
 }
 
 #[test]
@@ -114,14 +151,30 @@ fn prompt_longer_than_the_context() {
     let p = tmp("long.txt");
     std::fs::write(&p, "word ".repeat(9000)).unwrap();
     let m = model();
-    let out = leanlm(&["generate", m.to_str().unwrap(), "-f", p.to_str().unwrap(), "-n", "4"]);
+    let out = leanlm(&[
+        "generate",
+        m.to_str().unwrap(),
+        "-f",
+        p.to_str().unwrap(),
+        "-n",
+        "4",
+    ]);
     assert_clean_error(&out, "but the context holds 8192");
 }
 
 #[test]
 fn generate_prints_text_and_speed() {
     let m = model();
-    let out = leanlm(&["generate", m.to_str().unwrap(), "-p", "The capital of France is", "-n", "8", "-t", "2"]);
+    let out = leanlm(&[
+        "generate",
+        m.to_str().unwrap(),
+        "-p",
+        "The capital of France is",
+        "-n",
+        "8",
+        "-t",
+        "2",
+    ]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("The capital of France is Paris"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tok/s"));
@@ -131,9 +184,15 @@ fn generate_prints_text_and_speed() {
 fn json_outputs_parse() {
     let m = model();
     let m = m.to_str().unwrap();
-    let info: serde_json::Value = serde_json::from_slice(&leanlm(&["info", m, "--json"]).stdout).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_slice(&leanlm(&["info", m, "--json"]).stdout).unwrap();
     assert_eq!(info["config"]["n_layers"], 30);
     assert_eq!(info["params"], 134_515_008);
-    let tok: serde_json::Value = serde_json::from_slice(&leanlm(&["tokenize", m, "-p", "in 2024", "--json"]).stdout).unwrap();
-    assert_eq!(tok["pieces"], serde_json::json!(["in", " ", "2", "0", "2", "4"]));
+    let tok: serde_json::Value =
+        serde_json::from_slice(&leanlm(&["tokenize", m, "-p", "in 2024", "--json"]).stdout)
+            .unwrap();
+    assert_eq!(
+        tok["pieces"],
+        serde_json::json!(["in", " ", "2", "0", "2", "4"])
+    );
 }

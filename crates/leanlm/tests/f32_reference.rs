@@ -15,18 +15,26 @@ use leanlm::run::argmax;
 #[test]
 fn quantized_logits_track_the_dequantized_f32_reference() {
     let loaded = common::default_model();
-    let text = std::fs::read_to_string(common::shared_data("wikitext-2-raw/wiki.test.raw")).unwrap();
+    let text =
+        std::fs::read_to_string(common::shared_data("wikitext-2-raw/wiki.test.raw")).unwrap();
     let ids = loaded.tokenizer.encode(&text[..4000], true, false).unwrap();
     let tokens = &ids[..64];
 
     let quant = &loaded.model;
     let dense = quant.dequantized();
     let v = quant.vocab_size();
-    let lq = quant.forward(tokens, &mut quant.new_cache(), Logits::All).unwrap();
-    let ld = dense.forward(tokens, &mut dense.new_cache(), Logits::All).unwrap();
+    let lq = quant
+        .forward(tokens, &mut quant.new_cache(), Logits::All)
+        .unwrap();
+    let ld = dense
+        .forward(tokens, &mut dense.new_cache(), Logits::All)
+        .unwrap();
     let (mut diff, mut n, mut agree) = (0f64, 0usize, 0usize);
     for p in 0..64 {
-        let (q, d) = (common::log_softmax(&lq[p * v..(p + 1) * v]), common::log_softmax(&ld[p * v..(p + 1) * v]));
+        let (q, d) = (
+            common::log_softmax(&lq[p * v..(p + 1) * v]),
+            common::log_softmax(&ld[p * v..(p + 1) * v]),
+        );
         let mut order: Vec<usize> = (0..v).collect();
         order.sort_by(|&a, &b| d[b].total_cmp(&d[a]));
         for &id in &order[..16] {

@@ -20,7 +20,9 @@ const VOCAB: usize = 260;
 fn random(n: usize, seed: &mut u64, scale: f32) -> Vec<f32> {
     (0..n)
         .map(|_| {
-            *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            *seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((*seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
         })
         .collect()
@@ -28,7 +30,11 @@ fn random(n: usize, seed: &mut u64, scale: f32) -> Vec<f32> {
 
 fn tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut seed = 7u64;
-    let mut t = vec![("model.embed_tokens.weight".to_string(), vec![VOCAB, D], random(VOCAB * D, &mut seed, 1.0))];
+    let mut t = vec![(
+        "model.embed_tokens.weight".to_string(),
+        vec![VOCAB, D],
+        random(VOCAB * D, &mut seed, 1.0),
+    )];
     for i in 0..LAYERS {
         let p = |s: &str| format!("model.layers.{i}.{s}");
         for (name, shape) in [
@@ -44,7 +50,10 @@ fn tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
             t.push((p(name), shape, random(n, &mut seed, 0.3)));
         }
         for name in ["input_layernorm.weight", "post_attention_layernorm.weight"] {
-            let w = random(D, &mut seed, 0.2).into_iter().map(|v| 1.0 + v).collect();
+            let w = random(D, &mut seed, 0.2)
+                .into_iter()
+                .map(|v| 1.0 + v)
+                .collect();
             t.push((p(name), vec![D], w));
         }
     }
@@ -55,11 +64,22 @@ fn tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
 fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
-        .map(|(n, s, v)| (n.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .map(|(n, s, v)| {
+            (
+                n.clone(),
+                s.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
         .collect();
     let views: HashMap<String, TensorView> = bytes
         .iter()
-        .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
     safetensors::serialize_to_file(&views, None, path).unwrap();
 }
@@ -79,10 +99,18 @@ fn write_hf_folder(dir: &Path, sharded: bool) {
         write_safetensors(&dir.join("model-00001-of-00002.safetensors"), a);
         write_safetensors(&dir.join("model-00002-of-00002.safetensors"), b);
         let mut map = serde_json::Map::new();
-        for (name, file) in a.iter().map(|x| (&x.0, "model-00001-of-00002.safetensors")).chain(b.iter().map(|x| (&x.0, "model-00002-of-00002.safetensors"))) {
+        for (name, file) in a
+            .iter()
+            .map(|x| (&x.0, "model-00001-of-00002.safetensors"))
+            .chain(b.iter().map(|x| (&x.0, "model-00002-of-00002.safetensors")))
+        {
             map.insert(name.clone(), json!(file));
         }
-        std::fs::write(dir.join("model.safetensors.index.json"), json!({ "weight_map": map }).to_string()).unwrap();
+        std::fs::write(
+            dir.join("model.safetensors.index.json"),
+            json!({ "weight_map": map }).to_string(),
+        )
+        .unwrap();
     } else {
         write_safetensors(&dir.join("model.safetensors"), &t);
     }
@@ -103,7 +131,11 @@ fn write_hf_folder(dir: &Path, sharded: bool) {
         "added_tokens": [{"id": 259, "content": "<|endoftext|>", "special": true}]
     });
     std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
-    std::fs::write(dir.join("tokenizer_config.json"), json!({"eos_token": "<|endoftext|>"}).to_string()).unwrap();
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        json!({"eos_token": "<|endoftext|>"}).to_string(),
+    )
+    .unwrap();
 }
 
 /// GPT-2's byte → letter map, written out independently of the library's.
@@ -117,7 +149,10 @@ fn byte_letter(b: u8) -> String {
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -140,19 +175,37 @@ fn hf_and_converted_gguf_give_the_same_logits() {
     assert!(ids.contains(&258), "merges applied: {ids:?}"); // "Ġthe"
     assert_eq!(hf.tokenizer.decode(&ids), text.as_bytes());
 
-    let a = hf.model.forward(&ids, &mut hf.model.new_cache(), Logits::All).unwrap();
-    let b = gg.model.forward(&ids, &mut gg.model.new_cache(), Logits::All).unwrap();
+    let a = hf
+        .model
+        .forward(&ids, &mut hf.model.new_cache(), Logits::All)
+        .unwrap();
+    let b = gg
+        .model
+        .forward(&ids, &mut gg.model.new_cache(), Logits::All)
+        .unwrap();
     // Same f32 arithmetic in another order of dimensions: only summation order differs.
-    assert!(max_diff(&a, &b) < 1e-4, "HF vs GGUF logits differ by {}", max_diff(&a, &b));
+    assert!(
+        max_diff(&a, &b) < 1e-4,
+        "HF vs GGUF logits differ by {}",
+        max_diff(&a, &b)
+    );
 
     let sharded = load(&tmp.join("sharded")).unwrap();
-    let c = sharded.model.forward(&ids, &mut sharded.model.new_cache(), Logits::All).unwrap();
+    let c = sharded
+        .model
+        .forward(&ids, &mut sharded.model.new_cache(), Logits::All)
+        .unwrap();
     assert_eq!(a, c, "sharded folder loads the same weights");
 
     // The permutation is what makes them agree: HF weights under adjacent-pair RoPE differ.
     let mut wrong = hf.model.clone();
     wrong.config.rope_style = RopeStyle::Interleaved;
-    let w = wrong.forward(&ids, &mut wrong.new_cache(), Logits::All).unwrap();
-    assert!(max_diff(&a, &w) > 1e-2, "test would not notice a missing permutation");
+    let w = wrong
+        .forward(&ids, &mut wrong.new_cache(), Logits::All)
+        .unwrap();
+    assert!(
+        max_diff(&a, &w) > 1e-2,
+        "test would not notice a missing permutation"
+    );
     std::fs::remove_dir_all(&tmp).unwrap();
 }

@@ -10,13 +10,23 @@ use leanlm::run::argmax;
 
 #[test]
 fn token_ids_equal_llama_cpp_on_all_of_wikitext2_test() {
-    let mut gz = flate2::read::GzDecoder::new(std::fs::File::open(common::fixture("llama_cpp/wiki_test_ids.u16.gz")).unwrap());
+    let mut gz = flate2::read::GzDecoder::new(
+        std::fs::File::open(common::fixture("llama_cpp/wiki_test_ids.u16.gz")).unwrap(),
+    );
     let mut raw = Vec::new();
     gz.read_to_end(&mut raw).unwrap();
-    let want: Vec<u32> = raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u32).collect();
-    assert_eq!(want.len(), 304_830, "fixture size (llama-perplexity reports 304,830 tokens)");
+    let want: Vec<u32> = raw
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
+        .collect();
+    assert_eq!(
+        want.len(),
+        304_830,
+        "fixture size (llama-perplexity reports 304,830 tokens)"
+    );
 
-    let text = std::fs::read_to_string(common::shared_data("wikitext-2-raw/wiki.test.raw")).unwrap();
+    let text =
+        std::fs::read_to_string(common::shared_data("wikitext-2-raw/wiki.test.raw")).unwrap();
     let tok = &common::default_model().tokenizer;
     let got = tok.encode(&text, true, false).unwrap();
     if let Some(i) = got.iter().zip(&want).position(|(a, b)| a != b) {
@@ -45,8 +55,10 @@ fn token_ids_equal_llama_cpp_on_all_of_wikitext2_test() {
 /// docs/benchmarks.md), and this count guards against getting worse.
 #[test]
 fn greedy_generation_equals_llama_cpp_for_32_tokens() {
-    let fixture: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(common::fixture("llama_cpp/greedy.json")).unwrap()).unwrap();
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixture("llama_cpp/greedy.json")).unwrap(),
+    )
+    .unwrap();
     let loaded = common::default_model();
     let (model, tok) = (&loaded.model, &loaded.tokenizer);
     let cases = fixture["cases"].as_array().unwrap();
@@ -94,8 +106,14 @@ fn greedy_generation_equals_llama_cpp_for_32_tokens() {
                     tok.decode_lossy(&[ours as u32]),
                     tok.decode_lossy(&[theirs as u32])
                 );
-                let runner_up = (0..logits.len()).filter(|&i| i != ours).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap();
-                assert_eq!(theirs, runner_up, "prompt {prompt:?}: llama.cpp's token is not our runner-up");
+                let runner_up = (0..logits.len())
+                    .filter(|&i| i != ours)
+                    .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+                    .unwrap();
+                assert_eq!(
+                    theirs, runner_up,
+                    "prompt {prompt:?}: llama.cpp's token is not our runner-up"
+                );
                 assert!(gap < 0.15, "prompt {prompt:?}: gap {gap} is not a near-tie");
             }
         }
@@ -116,9 +134,16 @@ fn greedy_generation_equals_llama_cpp_for_32_tokens() {
 /// shows), short of the 99%: the test guards ≥ 97%.
 #[test]
 fn log_probs_match_llama_cpp() {
-    let fx: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(common::fixture("llama_cpp/logprobs.json")).unwrap()).unwrap();
-    let tokens: Vec<u32> = fx["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let fx: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixture("llama_cpp/logprobs.json")).unwrap(),
+    )
+    .unwrap();
+    let tokens: Vec<u32> = fx["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
     let model = &common::default_model().model;
     let mut cache = model.new_cache();
     let logits = model.forward(&tokens, &mut cache, Logits::All).unwrap();
@@ -150,18 +175,32 @@ fn log_probs_match_llama_cpp() {
 #[test]
 #[ignore]
 fn print_distances_to_f32_reference() {
-    let fx: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(common::fixture("llama_cpp/logprobs.json")).unwrap()).unwrap();
-    let tokens: Vec<u32> = fx["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let fx: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixture("llama_cpp/logprobs.json")).unwrap(),
+    )
+    .unwrap();
+    let tokens: Vec<u32> = fx["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
     let model = &common::default_model().model;
     let dense = model.dequantized();
     let v = model.vocab_size();
-    let lq = model.forward(&tokens, &mut model.new_cache(), Logits::All).unwrap();
-    let ld = dense.forward(&tokens, &mut dense.new_cache(), Logits::All).unwrap();
+    let lq = model
+        .forward(&tokens, &mut model.new_cache(), Logits::All)
+        .unwrap();
+    let ld = dense
+        .forward(&tokens, &mut dense.new_cache(), Logits::All)
+        .unwrap();
     let (mut a, mut b, mut c, mut n) = (0f64, 0f64, 0f64, 0usize);
     for p in fx["positions"].as_array().unwrap() {
         let pos = p["pos"].as_u64().unwrap() as usize;
-        let (q, d) = (common::log_softmax(&lq[pos * v..(pos + 1) * v]), common::log_softmax(&ld[pos * v..(pos + 1) * v]));
+        let (q, d) = (
+            common::log_softmax(&lq[pos * v..(pos + 1) * v]),
+            common::log_softmax(&ld[pos * v..(pos + 1) * v]),
+        );
         for t in p["top"].as_array().unwrap() {
             let (id, want) = (t[0].as_u64().unwrap() as usize, t[1].as_f64().unwrap());
             a += (q[id] as f64 - want).abs();
@@ -170,5 +209,10 @@ fn print_distances_to_f32_reference() {
             n += 1;
         }
     }
-    eprintln!("ours-llama {:.4}  f32-llama {:.4}  ours-f32 {:.4}", a / n as f64, b / n as f64, c / n as f64);
+    eprintln!(
+        "ours-llama {:.4}  f32-llama {:.4}  ours-f32 {:.4}",
+        a / n as f64,
+        b / n as f64,
+        c / n as f64
+    );
 }

@@ -32,14 +32,24 @@ struct Stat {
 fn stat(mut v: Vec<f64>) -> Stat {
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-    Stat { median, min: v[0], max: v[n - 1] }
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Stat {
+        median,
+        min: v[0],
+        max: v[n - 1],
+    }
 }
 
 /// Token ids spread over the vocabulary, fixed so runs compare.
 fn tokens(model: &Model, n: usize) -> Vec<u32> {
     let v = model.vocab_size().min(32_000) as u64;
-    (0..n as u64).map(|i| ((i * 7919 + 13) % v) as u32).collect()
+    (0..n as u64)
+        .map(|i| ((i * 7919 + 13) % v) as u32)
+        .collect()
 }
 
 fn prompt_speed(model: &Model, n: usize) -> Result<f64> {
@@ -67,29 +77,63 @@ pub fn run(a: Args) -> Result<()> {
     let loaded = a.model.load()?;
     let m = &loaded.model;
     if a.n_prompt.max(a.n_gen) > m.config.context_len {
-        anyhow::bail!("-p/-n exceed the model's context of {} tokens", m.config.context_len);
+        anyhow::bail!(
+            "-p/-n exceed the model's context of {} tokens",
+            m.config.context_len
+        );
     }
     // One untimed warm-up of each, as llama-bench does.
     prompt_speed(m, a.n_prompt.min(64))?;
     decode_speed(m, 4)?;
-    let pp = stat((0..a.reps).map(|_| prompt_speed(m, a.n_prompt)).collect::<Result<_>>()?);
-    let tg = stat((0..a.reps).map(|_| decode_speed(m, a.n_gen)).collect::<Result<_>>()?);
+    let pp = stat(
+        (0..a.reps)
+            .map(|_| prompt_speed(m, a.n_prompt))
+            .collect::<Result<_>>()?,
+    );
+    let tg = stat(
+        (0..a.reps)
+            .map(|_| decode_speed(m, a.n_gen))
+            .collect::<Result<_>>()?,
+    );
     let threads = rayon::current_num_threads();
-    let weight_bytes: usize = m.layers.iter().flat_map(|l| l.matrices()).map(|(_, x)| x.nbytes()).sum::<usize>() + m.output.nbytes();
+    let weight_bytes: usize = m
+        .layers
+        .iter()
+        .flat_map(|l| l.matrices())
+        .map(|(_, x)| x.nbytes())
+        .sum::<usize>()
+        + m.output.nbytes();
     if a.json {
         let s = |name: &str, n: usize, st: &Stat| json!({"test": name, "n": n, "tokens_per_sec": st.median, "min": st.min, "max": st.max, "reps": a.reps});
-        println!("{}", json!({
-            "model": a.model.path(), "threads": threads, "kernels": leanlm::quant::dot::simd_level(),
-            "weight_bytes_per_token": weight_bytes,
-            "results": [s(&format!("pp{}", a.n_prompt), a.n_prompt, &pp), s(&format!("tg{}", a.n_gen), a.n_gen, &tg)]
-        }));
+        println!(
+            "{}",
+            json!({
+                "model": a.model.path(), "threads": threads, "kernels": leanlm::quant::dot::simd_level(),
+                "weight_bytes_per_token": weight_bytes,
+                "results": [s(&format!("pp{}", a.n_prompt), a.n_prompt, &pp), s(&format!("tg{}", a.n_gen), a.n_gen, &tg)]
+            })
+        );
     } else {
-        println!("model: {} | threads: {threads} | kernels: {}", a.model.path().display(), leanlm::quant::dot::simd_level());
+        println!(
+            "model: {} | threads: {threads} | kernels: {}",
+            a.model.path().display(),
+            leanlm::quant::dot::simd_level()
+        );
         println!("{:>8} {:>12} {:>20}", "test", "t/s", "min … max");
-        for (name, st) in [(format!("pp{}", a.n_prompt), &pp), (format!("tg{}", a.n_gen), &tg)] {
-            println!("{name:>8} {:>12.2} {:>9.2} … {:>8.2}", st.median, st.min, st.max);
+        for (name, st) in [
+            (format!("pp{}", a.n_prompt), &pp),
+            (format!("tg{}", a.n_gen), &tg),
+        ] {
+            println!(
+                "{name:>8} {:>12.2} {:>9.2} … {:>8.2}",
+                st.median, st.min, st.max
+            );
         }
-        println!("decode streams {:.1} MB of weights per token: {:.1} GB/s at tg median", weight_bytes as f64 / 1e6, weight_bytes as f64 * tg.median / 1e9);
+        println!(
+            "decode streams {:.1} MB of weights per token: {:.1} GB/s at tg median",
+            weight_bytes as f64 / 1e6,
+            weight_bytes as f64 * tg.median / 1e9
+        );
     }
     Ok(())
 }

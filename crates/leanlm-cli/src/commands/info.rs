@@ -31,7 +31,9 @@ struct MatrixStat {
 /// The tightest N:M pattern (M in 4, 8) whose every group of M holds at most N non-zeros.
 fn nm_pattern(w: &[f32]) -> Option<(usize, usize)> {
     [(2, 4), (4, 8)].into_iter().find(|&(n, m)| {
-        w.len() % m == 0 && w.chunks_exact(m).all(|g| g.iter().filter(|v| **v != 0.0).count() <= n)
+        w.len().is_multiple_of(m)
+            && w.chunks_exact(m)
+                .all(|g| g.iter().filter(|v| **v != 0.0).count() <= n)
     })
 }
 
@@ -91,28 +93,81 @@ pub fn run(a: Args) -> Result<()> {
         return Ok(());
     }
     println!("model        {}", a.model.path().display());
-    println!("format       {format}, {:.1} MB on disk", loaded.file_bytes() as f64 / 1e6);
-    println!("architecture {} ({} layers, d_model {}, {} heads / {} kv heads of {}, ffn {})",
-        c.arch.name(), c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim);
-    println!("vocab        {} (tokenizer {}), tied embeddings: {}", m.vocab_size(), loaded.tokenizer.vocab_size(), m.tied());
-    println!("context      {} positions, RoPE θ {} on {} dims ({:?})", c.context_len, c.rope_theta, c.rope_dim, c.rope_style);
-    println!("parameters   {:.2} M ({:.2} M in block matrices, {:.2}% of those zero)",
-        n_params as f64 / 1e6, linear as f64 / 1e6, 100.0 * zeros as f64 / linear.max(1) as f64);
-    let t: Vec<String> = types.iter().map(|(k, v)| format!("{k} ×{} ({:.1} MB)", v.0, v.1 as f64 / 1e6)).collect();
+    println!(
+        "format       {format}, {:.1} MB on disk",
+        loaded.file_bytes() as f64 / 1e6
+    );
+    println!(
+        "architecture {} ({} layers, d_model {}, {} heads / {} kv heads of {}, ffn {})",
+        c.arch.name(),
+        c.n_layers,
+        c.d_model,
+        c.n_heads,
+        c.n_kv_heads,
+        c.head_dim,
+        c.ffn_dim
+    );
+    println!(
+        "vocab        {} (tokenizer {}), tied embeddings: {}",
+        m.vocab_size(),
+        loaded.tokenizer.vocab_size(),
+        m.tied()
+    );
+    println!(
+        "context      {} positions, RoPE θ {} on {} dims ({:?})",
+        c.context_len, c.rope_theta, c.rope_dim, c.rope_style
+    );
+    println!(
+        "parameters   {:.2} M ({:.2} M in block matrices, {:.2}% of those zero)",
+        n_params as f64 / 1e6,
+        linear as f64 / 1e6,
+        100.0 * zeros as f64 / linear.max(1) as f64
+    );
+    let t: Vec<String> = types
+        .iter()
+        .map(|(k, v)| format!("{k} ×{} ({:.1} MB)", v.0, v.1 as f64 / 1e6))
+        .collect();
     println!("block types  {}", t.join(", "));
-    println!("embeddings   {} ({:.1} MB)", m.tok_embd.dtype(), m.tok_embd.nbytes() as f64 / 1e6);
-    println!("FLOPs/token  {:.1} M at ctx {} ({:.1} M counting only non-zero weights)", flops / 1e6, a.ctx, sparse_flops / 1e6);
-    let uneven = m.layers.iter().any(|l| l.n_heads(c.head_dim) != c.n_heads || l.ffn_dim() != c.ffn_dim);
+    println!(
+        "embeddings   {} ({:.1} MB)",
+        m.tok_embd.dtype(),
+        m.tok_embd.nbytes() as f64 / 1e6
+    );
+    println!(
+        "FLOPs/token  {:.1} M at ctx {} ({:.1} M counting only non-zero weights)",
+        flops / 1e6,
+        a.ctx,
+        sparse_flops / 1e6
+    );
+    let uneven = m
+        .layers
+        .iter()
+        .any(|l| l.n_heads(c.head_dim) != c.n_heads || l.ffn_dim() != c.ffn_dim);
     if uneven {
         for (i, l) in m.layers.iter().enumerate() {
-            println!("  blk.{i:<3} heads {:>3}, kv heads {:>3}, ffn {:>6}", l.n_heads(c.head_dim), l.n_kv_heads(c.head_dim), l.ffn_dim());
+            println!(
+                "  blk.{i:<3} heads {:>3}, kv heads {:>3}, ffn {:>6}",
+                l.n_heads(c.head_dim),
+                l.n_kv_heads(c.head_dim),
+                l.ffn_dim()
+            );
         }
     }
     if a.tensors || zeros as f64 > 0.01 * linear as f64 {
-        println!("\n{:<22} {:>6} {:>13} {:>10} {:>9} {:>5}", "matrix", "type", "shape", "bytes", "sparsity", "N:M");
+        println!(
+            "\n{:<22} {:>6} {:>13} {:>10} {:>9} {:>5}",
+            "matrix", "type", "shape", "bytes", "sparsity", "N:M"
+        );
         for s in &stats {
-            println!("{:<22} {:>6} {:>13} {:>10} {:>8.2}% {:>5}", s.name, s.dtype.name(), format!("{}×{}", s.rows, s.cols), s.bytes,
-                100.0 * s.zeros as f64 / (s.rows * s.cols) as f64, s.nm.map(|(n, m)| format!("{n}:{m}")).unwrap_or_default());
+            println!(
+                "{:<22} {:>6} {:>13} {:>10} {:>8.2}% {:>5}",
+                s.name,
+                s.dtype.name(),
+                format!("{}×{}", s.rows, s.cols),
+                s.bytes,
+                100.0 * s.zeros as f64 / (s.rows * s.cols) as f64,
+                s.nm.map(|(n, m)| format!("{n}:{m}")).unwrap_or_default()
+            );
         }
     }
     Ok(())

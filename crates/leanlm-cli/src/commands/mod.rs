@@ -14,7 +14,12 @@ pub struct ModelArg {
     #[arg(value_name = "MODEL")]
     model: Option<PathBuf>,
     /// Same as MODEL, llama.cpp style.
-    #[arg(short = 'm', long = "model", value_name = "MODEL", conflicts_with = "model")]
+    #[arg(
+        short = 'm',
+        long = "model",
+        value_name = "MODEL",
+        conflicts_with = "model"
+    )]
     model_flag: Option<PathBuf>,
 }
 
@@ -31,7 +36,9 @@ impl ModelArg {
     pub fn load(&self) -> Result<leanlm::model::Loaded> {
         let path = self.path();
         if !path.exists() && path == Path::new(DEFAULT_MODEL) {
-            anyhow::bail!("{DEFAULT_MODEL} not found: run scripts/fetch-model.sh first, or name a model");
+            anyhow::bail!(
+                "{DEFAULT_MODEL} not found: run scripts/fetch-model.sh first, or name a model"
+            );
         }
         load(&path)
     }

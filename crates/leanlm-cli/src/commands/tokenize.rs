@@ -31,14 +31,20 @@ pub fn run(a: Args) -> Result<()> {
     let tok = a.model.load()?.tokenizer;
     let ids = tok.encode(&text, !a.no_bos, !a.no_parse_special)?;
     if a.json {
-        let pieces: Vec<String> = ids.iter().map(|&i| String::from_utf8_lossy(tok.token_bytes(i)).into_owned()).collect();
+        let pieces: Vec<String> = ids
+            .iter()
+            .map(|&i| String::from_utf8_lossy(tok.token_bytes(i)).into_owned())
+            .collect();
         println!("{}", serde_json::json!({ "ids": ids, "pieces": pieces }));
     } else if a.ids {
         let s: Vec<String> = ids.iter().map(u32::to_string).collect();
         println!("[{}]", s.join(", "));
     } else {
         for id in &ids {
-            println!("{id:>6} -> '{}'", String::from_utf8_lossy(tok.token_bytes(*id)));
+            println!(
+                "{id:>6} -> '{}'",
+                String::from_utf8_lossy(tok.token_bytes(*id))
+            );
         }
     }
     Ok(())

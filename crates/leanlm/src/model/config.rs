@@ -78,19 +78,21 @@ impl Config {
                 return Err(bad(format!("{name} is 0")));
             }
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(bad(format!(
                 "{} query heads cannot share {} key/value heads evenly",
                 self.n_heads, self.n_kv_heads
             )));
         }
-        if self.rope_dim % 2 != 0 || self.rope_dim > self.head_dim {
+        if !self.rope_dim.is_multiple_of(2) || self.rope_dim > self.head_dim {
             return Err(bad(format!(
                 "rope dimension {} must be even and at most head_dim {}",
                 self.rope_dim, self.head_dim
             )));
         }
-        if !(self.rms_eps > 0.0) || !(self.rope_theta > 0.0) {
+        // Written so that NaN fails too.
+        let positive = |v: f32| v > 0.0;
+        if !positive(self.rms_eps) || !positive(self.rope_theta) {
             return Err(bad("rms epsilon and rope theta must be positive".into()));
         }
         Ok(())

@@ -98,10 +98,20 @@ impl Pass<'static> {
 }
 
 impl Model {
-    pub fn new(config: Config, tok_embd: Matrix, layers: Vec<Layer>, out_norm: Vec<f32>, output: Matrix) -> Result<Self> {
+    pub fn new(
+        config: Config,
+        tok_embd: Matrix,
+        layers: Vec<Layer>,
+        out_norm: Vec<f32>,
+        output: Matrix,
+    ) -> Result<Self> {
         let d = config.d_model;
         let hd = config.head_dim;
-        let shape_err = |what: String, expected: Vec<usize>, found: Vec<usize>| Error::Shape { what, expected, found };
+        let shape_err = |what: String, expected: Vec<usize>, found: Vec<usize>| Error::Shape {
+            what,
+            expected,
+            found,
+        };
         if tok_embd.cols != d || output.cols != d || output.rows != tok_embd.rows {
             return Err(shape_err(
                 "token embedding / output head".into(),
@@ -110,7 +120,11 @@ impl Model {
             ));
         }
         if out_norm.len() != d {
-            return Err(shape_err("output_norm".into(), vec![d], vec![out_norm.len()]));
+            return Err(shape_err(
+                "output_norm".into(),
+                vec![d],
+                vec![out_norm.len()],
+            ));
         }
         for (i, l) in layers.iter().enumerate() {
             let (nh, nkv, ff) = (l.wq.rows / hd, l.wk.rows / hd, l.w_gate.rows);
@@ -125,31 +139,62 @@ impl Model {
             ];
             for (name, m, [r, c]) in checks {
                 if m.rows != r || m.cols != c || (name == "attn_q" && m.rows % hd != 0) {
-                    return Err(shape_err(format!("blk.{i}.{name}"), vec![r, c], vec![m.rows, m.cols]));
+                    return Err(shape_err(
+                        format!("blk.{i}.{name}"),
+                        vec![r, c],
+                        vec![m.rows, m.cols],
+                    ));
                 }
             }
             if nkv == 0 || nh % nkv != 0 {
-                return Err(shape_err(format!("blk.{i} heads (query heads must be a multiple of kv heads)"), vec![nh], vec![nkv]));
+                return Err(shape_err(
+                    format!("blk.{i} heads (query heads must be a multiple of kv heads)"),
+                    vec![nh],
+                    vec![nkv],
+                ));
             }
             if l.attn_norm.len() != d || l.ffn_norm.len() != d {
-                return Err(shape_err(format!("blk.{i} norms"), vec![d], vec![l.attn_norm.len()]));
+                return Err(shape_err(
+                    format!("blk.{i} norms"),
+                    vec![d],
+                    vec![l.attn_norm.len()],
+                ));
             }
-            for (name, b, n) in [("q", &l.bq, nh * hd), ("k", &l.bk, nkv * hd), ("v", &l.bv, nkv * hd)] {
+            for (name, b, n) in [
+                ("q", &l.bq, nh * hd),
+                ("k", &l.bk, nkv * hd),
+                ("v", &l.bv, nkv * hd),
+            ] {
                 if let Some(b) = b {
                     if b.len() != n {
-                        return Err(shape_err(format!("blk.{i}.attn_{name}.bias"), vec![n], vec![b.len()]));
+                        return Err(shape_err(
+                            format!("blk.{i}.attn_{name}.bias"),
+                            vec![n],
+                            vec![b.len()],
+                        ));
                     }
                 }
             }
         }
         let half = config.rope_dim / 2;
         let inv_freq = (0..half)
-            .map(|i| config.rope_theta.powf(-((2 * i) as f32) / config.rope_dim as f32))
+            .map(|i| {
+                config
+                    .rope_theta
+                    .powf(-((2 * i) as f32) / config.rope_dim as f32)
+            })
             .collect();
         let mut config = config;
         config.n_layers = layers.len();
         config.vocab_size = output.rows;
-        Ok(Self { config, tok_embd, layers, out_norm, output, inv_freq })
+        Ok(Self {
+            config,
+            tok_embd,
+            layers,
+            out_norm,
+            output,
+            inv_freq,
+        })
     }
 
     /// A fresh cache sized for this model's layers.
@@ -169,29 +214,53 @@ impl Model {
     }
 
     /// Run `b` sequences of equal length `t` together; sequence `s` continues `caches[s]`.
-    pub fn forward_batch(&self, tokens: &[&[u32]], caches: &mut [&mut KvCache], pass: Pass) -> Result<Vec<f32>> {
+    pub fn forward_batch(
+        &self,
+        tokens: &[&[u32]],
+        caches: &mut [&mut KvCache],
+        pass: Pass,
+    ) -> Result<Vec<f32>> {
         let cfg = &self.config;
-        let (b, t, d) = (tokens.len(), tokens.first().map_or(0, |s| s.len()), cfg.d_model);
+        let (b, t, d) = (
+            tokens.len(),
+            tokens.first().map_or(0, |s| s.len()),
+            cfg.d_model,
+        );
         if b == 0 || t == 0 {
-            return Err(Error::InvalidInput("nothing to run: the token sequence is empty".into()));
+            return Err(Error::InvalidInput(
+                "nothing to run: the token sequence is empty".into(),
+            ));
         }
         if tokens.iter().any(|s| s.len() != t) || caches.len() != b {
-            return Err(Error::InvalidInput("batched sequences must have equal length and one cache each".into()));
+            return Err(Error::InvalidInput(
+                "batched sequences must have equal length and one cache each".into(),
+            ));
         }
         for (s, c) in tokens.iter().zip(caches.iter()) {
             if c.n_layers() != self.layers.len() {
-                return Err(Error::InvalidInput("KV cache was made for another model".into()));
+                return Err(Error::InvalidInput(
+                    "KV cache was made for another model".into(),
+                ));
             }
             if c.len() + t > cfg.context_len {
-                return Err(Error::ContextOverflow { needed: c.len() + t, ctx: cfg.context_len });
+                return Err(Error::ContextOverflow {
+                    needed: c.len() + t,
+                    ctx: cfg.context_len,
+                });
             }
             if let Some(&bad) = s.iter().find(|&&id| id as usize >= self.vocab_size()) {
-                return Err(Error::InvalidInput(format!("token id {bad} is outside the vocabulary ({})", self.vocab_size())));
+                return Err(Error::InvalidInput(format!(
+                    "token id {bad} is outside the vocabulary ({})",
+                    self.vocab_size()
+                )));
             }
         }
         let n_run = match pass.exit_after {
             Some(k) if k == 0 || k > self.layers.len() => {
-                return Err(Error::InvalidInput(format!("exit layer {k} must be in 1..={}", self.layers.len())))
+                return Err(Error::InvalidInput(format!(
+                    "exit layer {k} must be in 1..={}",
+                    self.layers.len()
+                )))
             }
             Some(k) => k,
             None => self.layers.len(),
@@ -237,7 +306,16 @@ impl Model {
 
     /// One block over `x` (n = b·t rows), updating x in place and appending to the caches.
     #[allow(clippy::too_many_arguments)]
-    fn block(&self, l: usize, layer: &Layer, x: &mut [f32], t: usize, starts: &[usize], caches: &mut [&mut KvCache], hooks: &mut dyn Hooks) {
+    fn block(
+        &self,
+        l: usize,
+        layer: &Layer,
+        x: &mut [f32],
+        t: usize,
+        starts: &[usize],
+        caches: &mut [&mut KvCache],
+        hooks: &mut dyn Hooks,
+    ) {
         let cfg = &self.config;
         let (d, hd) = (cfg.d_model, cfg.head_dim);
         let n = x.len() / d;
@@ -273,7 +351,15 @@ impl Model {
     }
 
     /// k = RoPE(Wk·xn), v = Wv·xn, appended to each sequence's cache.
-    fn append_kv(&self, l: usize, layer: &Layer, xn: &[f32], t: usize, starts: &[usize], caches: &mut [&mut KvCache]) {
+    fn append_kv(
+        &self,
+        l: usize,
+        layer: &Layer,
+        xn: &[f32],
+        t: usize,
+        starts: &[usize],
+        caches: &mut [&mut KvCache],
+    ) {
         let hd = self.config.head_dim;
         let n = xn.len() / self.config.d_model;
         let nkv = layer.n_kv_heads(hd);
@@ -285,13 +371,25 @@ impl Model {
         add_bias(&mut v, layer.bv.as_deref());
         self.rope(&mut k, nkv, t, starts);
         for (s, c) in caches.iter_mut().enumerate() {
-            c.append(l, &k[s * t * w..(s + 1) * t * w], &v[s * t * w..(s + 1) * t * w]);
+            c.append(
+                l,
+                &k[s * t * w..(s + 1) * t * w],
+                &v[s * t * w..(s + 1) * t * w],
+            );
         }
     }
 
     /// Causal attention of the new queries over each sequence's cache.
     #[allow(clippy::too_many_arguments)]
-    fn attention(&self, l: usize, layer: &Layer, q: &[f32], t: usize, starts: &[usize], caches: &[&mut KvCache]) -> Vec<f32> {
+    fn attention(
+        &self,
+        l: usize,
+        layer: &Layer,
+        q: &[f32],
+        t: usize,
+        starts: &[usize],
+        caches: &[&mut KvCache],
+    ) -> Vec<f32> {
         let hd = self.config.head_dim;
         let (nh, nkv) = (layer.n_heads(hd), layer.n_kv_heads(hd));
         let group = nh / nkv;
@@ -361,7 +459,11 @@ impl Model {
     pub fn dequantized(&self) -> Model {
         let dense = |m: &Matrix| Matrix::from_f32(m.rows, m.cols, m.to_f32()).expect("same shape");
         let tok_embd = dense(&self.tok_embd);
-        let output = if self.tied() { tok_embd.clone() } else { dense(&self.output) };
+        let output = if self.tied() {
+            tok_embd.clone()
+        } else {
+            dense(&self.output)
+        };
         let layers = self
             .layers
             .iter()
@@ -376,7 +478,12 @@ impl Model {
                 ..l.clone()
             })
             .collect();
-        Model { tok_embd, output, layers, ..self.clone() }
+        Model {
+            tok_embd,
+            output,
+            layers,
+            ..self.clone()
+        }
     }
 
     /// Parameter count (embeddings counted once when tied).
@@ -388,8 +495,16 @@ impl Model {
         }
         for l in &self.layers {
             n += 2 * d;
-            n += l.matrices().iter().map(|(_, m)| m.rows * m.cols).sum::<usize>();
-            n += [&l.bq, &l.bk, &l.bv].iter().filter_map(|b| b.as_ref()).map(|b| b.len()).sum::<usize>();
+            n += l
+                .matrices()
+                .iter()
+                .map(|(_, m)| m.rows * m.cols)
+                .sum::<usize>();
+            n += [&l.bq, &l.bk, &l.bv]
+                .iter()
+                .filter_map(|b| b.as_ref())
+                .map(|b| b.len())
+                .sum::<usize>();
         }
         n
     }
@@ -399,7 +514,9 @@ impl Model {
         use crate::quant::matrix::Storage;
         match (&self.tok_embd.storage, &self.output.storage) {
             (Storage::F32(a), Storage::F32(b)) => std::sync::Arc::ptr_eq(a, b),
-            (Storage::Quant { bytes: a, .. }, Storage::Quant { bytes: b, .. }) => std::ptr::eq(a.as_slice(), b.as_slice()),
+            (Storage::Quant { bytes: a, .. }, Storage::Quant { bytes: b, .. }) => {
+                std::ptr::eq(a.as_slice(), b.as_slice())
+            }
             _ => false,
         }
     }
@@ -409,7 +526,11 @@ impl Model {
         let hd = self.config.head_dim;
         let mut macs = (self.output.rows * self.output.cols) as f64;
         for l in &self.layers {
-            macs += l.matrices().iter().map(|(_, m)| (m.rows * m.cols) as f64).sum::<f64>();
+            macs += l
+                .matrices()
+                .iter()
+                .map(|(_, m)| (m.rows * m.cols) as f64)
+                .sum::<f64>();
             macs += 2.0 * (l.n_heads(hd) * hd * ctx) as f64; // q·k and p·v
         }
         2.0 * macs

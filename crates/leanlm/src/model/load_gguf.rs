@@ -14,7 +14,7 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<Config> {
     let d_model = int("embedding_length")?;
     let n_heads = int("attention.head_count")?;
     let n_kv_heads = int("attention.head_count_kv").unwrap_or(n_heads);
-    let head_dim = int("attention.key_length").unwrap_or(if n_heads > 0 { d_model / n_heads } else { 0 });
+    let head_dim = int("attention.key_length").unwrap_or(d_model.checked_div(n_heads).unwrap_or(0));
     let vocab_size = match f.tensor_info("token_embd.weight") {
         Some(t) if t.dims.len() == 2 => t.dims[1],
         _ => return Err(Error::MissingTensor("token_embd.weight".into())),
@@ -44,7 +44,10 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<Config> {
 
 pub fn load_gguf(f: &GgufFile) -> Result<Model> {
     let config = config_from_gguf(f)?;
-    let get = |name: &str| f.tensor_info(name).ok_or_else(|| Error::MissingTensor(name.to_string()));
+    let get = |name: &str| {
+        f.tensor_info(name)
+            .ok_or_else(|| Error::MissingTensor(name.to_string()))
+    };
     let matrix = |name: &str| -> Result<Matrix> { matrix_of(f, get(name)?) };
     let vector = |name: &str| -> Result<Vec<f32>> { vector_of(f, get(name)?) };
     let optional_vector = |name: &str| f.tensor_info(name).map(|t| vector_of(f, t)).transpose();

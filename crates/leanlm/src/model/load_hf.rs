@@ -28,10 +28,17 @@ pub fn config_from_hf(dir: &Path) -> Result<Config> {
         .or_else(|| j["model_type"].as_str())
         .ok_or_else(|| bad("no 'architectures' or 'model_type'".into()))?;
     let arch = Arch::parse(arch_name)?;
-    let int = |k: &str| j[k].as_u64().map(|v| v as usize).ok_or_else(|| bad(format!("'{k}' is missing")));
+    let int = |k: &str| {
+        j[k].as_u64()
+            .map(|v| v as usize)
+            .ok_or_else(|| bad(format!("'{k}' is missing")))
+    };
     let d_model = int("hidden_size")?;
     let n_heads = int("num_attention_heads")?;
-    let head_dim = j["head_dim"].as_u64().map(|v| v as usize).unwrap_or(if n_heads > 0 { d_model / n_heads } else { 0 });
+    let head_dim = j["head_dim"]
+        .as_u64()
+        .map(|v| v as usize)
+        .unwrap_or(d_model.checked_div(n_heads).unwrap_or(0));
     if !j["rope_scaling"].is_null() {
         return Err(bad("rope_scaling is not supported yet".into()));
     }
@@ -64,7 +71,10 @@ fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     let text = std::fs::read_to_string(&index).map_err(|e| {
         Error::io(
             &index,
-            std::io::Error::new(e.kind(), format!("{e}; the folder has neither model.safetensors nor an index")),
+            std::io::Error::new(
+                e.kind(),
+                format!("{e}; the folder has neither model.safetensors nor an index"),
+            ),
         )
     })?;
     let j: Json = serde_json::from_str(&text).map_err(|e| Error::BadConfig {
@@ -104,14 +114,25 @@ impl Tensors {
             for (name, view) in st.tensors() {
                 let data = view.data();
                 let values: Vec<f32> = match view.dtype() {
-                    Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-                    Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-                    Dtype::BF16 => data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+                    Dtype::F32 => data
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect(),
+                    Dtype::F16 => data
+                        .chunks_exact(2)
+                        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                        .collect(),
+                    Dtype::BF16 => data
+                        .chunks_exact(2)
+                        .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                        .collect(),
                     other => {
                         return Err(Error::BadTensor {
                             path: path.clone(),
                             tensor: name,
-                            reason: format!("has dtype {other:?}; only F32, F16 and BF16 are supported"),
+                            reason: format!(
+                                "has dtype {other:?}; only F32, F16 and BF16 are supported"
+                            ),
                         })
                     }
                 };
@@ -122,7 +143,9 @@ impl Tensors {
     }
 
     fn take(&mut self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-        self.map.remove(name).ok_or_else(|| Error::MissingTensor(name.to_string()))
+        self.map
+            .remove(name)
+            .ok_or_else(|| Error::MissingTensor(name.to_string()))
     }
 
     fn matrix(&mut self, name: &str) -> Result<Matrix> {

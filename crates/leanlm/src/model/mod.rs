@@ -66,7 +66,10 @@ pub fn load(path: &Path) -> Result<Loaded> {
         });
     }
     if !path.exists() {
-        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder")));
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
+        ));
     }
     let f = gguf::GgufFile::open(path)?;
     let model = load_gguf(&f)?;

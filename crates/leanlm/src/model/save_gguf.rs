@@ -25,7 +25,10 @@ pub fn save_gguf(model: &Model, tokenizer: Vec<(String, Value)>, path: &Path) ->
     w.set(&format!("{a}.attention.head_count_kv"), u(c.n_kv_heads));
     w.set(&format!("{a}.attention.key_length"), u(c.head_dim));
     w.set(&format!("{a}.attention.value_length"), u(c.head_dim));
-    w.set(&format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(c.rms_eps));
+    w.set(
+        &format!("{a}.attention.layer_norm_rms_epsilon"),
+        Value::F32(c.rms_eps),
+    );
     w.set(&format!("{a}.rope.freq_base"), Value::F32(c.rope_theta));
     w.set(&format!("{a}.rope.dimension_count"), u(c.rope_dim));
     w.set(&format!("{a}.vocab_size"), u(model.vocab_size()));
@@ -44,7 +47,11 @@ pub fn save_gguf(model: &Model, tokenizer: Vec<(String, Value)>, path: &Path) ->
         w.add_tensor(matrix_tensor(&n("attn_k.weight"), &l.wk, pq))?;
         w.add_tensor(matrix_tensor(&n("attn_v.weight"), &l.wv, None))?;
         w.add_tensor(matrix_tensor(&n("attn_output.weight"), &l.wo, None))?;
-        for (name, b) in [("attn_q.bias", &l.bq), ("attn_k.bias", &l.bk), ("attn_v.bias", &l.bv)] {
+        for (name, b) in [
+            ("attn_q.bias", &l.bq),
+            ("attn_k.bias", &l.bk),
+            ("attn_v.bias", &l.bv),
+        ] {
             if let Some(b) = b {
                 w.add_tensor(vector_tensor(&n(name), b))?;
             }
@@ -74,7 +81,10 @@ fn vector_tensor(name: &str, v: &[f32]) -> TensorData {
 /// halves order (i, i + d/2) to adjacent pairs (2i, 2i + 1).
 fn matrix_tensor(name: &str, m: &Matrix, permute_head_dim: Option<usize>) -> TensorData {
     let (dtype, bytes) = match &m.storage {
-        Storage::F32(v) => (GgmlType::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()),
+        Storage::F32(v) => (
+            GgmlType::F32,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+        ),
         Storage::Quant { dtype, bytes } => (*dtype, bytes.as_slice().to_vec()),
     };
     let bytes = match permute_head_dim {

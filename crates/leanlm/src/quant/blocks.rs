@@ -114,7 +114,9 @@ pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
 pub fn quantize_q4_0(x: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(x.len() / QK * 18);
     for blk in x.chunks_exact(QK) {
-        let max = blk.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+        let max = blk
+            .iter()
+            .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
         let d = max / -8.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
@@ -149,7 +151,9 @@ mod tests {
     use super::*;
 
     fn ramp(n: usize) -> Vec<f32> {
-        (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect()
+        (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+            .collect()
     }
 
     /// Our decoders against candle's for the types both implement.
@@ -170,7 +174,11 @@ mod tests {
                 _ => GgmlDType::Q8_0,
             };
             let q = qtensor_from_ggml(cdt, &bytes, vec![64], &candle_core::Device::Cpu).unwrap();
-            let theirs = q.dequantize(&candle_core::Device::Cpu).unwrap().to_vec1::<f32>().unwrap();
+            let theirs = q
+                .dequantize(&candle_core::Device::Cpu)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             assert_eq!(ours, theirs, "{dt}");
         }
     }
@@ -180,7 +188,9 @@ mod tests {
     fn quantize_round_trip_within_half_step() {
         let x = ramp(96);
         let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let (min, max) = x.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        let (min, max) = x
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
         for (dt, bytes, step) in [
             (GgmlType::Q8_0, quantize_q8_0(&x), amax / 127.0),
             (GgmlType::Q4_1, quantize_q4_1(&x), (max - min) / 15.0),
@@ -190,7 +200,10 @@ mod tests {
             dequantize(dt, &bytes, &mut y).unwrap();
             for (a, b) in x.iter().zip(&y) {
                 // half a step, plus f16 rounding of the scale (≈ 2^-11 relative) over 16 steps
-                assert!((a - b).abs() <= step * 0.5 + amax * 0.01, "{dt}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= step * 0.5 + amax * 0.01,
+                    "{dt}: {a} vs {b}"
+                );
             }
         }
     }
@@ -208,6 +221,30 @@ mod tests {
         assert_eq!(out[0], -0.5);
         assert_eq!(out[16], 0.0);
         assert_eq!(out[1], -1.0);
+    }
+
+    /// K-quants go through candle's decoder: bytes candle encoded decode to candle's values.
+    #[test]
+    fn k_quants_decode_through_candle() {
+        use candle_core::quantized::{GgmlDType, QTensor};
+        use candle_core::{Device, Tensor};
+        let x = ramp(512);
+        let t = Tensor::from_vec(x, 512, &Device::Cpu).unwrap();
+        for (cdt, dt) in [
+            (GgmlDType::Q4K, GgmlType::Q4K),
+            (GgmlDType::Q6K, GgmlType::Q6K),
+        ] {
+            let q = QTensor::quantize(&t, cdt).unwrap();
+            let bytes = q.data().unwrap();
+            let want = q
+                .dequantize(&Device::Cpu)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let mut got = vec![0f32; 512];
+            dequantize(dt, &bytes, &mut got).unwrap();
+            assert_eq!(got, want, "{dt}");
+        }
     }
 
     #[test]

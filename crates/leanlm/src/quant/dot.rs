@@ -204,7 +204,8 @@ mod x86 {
         while i + 32 <= n {
             for (k, acc) in a.iter_mut().enumerate() {
                 let o = i + 8 * k;
-                *acc = _mm256_fmadd_ps(_mm256_loadu_ps(pw.add(o)), _mm256_loadu_ps(px.add(o)), *acc);
+                *acc =
+                    _mm256_fmadd_ps(_mm256_loadu_ps(pw.add(o)), _mm256_loadu_ps(px.add(o)), *acc);
             }
             i += 32;
         }
@@ -212,7 +213,10 @@ mod x86 {
             a[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pw.add(i)), _mm256_loadu_ps(px.add(i)), a[0]);
             i += 8;
         }
-        let mut sum = hsum(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
+        let mut sum = hsum(_mm256_add_ps(
+            _mm256_add_ps(a[0], a[1]),
+            _mm256_add_ps(a[2], a[3]),
+        ));
         while i < n {
             sum += *pw.add(i) * *px.add(i);
             i += 1;
@@ -256,13 +260,20 @@ mod tests {
             ];
             for (dt, bytes, fast, reference) in cases {
                 let (a, b) = (fast(&bytes, row), reference(&bytes, row));
-                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{dt} n={n}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{dt} n={n}: {a} vs {b}"
+                );
                 let mut wd = vec![0f32; n];
                 dequantize(dt, &bytes, &mut wd).unwrap();
                 let exact = dot_f32_ref(&wd, &x);
                 // 8-bit activations: each term errs by at most |w|·d_x/2, d_x = amax/127.
-                let bound: f32 = wd.iter().map(|v| v.abs()).sum::<f32>() * (1.0 / 127.0) * 0.5 + 1e-4;
-                assert!((b - exact).abs() <= bound, "{dt} n={n}: {b} vs {exact} (bound {bound})");
+                let bound: f32 =
+                    wd.iter().map(|v| v.abs()).sum::<f32>() * (1.0 / 127.0) * 0.5 + 1e-4;
+                assert!(
+                    (b - exact).abs() <= bound,
+                    "{dt} n={n}: {b} vs {exact} (bound {bound})"
+                );
             }
         }
     }

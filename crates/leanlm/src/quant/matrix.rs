@@ -36,7 +36,10 @@ impl Bytes {
 pub enum Storage {
     F32(Arc<Vec<f32>>),
     /// Q4_0, Q4_1 or Q8_0 blocks; other GGML types are converted at load time.
-    Quant { dtype: GgmlType, bytes: Bytes },
+    Quant {
+        dtype: GgmlType,
+        bytes: Bytes,
+    },
 }
 
 #[derive(Clone)]
@@ -69,7 +72,9 @@ impl Matrix {
     /// Wrap GGML-encoded bytes. Types without a kernel are decoded to f32 here.
     pub fn from_ggml(rows: usize, cols: usize, dtype: GgmlType, bytes: Bytes) -> Result<Self> {
         let row_bytes = dtype.row_bytes(cols).ok_or_else(|| {
-            Error::InvalidInput(format!("{cols} columns is not a whole number of {dtype} blocks"))
+            Error::InvalidInput(format!(
+                "{cols} columns is not a whole number of {dtype} blocks"
+            ))
         })?;
         if bytes.as_slice().len() != row_bytes * rows {
             return Err(Error::Shape {
@@ -113,7 +118,8 @@ impl Matrix {
             Storage::F32(v) => v.as_ref().clone(),
             Storage::Quant { dtype, bytes } => {
                 let mut out = vec![0f32; self.rows * self.cols];
-                dequantize(*dtype, bytes.as_slice(), &mut out).expect("sizes checked at construction");
+                dequantize(*dtype, bytes.as_slice(), &mut out)
+                    .expect("sizes checked at construction");
                 out
             }
         }
@@ -143,15 +149,17 @@ impl Matrix {
         let mut yt = vec![0f32; rows * n];
         match &self.storage {
             Storage::F32(w) => {
-                yt.par_chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(|(task, band)| {
-                    for (i, out) in band.chunks_exact_mut(n).enumerate() {
-                        let r = task * ROWS_PER_TASK + i;
-                        let wr = &w[r * cols..(r + 1) * cols];
-                        for (t, o) in out.iter_mut().enumerate() {
-                            *o = dot_f32(wr, &x[t * cols..(t + 1) * cols]);
+                yt.par_chunks_mut(ROWS_PER_TASK * n)
+                    .enumerate()
+                    .for_each(|(task, band)| {
+                        for (i, out) in band.chunks_exact_mut(n).enumerate() {
+                            let r = task * ROWS_PER_TASK + i;
+                            let wr = &w[r * cols..(r + 1) * cols];
+                            for (t, o) in out.iter_mut().enumerate() {
+                                *o = dot_f32(wr, &x[t * cols..(t + 1) * cols]);
+                            }
                         }
-                    }
-                });
+                    });
             }
             Storage::Quant { dtype, bytes } => {
                 let xq = Q8Act::quantize(x);
@@ -163,15 +171,17 @@ impl Matrix {
                     _ => dot_q8_0,
                 };
                 let w = bytes.as_slice();
-                yt.par_chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(|(task, band)| {
-                    for (i, out) in band.chunks_exact_mut(n).enumerate() {
-                        let r = task * ROWS_PER_TASK + i;
-                        let wr = &w[r * rb..(r + 1) * rb];
-                        for (t, o) in out.iter_mut().enumerate() {
-                            *o = dot(wr, xq.row(t, bpr));
+                yt.par_chunks_mut(ROWS_PER_TASK * n)
+                    .enumerate()
+                    .for_each(|(task, band)| {
+                        for (i, out) in band.chunks_exact_mut(n).enumerate() {
+                            let r = task * ROWS_PER_TASK + i;
+                            let wr = &w[r * rb..(r + 1) * rb];
+                            for (t, o) in out.iter_mut().enumerate() {
+                                *o = dot(wr, xq.row(t, bpr));
+                            }
                         }
-                    }
-                });
+                    });
             }
         }
         if n == 1 {
@@ -205,20 +215,28 @@ mod tests {
     #[test]
     fn matmul_matches_dense_reference_on_odd_shapes() {
         for (rows, cols, n) in [(1, 32, 1), (33, 64, 3), (70, 96, 5), (65, 32, 2)] {
-            let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
-            let x: Vec<f32> = (0..n * cols).map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0).collect();
+            let w: Vec<f32> = (0..rows * cols)
+                .map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0)
+                .collect();
+            let x: Vec<f32> = (0..n * cols)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0)
+                .collect();
             for (dtype, bytes) in [
                 (GgmlType::Q8_0, quantize_q8_0(&w)),
                 (GgmlType::Q4_1, quantize_q4_1(&w)),
             ] {
-                let m = Matrix::from_ggml(rows, cols, dtype, Bytes::Owned(Arc::new(bytes))).unwrap();
+                let m =
+                    Matrix::from_ggml(rows, cols, dtype, Bytes::Owned(Arc::new(bytes))).unwrap();
                 let wd = m.to_f32();
                 let want = reference(&wd, rows, cols, &x, n);
                 let mut got = vec![0f32; n * rows];
                 m.matmul(&x, n, &mut got);
                 for (a, b) in got.iter().zip(&want) {
                     // 8-bit activations: error ≤ Σ|w|·amax(x)/254 ≤ cols·1·1/254
-                    assert!((a - b).abs() <= cols as f32 / 254.0, "{dtype} {rows}x{cols}: {a} vs {b}");
+                    assert!(
+                        (a - b).abs() <= cols as f32 / 254.0,
+                        "{dtype} {rows}x{cols}: {a} vs {b}"
+                    );
                 }
             }
             let m = Matrix::from_f32(rows, cols, w.clone()).unwrap();

@@ -6,7 +6,9 @@ use crate::error::{Error, Result};
 
 /// The text of one user turn followed by the assistant's opening, per the template.
 pub fn user_turn(template: Option<&str>, user: &str) -> Result<String> {
-    let t = template.ok_or_else(|| Error::InvalidInput("this model has no chat template; drop --chat".into()))?;
+    let t = template.ok_or_else(|| {
+        Error::InvalidInput("this model has no chat template; drop --chat".into())
+    })?;
     if !t.contains("<|im_start|>") {
         return Err(Error::InvalidInput(
             "only ChatML chat templates (<|im_start|>…<|im_end|>) are supported; drop --chat and format the prompt yourself".into(),
@@ -16,7 +18,9 @@ pub fn user_turn(template: Option<&str>, user: &str) -> Result<String> {
     if let Some(system) = default_system(t) {
         out.push_str(&format!("<|im_start|>system\n{system}<|im_end|>\n"));
     }
-    out.push_str(&format!("<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"));
+    out.push_str(&format!(
+        "<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    ));
     Ok(out)
 }
 

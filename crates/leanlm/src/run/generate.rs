@@ -18,10 +18,18 @@ pub struct Generation {
 impl Generation {
     pub fn decode_tokens_per_sec(&self) -> f64 {
         let n = self.tokens.len().saturating_sub(1);
-        if n == 0 || self.decode_secs == 0.0 { 0.0 } else { n as f64 / self.decode_secs }
+        if n == 0 || self.decode_secs == 0.0 {
+            0.0
+        } else {
+            n as f64 / self.decode_secs
+        }
     }
     pub fn prompt_tokens_per_sec(&self) -> f64 {
-        if self.prompt_secs == 0.0 { 0.0 } else { self.prompt_tokens as f64 / self.prompt_secs }
+        if self.prompt_secs == 0.0 {
+            0.0
+        } else {
+            self.prompt_tokens as f64 / self.prompt_secs
+        }
     }
 }
 
@@ -36,11 +44,16 @@ pub fn generate(
     mut on_token: impl FnMut(u32),
 ) -> Result<Generation> {
     if prompt.is_empty() {
-        return Err(Error::InvalidInput("the prompt is empty: give at least one token".into()));
+        return Err(Error::InvalidInput(
+            "the prompt is empty: give at least one token".into(),
+        ));
     }
     let ctx = model.config.context_len;
     if prompt.len() + n > ctx {
-        return Err(Error::ContextOverflow { needed: prompt.len() + n, ctx });
+        return Err(Error::ContextOverflow {
+            needed: prompt.len() + n,
+            ctx,
+        });
     }
     let mut cache = model.new_cache();
     let t0 = Instant::now();

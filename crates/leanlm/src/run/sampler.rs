@@ -42,7 +42,9 @@ pub fn argmax(x: &[f32]) -> u32 {
 
 impl Sampler {
     pub fn new(cfg: SamplerConfig) -> Result<Self> {
-        if !(cfg.temperature >= 0.0) || !(cfg.top_p > 0.0 && cfg.top_p <= 1.0) {
+        // Written so that NaN fails too.
+        let valid = cfg.temperature >= 0.0 && cfg.top_p > 0.0 && cfg.top_p <= 1.0;
+        if !valid {
             return Err(Error::InvalidInput(format!(
                 "temperature must be ≥ 0 and top-p in (0, 1] (got {} and {})",
                 cfg.temperature, cfg.top_p
@@ -84,7 +86,11 @@ impl Sampler {
     /// decreasing probability and normalized.
     pub fn filtered_probs(&self, logits: &[f32]) -> Vec<(u32, f64)> {
         let t = self.cfg.temperature.max(1e-6) as f64;
-        let mut items: Vec<(u32, f64)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l as f64 / t)).collect();
+        let mut items: Vec<(u32, f64)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l as f64 / t))
+            .collect();
         items.sort_by(|a, b| b.1.total_cmp(&a.1));
         if self.cfg.top_k > 0 {
             items.truncate(self.cfg.top_k);
@@ -125,7 +131,13 @@ mod tests {
 
     #[test]
     fn top_k_one_is_greedy() {
-        let mut s = Sampler::new(SamplerConfig { temperature: 0.8, top_k: 1, top_p: 1.0, seed: 3 }).unwrap();
+        let mut s = Sampler::new(SamplerConfig {
+            temperature: 0.8,
+            top_k: 1,
+            top_p: 1.0,
+            seed: 3,
+        })
+        .unwrap();
         for _ in 0..10 {
             assert_eq!(s.sample(&[0.1, 2.0, 1.9]), 1);
         }
@@ -134,7 +146,13 @@ mod tests {
     #[test]
     fn top_p_keeps_the_smallest_set_reaching_p() {
         // softmax of ln(0.5), ln(0.3), ln(0.2) = 0.5, 0.3, 0.2; top-p 0.7 keeps the first two.
-        let s = Sampler::new(SamplerConfig { temperature: 1.0, top_k: 0, top_p: 0.7, seed: 0 }).unwrap();
+        let s = Sampler::new(SamplerConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.7,
+            seed: 0,
+        })
+        .unwrap();
         let p = s.filtered_probs(&[0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()]);
         assert_eq!(p.len(), 2);
         assert!((p[0].1 - 0.625).abs() < 1e-6); // 0.5 / 0.8
@@ -142,7 +160,12 @@ mod tests {
 
     #[test]
     fn same_seed_same_samples() {
-        let cfg = SamplerConfig { temperature: 1.0, top_k: 0, top_p: 1.0, seed: 42 };
+        let cfg = SamplerConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 42,
+        };
         let logits = [0.0f32, 0.1, 0.2, 0.3];
         let (mut a, mut b) = (Sampler::new(cfg).unwrap(), Sampler::new(cfg).unwrap());
         let xa: Vec<u32> = (0..20).map(|_| a.sample(&logits)).collect();
@@ -152,7 +175,15 @@ mod tests {
 
     #[test]
     fn bad_options_are_errors() {
-        assert!(Sampler::new(SamplerConfig { temperature: -1.0, ..Default::default() }).is_err());
-        assert!(Sampler::new(SamplerConfig { top_p: 0.0, ..Default::default() }).is_err());
+        assert!(Sampler::new(SamplerConfig {
+            temperature: -1.0,
+            ..Default::default()
+        })
+        .is_err());
+        assert!(Sampler::new(SamplerConfig {
+            top_p: 0.0,
+            ..Default::default()
+        })
+        .is_err());
     }
 }

@@ -66,19 +66,27 @@ impl Tokenizer {
         if n == 0 {
             return Err(Error::Tokenizer("empty vocabulary".into()));
         }
-        let by_spelling: HashMap<String, u32> =
-            parts.tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let by_spelling: HashMap<String, u32> = parts
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
         let mut is_special = vec![false; n];
         for &id in parts.special_ids.iter().chain(&parts.user_ids) {
-            let slot = is_special
-                .get_mut(id as usize)
-                .ok_or_else(|| Error::Tokenizer(format!("special token id {id} is outside the vocabulary ({n})")))?;
+            let slot = is_special.get_mut(id as usize).ok_or_else(|| {
+                Error::Tokenizer(format!(
+                    "special token id {id} is outside the vocabulary ({n})"
+                ))
+            })?;
             *slot = true;
         }
         for (name, id) in [("bos", parts.bos), ("eos", parts.eos)] {
             if let Some(id) = id {
                 if id as usize >= n {
-                    return Err(Error::Tokenizer(format!("{name} id {id} is outside the vocabulary ({n})")));
+                    return Err(Error::Tokenizer(format!(
+                        "{name} id {id} is outside the vocabulary ({n})"
+                    )));
                 }
             }
         }
@@ -94,16 +102,22 @@ impl Tokenizer {
         let mut merges = HashMap::with_capacity(parts.merges.len());
         for (rank, (a, b)) in parts.merges.iter().enumerate() {
             let (Some(&ia), Some(&ib)) = (by_spelling.get(a), by_spelling.get(b)) else {
-                return Err(Error::Tokenizer(format!("merge '{a} {b}' names a token not in the vocabulary")));
+                return Err(Error::Tokenizer(format!(
+                    "merge '{a} {b}' names a token not in the vocabulary"
+                )));
             };
             let Some(&im) = by_spelling.get(&format!("{a}{b}")) else {
-                return Err(Error::Tokenizer(format!("merge '{a} {b}' produces a token not in the vocabulary")));
+                return Err(Error::Tokenizer(format!(
+                    "merge '{a} {b}' produces a token not in the vocabulary"
+                )));
             };
             merges.entry((ia, ib)).or_insert((rank as u32, im));
         }
         let mut byte_ids = [None; 256];
         for (b, slot) in byte_ids.iter_mut().enumerate() {
-            *slot = by_spelling.get(&byte_level::byte_char(b as u8).to_string()).copied();
+            *slot = by_spelling
+                .get(&byte_level::byte_char(b as u8).to_string())
+                .copied();
         }
         let mut specials: Vec<Special> = parts
             .special_ids
@@ -117,7 +131,7 @@ impl Tokenizer {
             })
             .filter(|s| !s.text.is_empty())
             .collect();
-        specials.sort_by(|a, b| b.text.len().cmp(&a.text.len()));
+        specials.sort_by_key(|s| std::cmp::Reverse(s.text.len()));
         Ok(Self {
             pieces,
             by_spelling,
@@ -162,11 +176,18 @@ impl Tokenizer {
         Ok(ids)
     }
 
-    fn next_special<'a>(&'a self, text: &str, parse_special: bool) -> Option<(usize, &'a str, u32)> {
+    fn next_special<'a>(
+        &'a self,
+        text: &str,
+        parse_special: bool,
+    ) -> Option<(usize, &'a str, u32)> {
         self.specials
             .iter()
             .filter(|s| parse_special || s.always)
-            .filter_map(|s| text.find(s.text.as_str()).map(|p| (p, s.text.as_str(), s.id)))
+            .filter_map(|s| {
+                text.find(s.text.as_str())
+                    .map(|p| (p, s.text.as_str(), s.id))
+            })
             .min_by_key(|&(p, s, _)| (p, std::cmp::Reverse(s.len())))
     }
 
@@ -191,15 +212,20 @@ impl Tokenizer {
     fn bpe(&self, bytes: &[u8]) -> Result<Vec<u32>> {
         let mut syms: Vec<u32> = Vec::with_capacity(bytes.len());
         for &b in bytes {
-            let id = self.byte_ids[b as usize]
-                .ok_or_else(|| Error::Tokenizer(format!("byte 0x{b:02x} has no token in the vocabulary")))?;
+            let id = self.byte_ids[b as usize].ok_or_else(|| {
+                Error::Tokenizer(format!("byte 0x{b:02x} has no token in the vocabulary"))
+            })?;
             syms.push(id);
         }
         loop {
             let best = syms
                 .windows(2)
                 .enumerate()
-                .filter_map(|(i, w)| self.merges.get(&(w[0], w[1])).map(|&(rank, id)| (rank, i, id)))
+                .filter_map(|(i, w)| {
+                    self.merges
+                        .get(&(w[0], w[1]))
+                        .map(|&(rank, id)| (rank, i, id))
+                })
                 .min();
             let Some((_, i, id)) = best else { break };
             syms[i] = id;
@@ -215,7 +241,9 @@ impl Tokenizer {
 
     /// Concatenated bytes of `ids`; may be invalid UTF-8 if a character is cut.
     pub fn decode(&self, ids: &[u32]) -> Vec<u8> {
-        ids.iter().flat_map(|&id| self.token_bytes(id).iter().copied()).collect()
+        ids.iter()
+            .flat_map(|&id| self.token_bytes(id).iter().copied())
+            .collect()
     }
 
     pub fn decode_lossy(&self, ids: &[u32]) -> String {
@@ -264,7 +292,9 @@ mod tests {
 
     /// Vocabulary: the 256 byte letters, then "ab", "abc", "<s>".
     fn tiny() -> Tokenizer {
-        let mut tokens: Vec<String> = (0..=255u8).map(|b| byte_level::byte_char(b).to_string()).collect();
+        let mut tokens: Vec<String> = (0..=255u8)
+            .map(|b| byte_level::byte_char(b).to_string())
+            .collect();
         tokens.push("ab".into()); // 256
         tokens.push("abc".into()); // 257
         tokens.push("<s>".into()); // 258
@@ -294,7 +324,10 @@ mod tests {
     fn special_tokens_only_when_asked() {
         let t = tiny();
         assert_eq!(t.encode("<s>ab", false, true).unwrap(), vec![258, 256]);
-        assert_eq!(t.encode("<s>", false, false).unwrap(), vec![b'<' as u32, b's' as u32, b'>' as u32]);
+        assert_eq!(
+            t.encode("<s>", false, false).unwrap(),
+            vec![b'<' as u32, b's' as u32, b'>' as u32]
+        );
     }
 
     #[test]

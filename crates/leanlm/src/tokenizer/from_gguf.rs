@@ -17,7 +17,10 @@ impl Tokenizer {
                 f.path.display()
             ))
         };
-        let model = f.get("tokenizer.ggml.model").and_then(Value::as_str).ok_or_else(|| missing("tokenizer.ggml.model"))?;
+        let model = f
+            .get("tokenizer.ggml.model")
+            .and_then(Value::as_str)
+            .ok_or_else(|| missing("tokenizer.ggml.model"))?;
         if model != "gpt2" {
             return Err(Error::Tokenizer(format!(
                 "tokenizer model '{model}' is not supported (only byte-level BPE, 'gpt2')"
@@ -28,7 +31,11 @@ impl Tokenizer {
             .and_then(Value::as_array)
             .ok_or_else(|| missing("tokenizer.ggml.tokens"))?
             .iter()
-            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| missing("a string token")))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| missing("a string token"))
+            })
             .collect::<Result<_>>()?;
         let merges = f
             .get("tokenizer.ggml.merges")
@@ -48,9 +55,17 @@ impl Tokenizer {
             .map(|a| a.iter().map(|v| v.as_i64().unwrap_or(1)).collect())
             .unwrap_or_default();
         let ids_of = |ty: i64| -> Vec<u32> {
-            types.iter().enumerate().filter(|(_, &t)| t == ty).map(|(i, _)| i as u32).collect()
+            types
+                .iter()
+                .enumerate()
+                .filter(|(_, &t)| t == ty)
+                .map(|(i, _)| i as u32)
+                .collect()
         };
-        let pre_name = f.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
+        let pre_name = f
+            .get("tokenizer.ggml.pre")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
         let id = |key: &str| f.get(key).and_then(Value::as_u64).map(|v| v as u32);
         Tokenizer::build(TokenizerParts {
             tokens,
@@ -61,8 +76,14 @@ impl Tokenizer {
             bos: id("tokenizer.ggml.bos_token_id"),
             eos: id("tokenizer.ggml.eos_token_id"),
             // llama.cpp's default for BPE vocabularies when the key is absent: no BOS.
-            add_bos: f.get("tokenizer.ggml.add_bos_token").and_then(Value::as_bool).unwrap_or(false),
-            chat_template: f.get("tokenizer.chat_template").and_then(Value::as_str).map(str::to_string),
+            add_bos: f
+                .get("tokenizer.ggml.add_bos_token")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            chat_template: f
+                .get("tokenizer.chat_template")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         })
     }
 }

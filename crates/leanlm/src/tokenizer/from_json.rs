@@ -14,18 +14,28 @@ impl Tokenizer {
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            Error::Tokenizer(format!("{}: {e} (a Hugging Face model folder needs tokenizer.json)", path.display()))
+            Error::Tokenizer(format!(
+                "{}: {e} (a Hugging Face model folder needs tokenizer.json)",
+                path.display()
+            ))
         })?;
-        let j: Json = serde_json::from_str(&text).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        let j: Json = serde_json::from_str(&text)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         let bad = |what: &str| Error::Tokenizer(format!("{}: {what}", path.display()));
         let model = &j["model"];
         if model["type"].as_str() != Some("BPE") {
             return Err(bad("only BPE tokenizers are supported"));
         }
-        let vocab = model["vocab"].as_object().ok_or_else(|| bad("model.vocab is missing"))?;
+        let vocab = model["vocab"]
+            .as_object()
+            .ok_or_else(|| bad("model.vocab is missing"))?;
         let mut entries: Vec<(u32, String)> = vocab
             .iter()
-            .map(|(k, v)| v.as_u64().map(|i| (i as u32, k.clone())).ok_or_else(|| bad("non-integer vocab id")))
+            .map(|(k, v)| {
+                v.as_u64()
+                    .map(|i| (i as u32, k.clone()))
+                    .ok_or_else(|| bad("non-integer vocab id"))
+            })
             .collect::<Result<_>>()?;
         let mut special_ids = Vec::new();
         for t in j["added_tokens"].as_array().into_iter().flatten() {
@@ -48,8 +58,12 @@ impl Tokenizer {
             .ok_or_else(|| bad("model.merges is missing"))?
             .iter()
             .map(|m| match m {
-                Json::String(s) => s.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())),
-                Json::Array(p) if p.len() == 2 => Some((p[0].as_str()?.to_string(), p[1].as_str()?.to_string())),
+                Json::String(s) => s
+                    .split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string())),
+                Json::Array(p) if p.len() == 2 => {
+                    Some((p[0].as_str()?.to_string(), p[1].as_str()?.to_string()))
+                }
                 _ => None,
             })
             .collect::<Option<Vec<_>>>()
@@ -98,7 +112,9 @@ fn pre_tokenizer_patterns(p: &Json) -> std::result::Result<Vec<String>, String> 
             true => Ok(vec![GPT2.to_string()]),
             false => Ok(vec![]),
         },
-        Some("Digits") if p["individual_digits"].as_bool().unwrap_or(false) => Ok(vec![DIGITS.to_string()]),
+        Some("Digits") if p["individual_digits"].as_bool().unwrap_or(false) => {
+            Ok(vec![DIGITS.to_string()])
+        }
         Some("Digits") => Ok(vec![r"\p{N}+".to_string()]),
         Some("Split") => match (p["pattern"]["Regex"].as_str(), p["behavior"].as_str()) {
             (Some(re), Some("Isolated")) => Ok(vec![re.to_string()]),

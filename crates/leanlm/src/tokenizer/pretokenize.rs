@@ -26,7 +26,10 @@ impl PreTokenizer {
     pub fn new(patterns: &[&str]) -> Result<Self> {
         let regexes = patterns
             .iter()
-            .map(|p| Regex::new(p).map_err(|e| Error::Tokenizer(format!("bad pre-tokenizer regex {p:?}: {e}"))))
+            .map(|p| {
+                Regex::new(p)
+                    .map_err(|e| Error::Tokenizer(format!("bad pre-tokenizer regex {p:?}: {e}")))
+            })
             .collect::<Result<_>>()?;
         Ok(Self {
             regexes,
@@ -97,14 +100,20 @@ mod tests {
     #[test]
     fn gpt2_pattern_pieces() {
         let p = PreTokenizer::new(&[GPT2]).unwrap();
-        assert_eq!(p.split("Hello world's  end!\n"), vec!["Hello", " world", "'s", " ", " end", "!", "\n"]);
+        assert_eq!(
+            p.split("Hello world's  end!\n"),
+            vec!["Hello", " world", "'s", " ", " end", "!", "\n"]
+        );
     }
 
     #[test]
     fn smollm_splits_digits_and_keeps_their_space_apart() {
         let p = PreTokenizer::for_gguf_name("smollm").unwrap();
         // " 2024" → the space stays alone because each digit became its own piece first.
-        assert_eq!(p.split("in 2024."), vec!["in", " ", "2", "0", "2", "4", "."]);
+        assert_eq!(
+            p.split("in 2024."),
+            vec!["in", " ", "2", "0", "2", "4", "."]
+        );
     }
 
     #[test]

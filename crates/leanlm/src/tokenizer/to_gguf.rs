@@ -16,13 +16,27 @@ impl Tokenizer {
         let mut kv = vec![
             ("tokenizer.ggml.model".to_string(), s("gpt2")),
             ("tokenizer.ggml.pre".to_string(), s(pre)),
-            ("tokenizer.ggml.tokens".to_string(), Value::Array(self.spellings().iter().map(|t| s(t)).collect())),
-            ("tokenizer.ggml.token_type".to_string(), Value::Array(self.token_types().into_iter().map(Value::I32).collect())),
+            (
+                "tokenizer.ggml.tokens".to_string(),
+                Value::Array(self.spellings().iter().map(|t| s(t)).collect()),
+            ),
+            (
+                "tokenizer.ggml.token_type".to_string(),
+                Value::Array(self.token_types().into_iter().map(Value::I32).collect()),
+            ),
             (
                 "tokenizer.ggml.merges".to_string(),
-                Value::Array(self.merge_list().iter().map(|(a, b)| Value::String(format!("{a} {b}"))).collect()),
+                Value::Array(
+                    self.merge_list()
+                        .iter()
+                        .map(|(a, b)| Value::String(format!("{a} {b}")))
+                        .collect(),
+                ),
             ),
-            ("tokenizer.ggml.add_bos_token".to_string(), Value::Bool(self.add_bos)),
+            (
+                "tokenizer.ggml.add_bos_token".to_string(),
+                Value::Bool(self.add_bos),
+            ),
         ];
         if let Some(b) = self.bos {
             kv.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(b)));

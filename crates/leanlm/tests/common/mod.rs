@@ -8,7 +8,10 @@ use std::sync::OnceLock;
 use leanlm::model::Loaded;
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 pub fn shared_data(rel: &str) -> PathBuf {
@@ -33,16 +36,25 @@ pub fn default_model_path() -> PathBuf {
 
 pub fn default_model() -> &'static Loaded {
     static MODEL: OnceLock<Loaded> = OnceLock::new();
-    MODEL.get_or_init(|| leanlm::model::load(&default_model_path()).expect("loading the default model"))
+    MODEL.get_or_init(|| {
+        leanlm::model::load(&default_model_path()).expect("loading the default model")
+    })
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// log(softmax(x)), in f64 for the normalizer.
 pub fn log_softmax(x: &[f32]) -> Vec<f32> {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let lse = x.iter().map(|&v| ((v - max) as f64).exp()).sum::<f64>().ln() as f32 + max;
+    let lse = x
+        .iter()
+        .map(|&v| ((v - max) as f64).exp())
+        .sum::<f64>()
+        .ln() as f32
+        + max;
     x.iter().map(|&v| v - lse).collect()
 }

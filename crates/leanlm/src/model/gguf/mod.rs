@@ -204,7 +204,10 @@ mod tests {
         b.extend_from_slice(&0u32.to_le_bytes()); // F32
         b.extend_from_slice(&(1u64 << 40).to_le_bytes()); // offset far beyond the file
         let e = open_bytes("offset", &b);
-        assert!(e.contains("tensor 'x'") && e.contains("past the end"), "{e}");
+        assert!(
+            e.contains("tensor 'x'") && e.contains("past the end"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -214,11 +217,20 @@ mod tests {
         w.set("general.architecture", Value::String("llama".into()));
         w.set("a.list", Value::Array(vec![Value::I32(-1), Value::I32(2)]));
         let bytes: Vec<u8> = (0..64u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
-        w.add_tensor(TensorData { name: "t".into(), dims: vec![32, 2], dtype: GgmlType::F32, bytes: bytes.clone() }).unwrap();
+        w.add_tensor(TensorData {
+            name: "t".into(),
+            dims: vec![32, 2],
+            dtype: GgmlType::F32,
+            bytes: bytes.clone(),
+        })
+        .unwrap();
         w.write(&p).unwrap();
         let f = GgufFile::open(&p).unwrap();
         assert_eq!(f.get_str("general.architecture").unwrap(), "llama");
-        assert_eq!(f.get("a.list"), Some(&Value::Array(vec![Value::I32(-1), Value::I32(2)])));
+        assert_eq!(
+            f.get("a.list"),
+            Some(&Value::Array(vec![Value::I32(-1), Value::I32(2)]))
+        );
         let t = f.tensor_info("t").unwrap();
         assert_eq!(t.shape(), vec![2, 32]);
         assert_eq!(f.tensor_bytes(t), &bytes[..]);

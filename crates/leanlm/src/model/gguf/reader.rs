@@ -46,17 +46,16 @@ impl GgufFile {
             path: path.clone(),
             reason,
         };
-        let mut cur = Cursor {
-            buf: &mmap,
-            pos: 0,
-        };
+        let mut cur = Cursor { buf: &mmap, pos: 0 };
         let magic = cur.bytes(4).map_err(&bad)?;
         if magic != MAGIC {
             return Err(bad(format!("bad magic {magic:02x?}, expected \"GGUF\"")));
         }
         let version = cur.u32().map_err(&bad)?;
         if !(2..=3).contains(&version) {
-            return Err(bad(format!("GGUF version {version} is not supported (2 or 3)")));
+            return Err(bad(format!(
+                "GGUF version {version} is not supported (2 or 3)"
+            )));
         }
         let n_tensors = cur.u64().map_err(&bad)?;
         let n_kv = cur.u64().map_err(&bad)?;
@@ -86,14 +85,19 @@ impl GgufFile {
             };
             let n_dims = cur.u32().map_err(&tbad)? as usize;
             if n_dims == 0 || n_dims > MAX_DIMS {
-                return Err(tbad(format!("has {n_dims} dimensions (1 to {MAX_DIMS} allowed)")));
+                return Err(tbad(format!(
+                    "has {n_dims} dimensions (1 to {MAX_DIMS} allowed)"
+                )));
             }
             let mut dims = Vec::with_capacity(n_dims);
             for _ in 0..n_dims {
                 let d = cur.u64().map_err(&tbad)?;
-                dims.push(usize::try_from(d).map_err(|_| tbad(format!("dimension {d} too large")))?);
+                dims.push(
+                    usize::try_from(d).map_err(|_| tbad(format!("dimension {d} too large")))?,
+                );
             }
-            let dtype = GgmlType::from_id(cur.u32().map_err(&tbad)?).map_err(|e| tbad(e.to_string()))?;
+            let dtype =
+                GgmlType::from_id(cur.u32().map_err(&tbad)?).map_err(|e| tbad(e.to_string()))?;
             let offset = cur.u64().map_err(&tbad)?;
             let elements = dims
                 .iter()
@@ -120,7 +124,11 @@ impl GgufFile {
             None => DEFAULT_ALIGNMENT,
             Some(v) => match v.as_u64() {
                 Some(a) if a > 0 && a.is_power_of_two() => a,
-                _ => return Err(bad(format!("general.alignment {v:?} is not a power of two"))),
+                _ => {
+                    return Err(bad(format!(
+                        "general.alignment {v:?} is not a power of two"
+                    )))
+                }
             },
         };
         let data_offset = (cur.pos as u64).div_ceil(alignment) * alignment;
@@ -246,7 +254,8 @@ impl<'a> Cursor<'a> {
         let len = self.u64()?;
         let len = usize::try_from(len).map_err(|_| format!("string length {len} too large"))?;
         let b = self.bytes(len)?;
-        String::from_utf8(b.to_vec()).map_err(|_| format!("string at byte {} is not UTF-8", self.pos - len))
+        String::from_utf8(b.to_vec())
+            .map_err(|_| format!("string at byte {} is not UTF-8", self.pos - len))
     }
 
     fn value(&mut self, ty: u32, depth: usize) -> std::result::Result<Value, String> {
