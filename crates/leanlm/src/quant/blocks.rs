@@ -183,27 +183,24 @@ mod tests {
         }
     }
 
-    /// Round trip error is bounded by half a quantization step.
+    /// Round trip error is bounded by half a quantization step, except at Q4_0's short
+    /// end: its levels run from −8d to 7d, so a value of the sign opposite to the block's
+    /// largest is clamped at 7 steps and may be off by one whole step.
     #[test]
     fn quantize_round_trip_within_half_step() {
         let x = ramp(96);
         let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let (min, max) = x
-            .iter()
-            .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-        for (dt, bytes, step) in [
-            (GgmlType::Q8_0, quantize_q8_0(&x), amax / 127.0),
-            (GgmlType::Q4_1, quantize_q4_1(&x), (max - min) / 15.0),
+        let (min, max) = x.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        for (dt, bytes, bound) in [
+            (GgmlType::Q8_0, quantize_q8_0(&x), 0.5 * amax / 127.0),
+            (GgmlType::Q4_1, quantize_q4_1(&x), 0.5 * (max - min) / 15.0),
             (GgmlType::Q4_0, quantize_q4_0(&x), amax / 8.0),
         ] {
             let mut y = vec![0f32; x.len()];
             dequantize(dt, &bytes, &mut y).unwrap();
             for (a, b) in x.iter().zip(&y) {
-                // half a step, plus f16 rounding of the scale (≈ 2^-11 relative) over 16 steps
-                assert!(
-                    (a - b).abs() <= step * 0.5 + amax * 0.01,
-                    "{dt}: {a} vs {b}"
-                );
+                // plus f16 rounding of the scale (2^-11 relative) over up to 15 steps
+                assert!((a - b).abs() <= bound + amax * 0.01, "{dt}: {a} vs {b}");
             }
         }
     }
