@@ -30,6 +30,8 @@ enum Command {
     Tokenize(commands::tokenize::Args),
     /// Generate text from a prompt (greedy unless --temp is set).
     Generate(commands::generate::Args),
+    /// Measure quality: perplexity on a text file (like llama-perplexity).
+    Eval(commands::eval::Args),
     /// Measure prompt-processing and decode speed (like llama-bench).
     Bench(commands::bench::Args),
 }
@@ -63,5 +65,6 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Tokenize(a) => commands::tokenize::run(a),
         Command::Generate(a) => commands::generate::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Eval(a) => commands::eval::run(a),
     }
 }

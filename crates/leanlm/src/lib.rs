@@ -5,6 +5,7 @@
 //! and kernels) → `tokenizer` → `run` (generation).
 
 pub mod error;
+pub mod measure;
 pub mod model;
 pub mod quant;
 pub mod run;

@@ -72,8 +72,11 @@ pub enum Logits {
     None,
     /// The last position of each sequence (generation).
     Last,
-    /// Every position (perplexity, speculative verification).
+    /// Every position (speculative verification, the papers' perplexity).
     All,
+    /// The last `n` positions of each sequence (llama.cpp's perplexity scores only the
+    /// second half of each chunk, and the LM head is the largest matrix).
+    Tail(usize),
 }
 
 /// Options of one forward pass.
@@ -293,6 +296,7 @@ impl Model {
             Logits::None => return Ok(Vec::new()),
             Logits::Last => (0..b).map(|s| s * t + t - 1).collect(),
             Logits::All => (0..n).collect(),
+            Logits::Tail(k) => (0..b).flat_map(|s| s * t + t.saturating_sub(k)..(s + 1) * t).collect(),
         };
         let mut h = Vec::with_capacity(rows.len() * d);
         for &r in &rows {
