@@ -195,12 +195,17 @@ fn print_distances_to_f32_reference() {
         .forward(&tokens, &mut dense.new_cache(), Logits::All)
         .unwrap();
     let (mut a, mut b, mut c, mut n) = (0f64, 0f64, 0f64, 0usize);
+    let (mut top_q, mut top_d, mut positions) = (0usize, 0usize, 0usize);
     for p in fx["positions"].as_array().unwrap() {
         let pos = p["pos"].as_u64().unwrap() as usize;
         let (q, d) = (
             common::log_softmax(&lq[pos * v..(pos + 1) * v]),
             common::log_softmax(&ld[pos * v..(pos + 1) * v]),
         );
+        let llama_top = p["top"][0][0].as_u64().unwrap() as u32;
+        top_q += (argmax(&q) == llama_top) as usize;
+        top_d += (argmax(&d) == llama_top) as usize;
+        positions += 1;
         for t in p["top"].as_array().unwrap() {
             let (id, want) = (t[0].as_u64().unwrap() as usize, t[1].as_f64().unwrap());
             a += (q[id] as f64 - want).abs();
@@ -215,4 +220,5 @@ fn print_distances_to_f32_reference() {
         b / n as f64,
         c / n as f64
     );
+    eprintln!("top-1 agreement with llama.cpp: ours {top_q}/{positions}, f32 reference {top_d}/{positions}");
 }

@@ -9,14 +9,22 @@ use leanlm::measure::{perplexity, PerplexityOptions};
 #[test]
 fn first_chunks_match_llama_perplexity_within_half_a_percent() {
     let loaded = common::default_model();
-    let text = std::fs::read_to_string(common::shared_data("wikitext-2-raw/wiki.test.raw")).unwrap();
-    let opt = PerplexityOptions { ctx: 512, max_chunks: Some(2) };
+    let text =
+        std::fs::read_to_string(common::shared_data("wikitext-2-raw/wiki.test.raw")).unwrap();
+    let opt = PerplexityOptions {
+        ctx: 512,
+        max_chunks: Some(2),
+    };
     let r = perplexity(&loaded.model, &loaded.tokenizer, &text, &opt, |_, _, _| {}).unwrap();
     assert_eq!(r.tokens_in_file, 304_830);
     assert_eq!(r.nll.count(), 2 * 255);
     for (ours, theirs) in r.per_chunk.iter().zip([12.6138, 21.3795]) {
         let rel = (ours / theirs - 1.0f64).abs();
-        assert!(rel < 0.005, "PPL {ours} vs llama.cpp {theirs} ({:.2}% off)", rel * 100.0);
+        assert!(
+            rel < 0.005,
+            "PPL {ours} vs llama.cpp {theirs} ({:.2}% off)",
+            rel * 100.0
+        );
     }
 }
 
@@ -24,10 +32,19 @@ fn first_chunks_match_llama_perplexity_within_half_a_percent() {
 fn bad_contexts_are_errors() {
     let loaded = common::default_model();
     let run = |ctx, text: &str| {
-        perplexity(&loaded.model, &loaded.tokenizer, text, &PerplexityOptions { ctx, max_chunks: None }, |_, _, _| {})
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default()
+        perplexity(
+            &loaded.model,
+            &loaded.tokenizer,
+            text,
+            &PerplexityOptions {
+                ctx,
+                max_chunks: None,
+            },
+            |_, _, _| {},
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
     };
     assert!(run(1, "some text").contains("too small"));
     assert!(run(100_000, "some text").contains("larger than the model"));

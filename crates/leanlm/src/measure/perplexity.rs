@@ -77,7 +77,9 @@ pub fn perplexity(
 ) -> Result<PerplexityReport> {
     let ctx = opt.ctx;
     if ctx < 2 {
-        return Err(Error::InvalidInput(format!("context {ctx} is too small: at least 2 tokens")));
+        return Err(Error::InvalidInput(format!(
+            "context {ctx} is too small: at least 2 tokens"
+        )));
     }
     if ctx > model.config.context_len {
         return Err(Error::InvalidInput(format!(
@@ -113,7 +115,13 @@ pub fn perplexity(
         per_chunk.push(nll.ppl());
         on_chunk(c, chunks, &nll);
     }
-    Ok(PerplexityReport { tokens_in_file: tokens.len(), chunks, ctx, nll, per_chunk })
+    Ok(PerplexityReport {
+        tokens_in_file: tokens.len(),
+        chunks,
+        ctx,
+        nll,
+        per_chunk,
+    })
 }
 
 #[cfg(test)]

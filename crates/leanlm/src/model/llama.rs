@@ -296,7 +296,9 @@ impl Model {
             Logits::None => return Ok(Vec::new()),
             Logits::Last => (0..b).map(|s| s * t + t - 1).collect(),
             Logits::All => (0..n).collect(),
-            Logits::Tail(k) => (0..b).flat_map(|s| s * t + t.saturating_sub(k)..(s + 1) * t).collect(),
+            Logits::Tail(k) => (0..b)
+                .flat_map(|s| s * t + t.saturating_sub(k)..(s + 1) * t)
+                .collect(),
         };
         let mut h = Vec::with_capacity(rows.len() * d);
         for &r in &rows {

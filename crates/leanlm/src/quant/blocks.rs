@@ -190,7 +190,9 @@ mod tests {
     fn quantize_round_trip_within_half_step() {
         let x = ramp(96);
         let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let (min, max) = x.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        let (min, max) = x
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
         for (dt, bytes, bound) in [
             (GgmlType::Q8_0, quantize_q8_0(&x), 0.5 * amax / 127.0),
             (GgmlType::Q4_1, quantize_q4_1(&x), 0.5 * (max - min) / 15.0),

@@ -57,6 +57,34 @@ pub fn dot_q8_0(w: &[u8], x: Q8Row) -> f32 {
     dispatch!(dot_q8_0, dot_q8_0_ref, w, x)
 }
 
+/// One weight row against four activation vectors: the weight block is decoded once and
+/// used four times (prompt processing).
+pub type Dot4 = fn(&[u8], [Q8Row; 4]) -> [f32; 4];
+
+pub fn dot4_q4_1(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
+    dispatch!(dot4_q4_1, dot4_q4_1_ref, w, x)
+}
+
+pub fn dot4_q4_0(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
+    dispatch!(dot4_q4_0, dot4_q4_0_ref, w, x)
+}
+
+pub fn dot4_q8_0(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
+    dispatch!(dot4_q8_0, dot4_q8_0_ref, w, x)
+}
+
+pub fn dot4_q4_1_ref(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
+    x.map(|r| dot_q4_1_ref(w, r))
+}
+
+pub fn dot4_q4_0_ref(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
+    x.map(|r| dot_q4_0_ref(w, r))
+}
+
+pub fn dot4_q8_0_ref(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
+    x.map(|r| dot_q8_0_ref(w, r))
+}
+
 /// f32 · f32.
 pub fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
     debug_assert_eq!(w.len(), x.len());
@@ -196,6 +224,57 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot4_q4_1(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut offset = [0f32; 4];
+        for b in 0..x[0].d.len() {
+            let blk = w.as_ptr().add(b * 20);
+            let wv = unpack_nibbles(blk.add(4));
+            let (dw, mw) = (half(blk), half(blk.add(2)));
+            for t in 0..4 {
+                let xv = _mm256_loadu_si256(x[t].qs.as_ptr().add(b * 32) as *const __m256i);
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[t].d[b]), dot_u8_i8(wv, xv), acc[t]);
+                offset[t] += mw * x[t].s[b];
+            }
+        }
+        [0, 1, 2, 3].map(|t| hsum(acc[t]) + offset[t])
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot4_q4_0(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut offset = [0f32; 4];
+        for b in 0..x[0].d.len() {
+            let blk = w.as_ptr().add(b * 18);
+            let wv = unpack_nibbles(blk.add(2));
+            let dw = half(blk);
+            for t in 0..4 {
+                let xv = _mm256_loadu_si256(x[t].qs.as_ptr().add(b * 32) as *const __m256i);
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[t].d[b]), dot_u8_i8(wv, xv), acc[t]);
+                offset[t] -= 8.0 * dw * x[t].s[b];
+            }
+        }
+        [0, 1, 2, 3].map(|t| hsum(acc[t]) + offset[t])
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot4_q8_0(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for b in 0..x[0].d.len() {
+            let blk = w.as_ptr().add(b * 34);
+            let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+            let aw = _mm256_sign_epi8(wv, wv);
+            let dw = half(blk);
+            for t in 0..4 {
+                let xv = _mm256_loadu_si256(x[t].qs.as_ptr().add(b * 32) as *const __m256i);
+                let sx = _mm256_sign_epi8(xv, wv);
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[t].d[b]), dot_u8_i8(aw, sx), acc[t]);
+            }
+        }
+        [0, 1, 2, 3].map(|t| hsum(acc[t]))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
         let n = w.len();
         let (pw, px) = (w.as_ptr(), x.as_ptr());
@@ -274,6 +353,33 @@ mod tests {
                     (b - exact).abs() <= bound,
                     "{dt} n={n}: {b} vs {exact} (bound {bound})"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn four_token_dots_match_single_dots() {
+        for blocks in [1, 5, 18] {
+            let n = blocks * 32;
+            let w = data(n, 3);
+            let acts: Vec<Q8Act> = (0..4).map(|i| Q8Act::quantize(&data(n, 10 + i))).collect();
+            let rows = [0, 1, 2, 3].map(|i| acts[i].row(0, blocks));
+            type Dot = fn(&[u8], Q8Row) -> f32;
+            let cases: [(Vec<u8>, Dot4, Dot); 3] = [
+                (quantize_q4_1(&w), dot4_q4_1, dot_q4_1_ref),
+                (quantize_q4_0(&w), dot4_q4_0, dot_q4_0_ref),
+                (quantize_q8_0(&w), dot4_q8_0, dot_q8_0_ref),
+            ];
+            for (bytes, four, one) in cases {
+                let got = four(&bytes, rows);
+                for t in 0..4 {
+                    let want = one(&bytes, rows[t]);
+                    assert!(
+                        (got[t] - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "n={n} t={t}: {} vs {want}",
+                        got[t]
+                    );
+                }
             }
         }
     }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::activation::Q8Act;
+use super::activation::{Q8Act, Q8Row};
 use super::blocks::{dequantize, QK};
-use super::dot::{dot_f32, dot_q4_0, dot_q4_1, dot_q8_0};
+use super::dot::{dot4_q4_0, dot4_q4_1, dot4_q8_0, dot_f32, dot_q4_0, dot_q4_1, dot_q8_0, Dot4};
 use super::GgmlType;
 use crate::error::{Error, Result};
 
@@ -52,6 +52,9 @@ pub struct Matrix {
 /// Rows computed per parallel task: large enough to amortise scheduling, small enough to
 /// balance two threads on the narrowest matrix (576 rows).
 const ROWS_PER_TASK: usize = 32;
+
+/// Tokens whose 8-bit activations (~37 KB at width 576) stay cached across a row band.
+const TOKENS_PER_TILE: usize = 64;
 
 impl Matrix {
     pub fn from_f32(rows: usize, cols: usize, data: Vec<f32>) -> Result<Self> {
@@ -165,20 +168,31 @@ impl Matrix {
                 let xq = Q8Act::quantize(x);
                 let bpr = cols / QK;
                 let rb = dtype.row_bytes(cols).expect("checked at construction");
-                let dot = match dtype {
-                    GgmlType::Q4_1 => dot_q4_1,
-                    GgmlType::Q4_0 => dot_q4_0,
-                    _ => dot_q8_0,
+                let (dot, dot4): (fn(&[u8], Q8Row) -> f32, Dot4) = match dtype {
+                    GgmlType::Q4_1 => (dot_q4_1, dot4_q4_1),
+                    GgmlType::Q4_0 => (dot_q4_0, dot4_q4_0),
+                    _ => (dot_q8_0, dot4_q8_0),
                 };
                 let w = bytes.as_slice();
                 yt.par_chunks_mut(ROWS_PER_TASK * n)
                     .enumerate()
                     .for_each(|(task, band)| {
-                        for (i, out) in band.chunks_exact_mut(n).enumerate() {
-                            let r = task * ROWS_PER_TASK + i;
-                            let wr = &w[r * rb..(r + 1) * rb];
-                            for (t, o) in out.iter_mut().enumerate() {
-                                *o = dot(wr, xq.row(t, bpr));
+                        // Tokens in tiles that stay in cache while the band's rows pass over
+                        // them; within a tile, four tokens share one decoding of each block.
+                        for t0 in (0..n).step_by(TOKENS_PER_TILE) {
+                            let t1 = (t0 + TOKENS_PER_TILE).min(n);
+                            for (i, out) in band.chunks_exact_mut(n).enumerate() {
+                                let r = task * ROWS_PER_TASK + i;
+                                let wr = &w[r * rb..(r + 1) * rb];
+                                let mut t = t0;
+                                while t + 4 <= t1 {
+                                    let y = dot4(wr, [0, 1, 2, 3].map(|k| xq.row(t + k, bpr)));
+                                    out[t..t + 4].copy_from_slice(&y);
+                                    t += 4;
+                                }
+                                for (t, o) in out.iter_mut().enumerate().take(t1).skip(t) {
+                                    *o = dot(wr, xq.row(t, bpr));
+                                }
                             }
                         }
                     });
