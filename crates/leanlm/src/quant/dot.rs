@@ -57,6 +57,9 @@ pub fn dot_q8_0(w: &[u8], x: Q8Row) -> f32 {
     dispatch!(dot_q8_0, dot_q8_0_ref, w, x)
 }
 
+/// One weight row against one activation vector.
+pub type Dot = fn(&[u8], Q8Row) -> f32;
+
 /// One weight row against four activation vectors: the weight block is decoded once and
 /// used four times (prompt processing).
 pub type Dot4 = fn(&[u8], [Q8Row; 4]) -> [f32; 4];

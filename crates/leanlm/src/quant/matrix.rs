@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::activation::{Q8Act, Q8Row};
+use super::activation::Q8Act;
 use super::blocks::{dequantize, QK};
-use super::dot::{dot4_q4_0, dot4_q4_1, dot4_q8_0, dot_f32, dot_q4_0, dot_q4_1, dot_q8_0, Dot4};
+use super::dot::{
+    dot4_q4_0, dot4_q4_1, dot4_q8_0, dot_f32, dot_q4_0, dot_q4_1, dot_q8_0, Dot, Dot4,
+};
 use super::GgmlType;
 use crate::error::{Error, Result};
 
@@ -168,7 +170,7 @@ impl Matrix {
                 let xq = Q8Act::quantize(x);
                 let bpr = cols / QK;
                 let rb = dtype.row_bytes(cols).expect("checked at construction");
-                let (dot, dot4): (fn(&[u8], Q8Row) -> f32, Dot4) = match dtype {
+                let (dot, dot4): (Dot, Dot4) = match dtype {
                     GgmlType::Q4_1 => (dot_q4_1, dot4_q4_1),
                     GgmlType::Q4_0 => (dot_q4_0, dot4_q4_0),
                     _ => (dot_q8_0, dot4_q8_0),
