@@ -4,7 +4,7 @@
 
 mod common;
 
-use leanlm::measure::{perplexity, PerplexityOptions};
+use leanlm::measure::{perplexity, PerplexityOptions, Protocol};
 
 #[test]
 fn first_chunks_match_llama_perplexity_within_half_a_percent() {

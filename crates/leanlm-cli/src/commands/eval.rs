@@ -1,88 +1,335 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use leanlm::measure::{perplexity, PerplexityOptions};
+use leanlm::measure::multiple_choice::{self, McReport};
+use leanlm::measure::results::{self, Record};
+use leanlm::measure::{
+    compare, perplexity, BaseLogits, Chunks, KldReport, PerplexityOptions, Protocol,
+};
 use serde_json::json;
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     model: super::ModelArg,
-    /// Text file for perplexity (llama.cpp protocol: chunks of --ctx, second half scored).
+    /// Text file for perplexity (and KL divergence when --base is given).
     #[arg(long = "ppl", value_name = "FILE")]
-    ppl: PathBuf,
-    /// Tokens per chunk.
-    #[arg(short = 'c', long = "ctx", default_value_t = 512)]
-    ctx: usize,
+    ppl: Option<PathBuf>,
+    /// llama: chunks of --ctx, second half scored (llama-perplexity). full: every token
+    /// after the first of each chunk, --ctx 2048 by default (the pruning papers).
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Llama)]
+    ppl_protocol: ProtocolArg,
+    /// Tokens per chunk [default: 512, or 2048 with --ppl-protocol full].
+    #[arg(short = 'c', long = "ctx")]
+    ctx: Option<usize>,
     /// Evaluate only the first N chunks (llama-perplexity --chunks).
     #[arg(long)]
     chunks: Option<usize>,
+    /// Base model to compare against: KL divergence, same-top rate, Δp, PPL ratio.
+    #[arg(long, value_name = "MODEL")]
+    base: Option<PathBuf>,
+    /// Cache of the base's top-k log-probs: read when it exists for the same text and
+    /// settings, written otherwise, so comparing many variants runs the base once.
+    #[arg(long, value_name = "FILE")]
+    base_cache: Option<PathBuf>,
+    /// Log-probs kept per position in the base cache.
+    #[arg(long, default_value_t = 64)]
+    kld_top_k: usize,
+    /// HellaSwag file in llama.cpp's layout (6 lines per task).
+    #[arg(long, value_name = "FILE")]
+    hellaswag: Option<PathBuf>,
+    /// Multiple-choice tasks as JSON lines: {"context", "choices", "gold"}.
+    #[arg(long, value_name = "FILE")]
+    mc: Option<PathBuf>,
+    /// Use only the first N tasks.
+    #[arg(long)]
+    tasks: Option<usize>,
+    /// Name of this variant in the results file.
+    #[arg(long, default_value = "base")]
+    variant: String,
+    /// Append every figure to this JSON-lines results file.
+    #[arg(long, value_name = "FILE")]
+    results: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
 }
 
-pub fn run(a: Args) -> Result<()> {
-    let bytes = std::fs::read(&a.ppl).with_context(|| format!("reading {}", a.ppl.display()))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", a.ppl.display()))?;
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ProtocolArg {
+    Llama,
+    Full,
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
     if text.trim().is_empty() {
-        anyhow::bail!("{} is empty", a.ppl.display());
+        anyhow::bail!("{} is empty", path.display());
+    }
+    Ok(text)
+}
+
+fn bar(what: &str) -> ProgressBar {
+    let b = ProgressBar::new(0);
+    let t = format!("{what} {{bar:30}} {{pos}}/{{len}}, ETA {{eta}} {{msg}}");
+    b.set_style(ProgressStyle::with_template(&t).expect("static template"));
+    b
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.ppl.is_none() && a.hellaswag.is_none() && a.mc.is_none() {
+        anyhow::bail!("nothing to evaluate: give --ppl FILE, --hellaswag FILE or --mc FILE");
+    }
+    if a.base.is_some() && a.ppl.is_none() {
+        anyhow::bail!("--base compares log-probs on the --ppl text: give --ppl FILE too");
+    }
+    if a.chunks == Some(0) || a.tasks == Some(0) {
+        anyhow::bail!("--chunks and --tasks must be at least 1");
     }
     let loaded = a.model.load()?;
-    if a.chunks == Some(0) {
-        anyhow::bail!("--chunks must be at least 1");
-    }
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} chunks, ETA {eta} {msg}")
-            .expect("static template"),
-    );
-    let t0 = std::time::Instant::now();
-    let opt = PerplexityOptions {
-        ctx: a.ctx,
-        max_chunks: a.chunks,
-    };
-    let r = perplexity(
-        &loaded.model,
-        &loaded.tokenizer,
-        &text,
-        &opt,
-        |i, n, nll| {
-            bar.set_length(n as u64);
-            bar.set_position(i as u64 + 1);
-            bar.set_message(format!("PPL {:.4} ± {:.4}", nll.ppl(), nll.ppl_stderr()));
-        },
-    )?;
-    bar.finish_and_clear();
-    let secs = t0.elapsed().as_secs_f64();
-    if a.json {
-        println!(
-            "{}",
-            json!({
-                "model": a.model.path(), "file": a.ppl, "protocol": "llama.cpp", "ctx": r.ctx, "chunks": r.chunks,
-                "tokens_in_file": r.tokens_in_file, "scored_tokens": r.nll.count(),
-                "ppl": r.nll.ppl(), "ppl_stderr": r.nll.ppl_stderr(), "per_chunk": r.per_chunk, "seconds": secs,
-            })
-        );
-    } else {
-        let running: Vec<String> = r
-            .per_chunk
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("[{}]{p:.4}", i + 1))
-            .collect();
-        println!("{}", running.join(","));
-        println!(
-            "Final estimate: PPL = {:.4} +/- {:.5} ({} chunks of {}, {} tokens scored, {:.1} s)",
+    let (model, tok) = (&loaded.model, &loaded.tokenizer);
+    let model_name = a.model.path().display().to_string();
+    let mut records = Vec::new();
+    let mut out = serde_json::Map::new();
+    out.insert("model".into(), json!(model_name));
+
+    if let Some(path) = &a.ppl {
+        let text = read_text(path)?;
+        let protocol = match a.ppl_protocol {
+            ProtocolArg::Llama => Protocol::LlamaCpp,
+            ProtocolArg::Full => Protocol::Full,
+        };
+        let ctx = a.ctx.unwrap_or(if protocol == Protocol::Full {
+            2048
+        } else {
+            512
+        });
+        let opt = PerplexityOptions {
+            ctx,
+            protocol,
+            max_chunks: a.chunks,
+        };
+        let settings = json!({"file": path, "ctx": ctx, "chunks": a.chunks, "protocol": format!("{protocol:?}")});
+        let b = bar("perplexity");
+        let t0 = std::time::Instant::now();
+        let r = perplexity(model, tok, &text, &opt, |i, n, nll| {
+            b.set_length(n as u64);
+            b.set_position(i as u64 + 1);
+            b.set_message(format!("PPL {:.4} ± {:.4}", nll.ppl(), nll.ppl_stderr()));
+        })?;
+        b.finish_and_clear();
+        let secs = t0.elapsed().as_secs_f64();
+        if !a.json {
+            let running: Vec<String> = r
+                .per_chunk
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("[{}]{p:.4}", i + 1))
+                .collect();
+            println!("{}", running.join(","));
+            println!(
+                "Final estimate: PPL = {:.4} +/- {:.5} ({} chunks of {}, {} tokens scored, {:.1} s)",
+                r.nll.ppl(), r.nll.ppl_stderr(), r.chunks, r.ctx, r.nll.count(), secs
+            );
+        }
+        records.push(Record::new(
+            &model_name,
+            &a.variant,
+            "ppl",
             r.nll.ppl(),
-            r.nll.ppl_stderr(),
-            r.chunks,
-            r.ctx,
-            r.nll.count(),
-            secs
-        );
+            Some(r.nll.ppl_stderr()),
+            settings.clone(),
+        ));
+        out.insert("perplexity".into(), json!({
+            "ppl": r.nll.ppl(), "ppl_stderr": r.nll.ppl_stderr(), "chunks": r.chunks, "ctx": r.ctx,
+            "scored_tokens": r.nll.count(), "tokens_in_file": r.tokens_in_file, "per_chunk": r.per_chunk, "seconds": secs,
+        }));
+        if let Some(base_path) = &a.base {
+            let k = kld(&a, base_path, model, tok, &text, &opt)?;
+            if !a.json {
+                print_kld(&k);
+            }
+            let s = settings;
+            records.push(Record::new(
+                &model_name,
+                &a.variant,
+                "kld_mean",
+                k.mean_kld,
+                Some(k.mean_kld_stderr),
+                s.clone(),
+            ));
+            records.push(Record::new(
+                &model_name,
+                &a.variant,
+                "same_top",
+                k.same_top,
+                Some(k.same_top_stderr),
+                s.clone(),
+            ));
+            records.push(Record::new(
+                &model_name,
+                &a.variant,
+                "ppl_ratio",
+                k.ppl_ratio,
+                None,
+                s,
+            ));
+            out.insert("kld".into(), serde_json::to_value(&k)?);
+        }
+    }
+    for (label, path, parse) in [
+        (
+            "hellaswag",
+            &a.hellaswag,
+            multiple_choice::parse_hellaswag as fn(&str) -> leanlm::Result<_>,
+        ),
+        ("mc", &a.mc, multiple_choice::parse_jsonl),
+    ] {
+        let Some(path) = path else { continue };
+        let mut tasks = parse(&read_text(path)?)
+            .with_context(|| format!("reading tasks from {}", path.display()))?;
+        tasks.truncate(a.tasks.unwrap_or(usize::MAX));
+        let b = bar(label);
+        let r: McReport = multiple_choice::evaluate(model, tok, &tasks, |i, n, r| {
+            b.set_length(n as u64);
+            b.set_position(i as u64 + 1);
+            b.set_message(format!("acc_norm {:.2}%", 100.0 * r.acc_norm));
+        })?;
+        b.finish_and_clear();
+        if !a.json {
+            println!(
+                "{label}: {} tasks, acc {:.2}% ± {:.2}, acc_norm {:.2}% ± {:.2} (acc_norm: mean log-prob per token, llama.cpp's score)",
+                r.tasks, 100.0 * r.acc, 100.0 * r.acc_stderr, 100.0 * r.acc_norm, 100.0 * r.acc_norm_stderr
+            );
+        }
+        let s = json!({"file": path, "tasks": r.tasks});
+        records.push(Record::new(
+            &model_name,
+            &a.variant,
+            &format!("{label}_acc"),
+            r.acc,
+            Some(r.acc_stderr),
+            s.clone(),
+        ));
+        records.push(Record::new(
+            &model_name,
+            &a.variant,
+            &format!("{label}_acc_norm"),
+            r.acc_norm,
+            Some(r.acc_norm_stderr),
+            s,
+        ));
+        out.insert(label.into(), serde_json::to_value(&r)?);
+    }
+    if let Some(path) = &a.results {
+        let commit = git_commit();
+        let records: Vec<Record> = records
+            .into_iter()
+            .map(|r| Record {
+                git_commit: commit.clone(),
+                ..r
+            })
+            .collect();
+        results::append(path, &records)?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(())
+}
+
+fn kld(
+    a: &Args,
+    base_path: &Path,
+    model: &leanlm::model::Model,
+    tok: &leanlm::tokenizer::Tokenizer,
+    text: &str,
+    opt: &PerplexityOptions,
+) -> Result<KldReport> {
+    let chunks = Chunks::new(tok, text, opt)?;
+    let cached = match &a.base_cache {
+        Some(p) if p.exists() => {
+            let b = BaseLogits::load(p)?;
+            (b.fingerprint == chunks.fingerprint()).then_some(b)
+        }
+        _ => None,
+    };
+    let base = match cached {
+        Some(b) => b,
+        None => {
+            let base = super::load(base_path)?;
+            if base.tokenizer.vocab_size() != tok.vocab_size()
+                || base.model.vocab_size() != model.vocab_size()
+            {
+                anyhow::bail!(
+                    "the base model's vocabulary ({} tokens) differs from this model's ({}): KL divergence needs the same vocabulary",
+                    base.model.vocab_size(),
+                    model.vocab_size()
+                );
+            }
+            let b = bar("base pass");
+            let logits = BaseLogits::compute(&base.model, &chunks, a.kld_top_k, |i, n| {
+                b.set_length(n as u64);
+                b.set_position(i as u64 + 1);
+            })?;
+            b.finish_and_clear();
+            if let Some(p) = &a.base_cache {
+                logits.save(p)?;
+            }
+            logits
+        }
+    };
+    let b = bar("KL divergence");
+    let r = compare(&base, model, &chunks, |i, n| {
+        b.set_length(n as u64);
+        b.set_position(i as u64 + 1);
+    })?;
+    b.finish_and_clear();
+    Ok(r)
+}
+
+fn print_kld(k: &KldReport) {
+    println!(
+        "KL divergence against the base over {} positions:",
+        k.positions
+    );
+    println!(
+        "  mean KLD      {:.6} ± {:.6}",
+        k.mean_kld, k.mean_kld_stderr
+    );
+    for (p, v) in &k.kld_percentiles {
+        println!("  KLD p{:<5}    {:.6}", p, v);
+    }
+    println!(
+        "  same top      {:.3}% ± {:.3}",
+        100.0 * k.same_top,
+        100.0 * k.same_top_stderr
+    );
+    println!(
+        "  mean Δp       {:.4}% ± {:.4}",
+        100.0 * k.mean_delta_p,
+        100.0 * k.mean_delta_p_stderr
+    );
+    println!(
+        "  PPL base {:.4}, variant {:.4}, ratio {:.4}",
+        k.ppl_base, k.ppl_variant, k.ppl_ratio
+    );
+}
+
+fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

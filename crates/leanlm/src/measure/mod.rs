@@ -1,5 +1,11 @@
 //! Measuring a model: quality metrics computed from its log-probabilities.
 
+pub mod kld;
+pub mod multiple_choice;
 pub mod perplexity;
+pub mod results;
 
-pub use perplexity::{perplexity, PerplexityOptions, PerplexityReport, RunningNll};
+pub use kld::{compare, BaseLogits, KldReport};
+pub use perplexity::{
+    nll_of, perplexity, Chunks, PerplexityOptions, PerplexityReport, Protocol, RunningNll,
+};

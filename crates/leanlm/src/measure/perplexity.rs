@@ -1,6 +1,7 @@
-//! Perplexity with llama.cpp's protocol: the text is tokenized once, cut into
-//! non-overlapping chunks of `ctx` tokens, and in each chunk only the second half of the
-//! positions is scored (each scored token sees at least ctx/2 tokens of context).
+//! Perplexity. The text is tokenized once and cut into non-overlapping chunks of `ctx`
+//! tokens. llama.cpp's protocol scores only the second half of each chunk (every scored
+//! token sees at least ctx/2 tokens of context); the papers' protocol (Wanda, SparseGPT:
+//! seqlen 2048) scores every token after the first.
 
 use crate::error::{Error, Result};
 use crate::model::{Logits, Model};
@@ -52,8 +53,27 @@ pub fn nll_of(logits: &[f32], target: u32) -> f64 {
     max + sum.ln() - logits[target as usize] as f64
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Second half of each chunk (llama-perplexity).
+    LlamaCpp,
+    /// Every position after the first (the pruning papers).
+    Full,
+}
+
+impl Protocol {
+    /// First scored target position within a chunk.
+    pub fn first_target(self, ctx: usize) -> usize {
+        match self {
+            Protocol::LlamaCpp => ctx / 2 + 1,
+            Protocol::Full => 1,
+        }
+    }
+}
+
 pub struct PerplexityOptions {
     pub ctx: usize,
+    pub protocol: Protocol,
     /// Evaluate only the first N chunks.
     pub max_chunks: Option<usize>,
 }
@@ -87,41 +107,102 @@ pub fn perplexity(
             model.config.context_len
         )));
     }
-    let tokens = tok.encode(text, true, false)?;
-    let available = tokens.len() / ctx;
-    if available == 0 {
-        return Err(Error::InvalidInput(format!(
-            "the text has {} tokens, fewer than one chunk of {ctx}",
-            tokens.len()
-        )));
-    }
-    let chunks = opt.max_chunks.map_or(available, |c| c.min(available));
-    let first = ctx / 2;
+    let chunks = Chunks::new(tok, text, opt)?;
     let mut nll = RunningNll::default();
-    let mut per_chunk = Vec::with_capacity(chunks);
-    for c in 0..chunks {
-        let mut chunk = tokens[c * ctx..(c + 1) * ctx].to_vec();
-        // llama.cpp starts every chunk with BOS when the model wants one.
-        if let (true, Some(bos)) = (tok.add_bos, tok.bos) {
-            chunk[0] = bos;
-        }
-        let mut cache = model.new_cache();
-        // The logits of positions first .. ctx-2 predict tokens first+1 .. ctx-1.
-        let logits = model.forward(&chunk, &mut cache, Logits::Tail(ctx - first))?;
-        let v = model.vocab_size();
-        for j in 0..ctx - 1 - first {
-            nll.push(nll_of(&logits[j * v..(j + 1) * v], chunk[first + j + 1]));
+    let mut per_chunk = Vec::with_capacity(chunks.len());
+    let v = model.vocab_size();
+    for c in 0..chunks.len() {
+        let (logits, targets) = chunks.score(model, &chunks.get(c))?;
+        for (j, &target) in targets.iter().enumerate() {
+            nll.push(nll_of(&logits[j * v..(j + 1) * v], target));
         }
         per_chunk.push(nll.ppl());
-        on_chunk(c, chunks, &nll);
+        on_chunk(c, chunks.len(), &nll);
     }
     Ok(PerplexityReport {
-        tokens_in_file: tokens.len(),
-        chunks,
+        tokens_in_file: chunks.tokens.len(),
+        chunks: chunks.len(),
         ctx,
         nll,
         per_chunk,
     })
+}
+
+/// A text cut into evaluation chunks.
+pub struct Chunks {
+    pub tokens: Vec<u32>,
+    ctx: usize,
+    count: usize,
+    protocol: Protocol,
+    bos: Option<u32>,
+}
+
+impl Chunks {
+    pub fn new(tok: &Tokenizer, text: &str, opt: &PerplexityOptions) -> Result<Self> {
+        let ctx = opt.ctx;
+        let tokens = tok.encode(text, true, false)?;
+        let available = tokens.len() / ctx;
+        if available == 0 {
+            return Err(Error::InvalidInput(format!(
+                "the text has {} tokens, fewer than one chunk of {ctx}",
+                tokens.len()
+            )));
+        }
+        Ok(Self {
+            count: opt.max_chunks.map_or(available, |c| c.min(available)),
+            tokens,
+            ctx,
+            protocol: opt.protocol,
+            // llama.cpp starts every chunk with BOS when the model wants one.
+            bos: if tok.add_bos { tok.bos } else { None },
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// FNV-1a over the tokens evaluated, the context and the protocol: identifies the
+    /// positions a base-logits cache belongs to.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        let mut eat = |x: u64| {
+            for b in x.to_le_bytes() {
+                h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+            }
+        };
+        eat(self.ctx as u64);
+        eat(self.protocol.first_target(self.ctx) as u64);
+        eat(self.bos.map_or(u64::MAX, |b| b as u64));
+        for &t in &self.tokens[..self.count * self.ctx] {
+            eat(t as u64);
+        }
+        h
+    }
+
+    pub fn get(&self, c: usize) -> Vec<u32> {
+        let mut chunk = self.tokens[c * self.ctx..(c + 1) * self.ctx].to_vec();
+        if let Some(bos) = self.bos {
+            chunk[0] = bos;
+        }
+        chunk
+    }
+
+    /// Run `model` on `chunk`: logits of the scored positions (row j predicts
+    /// `targets[j]`) and those targets.
+    pub fn score(&self, model: &Model, chunk: &[u32]) -> Result<(Vec<f32>, Vec<u32>)> {
+        let first = self.protocol.first_target(self.ctx);
+        let mut cache = model.new_cache();
+        // Positions first-1 .. ctx-2 predict tokens first .. ctx-1; the last position's
+        // logits (predicting past the chunk) are computed and dropped.
+        let mut logits = model.forward(chunk, &mut cache, Logits::Tail(self.ctx - first + 1))?;
+        logits.truncate((self.ctx - first) * model.vocab_size());
+        Ok((logits, chunk[first..].to_vec()))
+    }
 }
 
 #[cfg(test)]
