@@ -4,7 +4,7 @@
 
 mod common;
 
-use leanlm::measure::{perplexity, PerplexityOptions, Protocol};
+use leanlm::measure::{compare, perplexity, BaseLogits, Chunks, PerplexityOptions, Protocol};
 
 #[test]
 fn first_chunks_match_llama_perplexity_within_half_a_percent() {
@@ -13,6 +13,7 @@ fn first_chunks_match_llama_perplexity_within_half_a_percent() {
         std::fs::read_to_string(common::shared_data("wikitext-2-raw/wiki.test.raw")).unwrap();
     let opt = PerplexityOptions {
         ctx: 512,
+        protocol: Protocol::LlamaCpp,
         max_chunks: Some(2),
     };
     let r = perplexity(&loaded.model, &loaded.tokenizer, &text, &opt, |_, _, _| {}).unwrap();
@@ -38,6 +39,7 @@ fn bad_contexts_are_errors() {
             text,
             &PerplexityOptions {
                 ctx,
+                protocol: Protocol::LlamaCpp,
                 max_chunks: None,
             },
             |_, _, _| {},
@@ -49,4 +51,35 @@ fn bad_contexts_are_errors() {
     assert!(run(1, "some text").contains("too small"));
     assert!(run(100_000, "some text").contains("larger than the model"));
     assert!(run(512, "too short").contains("fewer than one chunk"));
+}
+
+/// A model compared with itself: KLD exactly 0, same top token everywhere, Δp 0, ratio 1.
+#[test]
+fn kld_of_a_model_against_itself_is_zero() {
+    let loaded = common::default_model();
+    let text =
+        std::fs::read_to_string(common::shared_data("wikitext-2-raw/wiki.test.raw")).unwrap();
+    let opt = PerplexityOptions {
+        ctx: 128,
+        protocol: Protocol::LlamaCpp,
+        max_chunks: Some(2),
+    };
+    let chunks = Chunks::new(&loaded.tokenizer, &text, &opt).unwrap();
+    let base = BaseLogits::compute(&loaded.model, &chunks, 64, |_, _| {}).unwrap();
+    let r = compare(&base, &loaded.model, &chunks, |_, _| {}).unwrap();
+    assert_eq!(r.positions, 2 * 63);
+    assert_eq!(r.mean_kld, 0.0);
+    assert_eq!(r.same_top, 1.0);
+    assert_eq!(r.mean_delta_p, 0.0);
+    assert!((r.ppl_ratio - 1.0).abs() < 1e-9);
+    // The papers' protocol scores every token after the first: 127 per chunk of 128.
+    let full = PerplexityOptions {
+        protocol: Protocol::Full,
+        ..opt
+    };
+    let r = perplexity(&loaded.model, &loaded.tokenizer, &text, &full, |_, _, _| {}).unwrap();
+    assert_eq!(r.nll.count(), 2 * 127);
+    // Another text is another fingerprint: the cached base must be refused.
+    let other = Chunks::new(&loaded.tokenizer, &text[1000..], &opt).unwrap();
+    assert!(compare(&base, &loaded.model, &other, |_, _| {}).is_err());
 }

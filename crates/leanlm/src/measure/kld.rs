@@ -11,7 +11,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use super::perplexity::{nll_of, Chunks};
+use super::perplexity::Chunks;
 use crate::error::{Error, Result};
 use crate::model::Model;
 
@@ -236,7 +236,8 @@ pub fn compare(
             same.push((crate::run::argmax(row) == b.top[0].0) as u8 as f64);
             dp.push((lq[target as usize] as f64).exp() - (b.target_logp as f64).exp());
             nll_b -= b.target_logp as f64;
-            nll_v += nll_of(row, target);
+            // Same rounding as the base's stored log-prob, so a model against itself gives exactly 1.
+            nll_v -= lq[target as usize] as f64;
         }
         on_chunk(c, chunks.len());
     }

@@ -71,6 +71,7 @@ impl Protocol {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
 pub struct PerplexityOptions {
     pub ctx: usize,
     pub protocol: Protocol,
