@@ -1,6 +1,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
+use leanlm::measure::cost;
 use leanlm::model::{Logits, Model};
 use serde_json::json;
 
@@ -90,26 +91,30 @@ pub fn run(a: Args) -> Result<()> {
             .map(|_| prompt_speed(m, a.n_prompt))
             .collect::<Result<_>>()?,
     );
+    let cpu0 = cost::cpu_seconds();
     let tg = stat(
         (0..a.reps)
             .map(|_| decode_speed(m, a.n_gen))
             .collect::<Result<_>>()?,
     );
+    // CPU seconds (all threads) per decoded token → CPU-hours per million tokens.
+    let cpu_hours_per_mtok = cpu0
+        .zip(cost::cpu_seconds())
+        .map(|(t0, t1)| (t1 - t0) / (a.reps * a.n_gen) as f64 * 1e6 / 3600.0);
     let threads = rayon::current_num_threads();
-    let weight_bytes: usize = m
-        .layers
-        .iter()
-        .flat_map(|l| l.matrices())
-        .map(|(_, x)| x.nbytes())
-        .sum::<usize>()
-        + m.output.nbytes();
+    let c = cost::ModelCost::of(m, a.n_prompt);
+    let (rss, peak) = cost::memory().unwrap_or((0, 0));
+    let weight_bytes = c.weight_bytes_per_token;
+    let ttft = a.n_prompt as f64 / pp.median;
     if a.json {
         let s = |name: &str, n: usize, st: &Stat| json!({"test": name, "n": n, "tokens_per_sec": st.median, "min": st.min, "max": st.max, "reps": a.reps});
         println!(
             "{}",
             json!({
                 "model": a.model.path(), "threads": threads, "kernels": leanlm::quant::dot::simd_level(),
-                "weight_bytes_per_token": weight_bytes,
+                "cost": c, "file_bytes": loaded.file_bytes(), "rss_bytes": rss, "peak_rss_bytes": peak,
+            "time_to_first_token_s": ttft, "cpu_hours_per_million_tokens": cpu_hours_per_mtok,
+            "weight_bytes_per_token": weight_bytes,
                 "results": [s(&format!("pp{}", a.n_prompt), a.n_prompt, &pp), s(&format!("tg{}", a.n_gen), a.n_gen, &tg)]
             })
         );
@@ -133,6 +138,16 @@ pub fn run(a: Args) -> Result<()> {
             "decode streams {:.1} MB of weights per token: {:.1} GB/s at tg median",
             weight_bytes as f64 / 1e6,
             weight_bytes as f64 * tg.median / 1e9
+        );
+        println!(
+            "params {:.2} M ({:.2} M non-zero) | {:.1} MB on disk | FLOPs/token {:.1} M dense, {:.1} M effective (ctx {})",
+            c.params as f64 / 1e6, c.params_nonzero as f64 / 1e6, loaded.file_bytes() as f64 / 1e6,
+            c.flops_per_token_dense / 1e6, c.flops_per_token_effective / 1e6, c.ctx
+        );
+        println!(
+            "time to first token {:.3} s ({} prompt tokens) | RSS {:.0} MB, peak {:.0} MB | {} CPU-hours per million decoded tokens",
+            ttft, a.n_prompt, rss as f64 / 1e6, peak as f64 / 1e6,
+            cpu_hours_per_mtok.map_or("?".into(), |h| format!("{h:.2}"))
         );
     }
     Ok(())

@@ -100,6 +100,14 @@ pub fn run(a: Args) -> Result<()> {
     let mut records = Vec::new();
     let mut out = serde_json::Map::new();
     out.insert("model".into(), json!(model_name));
+    out.insert(
+        "cost".into(),
+        serde_json::to_value(leanlm::measure::cost::ModelCost::of(
+            model,
+            a.ctx.unwrap_or(512),
+        ))?,
+    );
+    out.insert("file_bytes".into(), json!(loaded.file_bytes()));
 
     if let Some(path) = &a.ppl {
         let text = read_text(path)?;
