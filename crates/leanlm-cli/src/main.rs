@@ -32,6 +32,8 @@ enum Command {
     Generate(commands::generate::Args),
     /// Measure quality: perplexity on a text file (like llama-perplexity).
     Eval(commands::eval::Args),
+    /// Re-encode every matrix as q8_0, q4_0 or q4_1 (like llama-quantize).
+    Quantize(commands::quantize::Args),
     /// Measure prompt-processing and decode speed (like llama-bench).
     Bench(commands::bench::Args),
 }
@@ -66,5 +68,6 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Generate(a) => commands::generate::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Quantize(a) => commands::quantize::run(a),
     }
 }

@@ -196,3 +196,63 @@ fn json_outputs_parse() {
         serde_json::json!(["in", " ", "2", "0", "2", "4"])
     );
 }
+
+#[test]
+fn eval_bad_inputs() {
+    let m = model();
+    let m = m.to_str().unwrap();
+    let empty = tmp("empty.txt");
+    std::fs::write(&empty, "  \n").unwrap();
+    assert_clean_error(
+        &leanlm(&["eval", m, "--ppl", empty.to_str().unwrap()]),
+        "is empty",
+    );
+    let latin1 = tmp("latin1.txt");
+    std::fs::write(&latin1, b"caf\xe9 au lait").unwrap();
+    assert_clean_error(
+        &leanlm(&["eval", m, "--ppl", latin1.to_str().unwrap()]),
+        "not UTF-8",
+    );
+    let hs = tmp("bad_hellaswag.txt");
+    std::fs::write(&hs, "ctx\n9\na\nb\nc\nd\n").unwrap();
+    assert_clean_error(
+        &leanlm(&["eval", m, "--hellaswag", hs.to_str().unwrap()]),
+        "gold label \"9\" is not 0-3",
+    );
+    let wiki = root().join("../shared/data/wikitext-2-raw/wiki.test.raw");
+    let wiki = wiki.to_str().unwrap();
+    assert_clean_error(&leanlm(&["eval", m, "--ppl", wiki, "-c", "1"]), "too small");
+    assert_clean_error(
+        &leanlm(&["eval", m, "--ppl", wiki, "-c", "9000"]),
+        "larger than the model",
+    );
+    assert_clean_error(&leanlm(&["eval", m]), "nothing to evaluate");
+}
+
+#[test]
+fn eval_base_with_another_vocabulary_is_refused() {
+    // The default model with its vocabulary cut to 1,000 tokens.
+    let p = rewritten("smallvocab.gguf", |meta| {
+        for (k, v) in meta.iter_mut() {
+            if let (true, Value::Array(a)) = (k.starts_with("tokenizer.ggml.t"), &mut *v) {
+                a.truncate(1000);
+            }
+            if k == "tokenizer.ggml.merges" {
+                *v = Value::Array(vec![]);
+            }
+        }
+    });
+    let m = model();
+    let wiki = root().join("../shared/data/wikitext-2-raw/wiki.test.raw");
+    let out = leanlm(&[
+        "eval",
+        m.to_str().unwrap(),
+        "--ppl",
+        wiki.to_str().unwrap(),
+        "--chunks",
+        "1",
+        "--base",
+        p.to_str().unwrap(),
+    ]);
+    assert_clean_error(&out, "vocabulary");
+}

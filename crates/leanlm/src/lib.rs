@@ -10,5 +10,6 @@ pub mod model;
 pub mod quant;
 pub mod run;
 pub mod tokenizer;
+pub mod transform;
 
 pub use error::{Error, Result};

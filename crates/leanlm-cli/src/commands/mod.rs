@@ -2,6 +2,7 @@ pub mod bench;
 pub mod eval;
 pub mod generate;
 pub mod info;
+pub mod quantize;
 pub mod tokenize;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,61 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use leanlm::model::{gguf::Value, save_gguf, Source};
+use leanlm::quant::GgmlType;
+use leanlm::transform::quantize::quantize_model;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: super::ModelArg,
+    /// Output GGUF file.
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+    /// Target type of every matrix.
+    #[arg(long = "type", value_enum)]
+    ty: TypeArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TypeArg {
+    #[value(name = "q8_0")]
+    Q8_0,
+    #[value(name = "q4_0")]
+    Q4_0,
+    #[value(name = "q4_1")]
+    Q4_1,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let loaded = a.model.load()?;
+    let target = match a.ty {
+        TypeArg::Q8_0 => GgmlType::Q8_0,
+        TypeArg::Q4_0 => GgmlType::Q4_0,
+        TypeArg::Q4_1 => GgmlType::Q4_1,
+    };
+    let q = quantize_model(&loaded.model, target)?;
+    // Keep the source's tokenizer and general keys verbatim when it is a GGUF.
+    let meta: Vec<(String, Value)> = match &loaded.source {
+        Source::Gguf(f) => f
+            .metadata
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("tokenizer.")
+                    || (k.starts_with("general.")
+                        && *k != "general.file_type"
+                        && *k != "general.alignment")
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        Source::HfDir(_) => loaded.tokenizer.gguf_metadata()?,
+    };
+    save_gguf(&q, meta, &a.output).with_context(|| format!("writing {}", a.output.display()))?;
+    let bytes = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "wrote {} ({target}, {:.1} MB)",
+        a.output.display(),
+        bytes as f64 / 1e6
+    );
+    Ok(())
+}

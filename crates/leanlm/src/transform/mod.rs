@@ -1,0 +1,3 @@
+//! Transforms that turn a model into a cheaper one.
+
+pub mod quantize;
