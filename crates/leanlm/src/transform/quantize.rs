@@ -23,7 +23,7 @@ pub fn quantize_matrix(m: &Matrix, target: GgmlType) -> Result<Matrix> {
             )))
         }
     };
-    if m.cols % 32 != 0 {
+    if !m.cols.is_multiple_of(32) {
         return Err(Error::InvalidInput(format!(
             "{} columns is not a multiple of the 32-element block",
             m.cols
