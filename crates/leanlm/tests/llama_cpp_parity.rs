@@ -134,16 +134,7 @@ fn greedy_generation_equals_llama_cpp_for_32_tokens() {
 /// shows), short of the 99%: the test guards ≥ 97%.
 #[test]
 fn log_probs_match_llama_cpp() {
-    let fx: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(common::fixture("llama_cpp/logprobs.json")).unwrap(),
-    )
-    .unwrap();
-    let tokens: Vec<u32> = fx["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let (fx, tokens) = logprob_fixture();
     let model = &common::default_model().model;
     let mut cache = model.new_cache();
     let logits = model.forward(&tokens, &mut cache, Logits::All).unwrap();
@@ -175,16 +166,7 @@ fn log_probs_match_llama_cpp() {
 #[test]
 #[ignore]
 fn print_distances_to_f32_reference() {
-    let fx: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(common::fixture("llama_cpp/logprobs.json")).unwrap(),
-    )
-    .unwrap();
-    let tokens: Vec<u32> = fx["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let (fx, tokens) = logprob_fixture();
     let model = &common::default_model().model;
     let dense = model.dequantized();
     let v = model.vocab_size();
@@ -221,4 +203,19 @@ fn print_distances_to_f32_reference() {
         c / n as f64
     );
     eprintln!("top-1 agreement with llama.cpp: ours {top_q}/{positions}, f32 reference {top_d}/{positions}");
+}
+
+/// The llama-perplexity log-prob fixture and its 512 tokens.
+fn logprob_fixture() -> (serde_json::Value, Vec<u32>) {
+    let fx: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixture("llama_cpp/logprobs.json")).unwrap(),
+    )
+    .unwrap();
+    let tokens = fx["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    (fx, tokens)
 }

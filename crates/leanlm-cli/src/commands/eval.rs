@@ -63,14 +63,7 @@ enum ProtocolArg {
 }
 
 fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is not UTF-8 text (invalid byte at offset {})",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        )
-    })?;
+    let text = super::read_utf8(path)?;
     if text.trim().is_empty() {
         anyhow::bail!("{} is empty", path.display());
     }

@@ -9,12 +9,8 @@ use serde_json::json;
 pub struct Args {
     #[command(flatten)]
     model: super::ModelArg,
-    /// Prompt text.
-    #[arg(short = 'p', long = "prompt")]
-    prompt: Option<String>,
-    /// Read the prompt from a file.
-    #[arg(short = 'f', long = "file")]
-    file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    text: super::TextArg,
     /// Tokens to generate.
     #[arg(short = 'n', long = "n-predict", default_value_t = 64)]
     n: usize,
@@ -41,7 +37,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let prompt = super::text_arg(a.prompt, a.file.as_deref())?;
+    let prompt = a.text.read()?;
     let loaded = a.model.load()?;
     let tok = &loaded.tokenizer;
     let text = if a.chat {

@@ -51,15 +51,40 @@ pub fn load(path: &Path) -> Result<leanlm::model::Loaded> {
     leanlm::model::load(path).context("cannot load model")
 }
 
-/// Text from `-p` or `-f`, exactly one of them.
-pub fn text_arg(prompt: Option<String>, file: Option<&Path>) -> Result<String> {
+/// Input text: `-p TEXT` or `-f FILE`, exactly one of them.
+#[derive(clap::Args)]
+pub struct TextArg {
+    /// The text (prompt).
+    #[arg(short = 'p', long = "prompt")]
+    prompt: Option<String>,
+    /// Read the text from a file.
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+}
+
+impl TextArg {
+    pub fn read(&self) -> Result<String> {
+        text_arg(self.prompt.clone(), self.file.as_deref())
+    }
+}
+
+fn text_arg(prompt: Option<String>, file: Option<&Path>) -> Result<String> {
     match (prompt, file) {
         (Some(p), None) => Ok(p),
-        (None, Some(f)) => {
-            let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-            String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", f.display()))
-        }
+        (None, Some(f)) => read_utf8(f),
         (Some(_), Some(_)) => anyhow::bail!("give either -p TEXT or -f FILE, not both"),
         (None, None) => anyhow::bail!("no input: give -p TEXT or -f FILE"),
     }
+}
+
+/// A whole text file, which must be UTF-8.
+pub fn read_utf8(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
 }

@@ -1,17 +1,11 @@
-use std::path::PathBuf;
-
 use anyhow::Result;
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     model: super::ModelArg,
-    /// Text to tokenize.
-    #[arg(short = 'p', long = "prompt")]
-    prompt: Option<String>,
-    /// Read the text from a file.
-    #[arg(short = 'f', long = "file")]
-    file: Option<PathBuf>,
+    #[command(flatten)]
+    text: super::TextArg,
     /// Print only the ids, as a list (like llama-tokenize --ids).
     #[arg(long)]
     ids: bool,
@@ -27,7 +21,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let text = super::text_arg(a.prompt, a.file.as_deref())?;
+    let text = a.text.read()?;
     let tok = a.model.load()?.tokenizer;
     let ids = tok.encode(&text, !a.no_bos, !a.no_parse_special)?;
     if a.json {

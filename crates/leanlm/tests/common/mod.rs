@@ -47,14 +47,5 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// log(softmax(x)), in f64 for the normalizer.
-pub fn log_softmax(x: &[f32]) -> Vec<f32> {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let lse = x
-        .iter()
-        .map(|&v| ((v - max) as f64).exp())
-        .sum::<f64>()
-        .ln() as f32
-        + max;
-    x.iter().map(|&v| v - lse).collect()
-}
+#[allow(unused_imports)]
+pub use leanlm::measure::kld::log_softmax;
