@@ -119,18 +119,29 @@ pub fn run(a: Args) -> Result<()> {
             max_chunks: a.chunks,
         };
         let settings = json!({"file": path, "ctx": ctx, "chunks": a.chunks, "protocol": format!("{protocol:?}")});
-        let b = bar("perplexity");
         let t0 = std::time::Instant::now();
-        let r = perplexity(model, tok, &text, &opt, |i, n, nll| {
-            b.set_length(n as u64);
-            b.set_position(i as u64 + 1);
-            b.set_message(format!("PPL {:.4} ± {:.4}", nll.ppl(), nll.ppl_stderr()));
-        })?;
-        b.finish_and_clear();
+        // With a base, the KL pass scores the variant too: one pass serves both reports.
+        let chunks = Chunks::new(tok, &text, &opt)?;
+        let k = match &a.base {
+            Some(base_path) => Some(kld(&a, base_path, model, tok, &chunks)?),
+            None => None,
+        };
+        let (nll, per_chunk) = match &k {
+            Some(k) => (k.variant_nll, k.per_chunk_ppl.clone()),
+            None => {
+                let b = bar("perplexity");
+                let r = perplexity(model, tok, &text, &opt, |i, n, nll| {
+                    b.set_length(n as u64);
+                    b.set_position(i as u64 + 1);
+                    b.set_message(format!("PPL {:.4} ± {:.4}", nll.ppl(), nll.ppl_stderr()));
+                })?;
+                b.finish_and_clear();
+                (r.nll, r.per_chunk)
+            }
+        };
         let secs = t0.elapsed().as_secs_f64();
         if !a.json {
-            let running: Vec<String> = r
-                .per_chunk
+            let running: Vec<String> = per_chunk
                 .iter()
                 .enumerate()
                 .map(|(i, p)| format!("[{}]{p:.4}", i + 1))
@@ -138,23 +149,22 @@ pub fn run(a: Args) -> Result<()> {
             println!("{}", running.join(","));
             println!(
                 "Final estimate: PPL = {:.4} +/- {:.5} ({} chunks of {}, {} tokens scored, {:.1} s)",
-                r.nll.ppl(), r.nll.ppl_stderr(), r.chunks, r.ctx, r.nll.count(), secs
+                nll.ppl(), nll.ppl_stderr(), chunks.len(), ctx, nll.count(), secs
             );
         }
         records.push(Record::new(
             &model_name,
             &a.variant,
             "ppl",
-            r.nll.ppl(),
-            Some(r.nll.ppl_stderr()),
+            nll.ppl(),
+            Some(nll.ppl_stderr()),
             settings.clone(),
         ));
         out.insert("perplexity".into(), json!({
-            "ppl": r.nll.ppl(), "ppl_stderr": r.nll.ppl_stderr(), "chunks": r.chunks, "ctx": r.ctx,
-            "scored_tokens": r.nll.count(), "tokens_in_file": r.tokens_in_file, "per_chunk": r.per_chunk, "seconds": secs,
+            "ppl": nll.ppl(), "ppl_stderr": nll.ppl_stderr(), "chunks": chunks.len(), "ctx": ctx,
+            "scored_tokens": nll.count(), "tokens_in_file": chunks.tokens.len(), "per_chunk": per_chunk, "seconds": secs,
         }));
-        if let Some(base_path) = &a.base {
-            let k = kld(&a, base_path, model, tok, &text, &opt)?;
+        if let Some(k) = k {
             if !a.json {
                 print_kld(&k);
             }
@@ -252,10 +262,8 @@ fn kld(
     base_path: &Path,
     model: &leanlm::model::Model,
     tok: &leanlm::tokenizer::Tokenizer,
-    text: &str,
-    opt: &PerplexityOptions,
+    chunks: &Chunks,
 ) -> Result<KldReport> {
-    let chunks = Chunks::new(tok, text, opt)?;
     let cached = match &a.base_cache {
         Some(p) if p.exists() => {
             let b = BaseLogits::load(p)?;
@@ -277,7 +285,7 @@ fn kld(
                 );
             }
             let b = bar("base pass");
-            let logits = BaseLogits::compute(&base.model, &chunks, a.kld_top_k, |i, n| {
+            let logits = BaseLogits::compute(&base.model, chunks, a.kld_top_k, |i, n| {
                 b.set_length(n as u64);
                 b.set_position(i as u64 + 1);
             })?;
@@ -289,7 +297,7 @@ fn kld(
         }
     };
     let b = bar("KL divergence");
-    let r = compare(&base, model, &chunks, |i, n| {
+    let r = compare(&base, model, chunks, |i, n| {
         b.set_length(n as u64);
         b.set_position(i as u64 + 1);
     })?;

@@ -11,7 +11,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use super::perplexity::Chunks;
+use super::perplexity::{Chunks, RunningNll};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
@@ -173,6 +173,11 @@ pub struct KldReport {
     pub ppl_base: f64,
     pub ppl_variant: f64,
     pub ppl_ratio: f64,
+    /// The variant's running perplexity after each chunk, so that one pass serves both
+    /// the perplexity and the KL report.
+    pub per_chunk_ppl: Vec<f64>,
+    #[serde(skip)]
+    pub variant_nll: RunningNll,
 }
 
 /// KL(P‖Q) between the base's top-k distribution (plus its remainder) and the variant's
@@ -223,7 +228,8 @@ pub fn compare(
         ));
     }
     let v = variant.vocab_size();
-    let (mut kld, mut same, mut dp, mut nll_b, mut nll_v) = (vec![], vec![], vec![], 0f64, 0f64);
+    let (mut kld, mut same, mut dp, mut nll_b) = (vec![], vec![], vec![], 0f64);
+    let (mut nll_v, mut per_chunk_ppl) = (RunningNll::default(), Vec::with_capacity(chunks.len()));
     let mut next = 0usize;
     for c in 0..chunks.len() {
         let (logits, targets) = chunks.score(variant, &chunks.get(c))?;
@@ -237,8 +243,9 @@ pub fn compare(
             dp.push((lq[target as usize] as f64).exp() - (b.target_logp as f64).exp());
             nll_b -= b.target_logp as f64;
             // Same rounding as the base's stored log-prob, so a model against itself gives exactly 1.
-            nll_v -= lq[target as usize] as f64;
+            nll_v.push(-(lq[target as usize] as f64));
         }
+        per_chunk_ppl.push(nll_v.ppl());
         on_chunk(c, chunks.len());
     }
     let n = kld.len();
@@ -252,7 +259,7 @@ pub fn compare(
         .iter()
         .map(|&p| (p, pct(p)))
         .collect();
-    let (ppl_base, ppl_variant) = ((nll_b / n as f64).exp(), (nll_v / n as f64).exp());
+    let (ppl_base, ppl_variant) = ((nll_b / n as f64).exp(), nll_v.ppl());
     Ok(KldReport {
         positions: n,
         mean_kld,
@@ -265,6 +272,8 @@ pub fn compare(
         ppl_base,
         ppl_variant,
         ppl_ratio: ppl_variant / ppl_base,
+        per_chunk_ppl,
+        variant_nll: nll_v,
     })
 }
 
