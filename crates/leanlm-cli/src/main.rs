@@ -30,7 +30,7 @@ enum Command {
     Tokenize(commands::tokenize::Args),
     /// Generate text from a prompt (greedy unless --temp is set).
     Generate(commands::generate::Args),
-    /// Measure quality: perplexity on a text file (like llama-perplexity).
+    /// Measure quality: perplexity, KL divergence to a base model, HellaSwag / multiple choice.
     Eval(commands::eval::Args),
     /// Re-encode every matrix as q8_0, q4_0 or q4_1 (like llama-quantize).
     Quantize(commands::quantize::Args),

@@ -23,6 +23,7 @@ pub struct Args {
     /// Keep the smallest set of tokens whose probability reaches p.
     #[arg(long, default_value_t = 0.95)]
     top_p: f32,
+    /// Random seed for sampling (same seed, same text).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Wrap the prompt in the model's chat template (one user turn).
