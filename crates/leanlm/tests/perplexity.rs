@@ -49,6 +49,8 @@ fn bad_contexts_are_errors() {
         .unwrap_or_default()
     };
     assert!(run(1, "some text").contains("too small"));
+    // llama.cpp's protocol scores positions ctx/2+1 .. ctx-1: none at ctx 2.
+    assert!(run(2, "some text").contains("too small"));
     assert!(run(100_000, "some text").contains("larger than the model"));
     assert!(run(512, "too short").contains("fewer than one chunk"));
 }
@@ -64,7 +66,7 @@ fn kld_of_a_model_against_itself_is_zero() {
         protocol: Protocol::LlamaCpp,
         max_chunks: Some(2),
     };
-    let chunks = Chunks::new(&loaded.tokenizer, &text, &opt).unwrap();
+    let chunks = Chunks::new(&loaded.model, &loaded.tokenizer, &text, &opt).unwrap();
     let base = BaseLogits::compute(&loaded.model, &chunks, 64, |_, _| {}).unwrap();
     let r = compare(&base, &loaded.model, &chunks, |_, _| {}).unwrap();
     assert_eq!(r.positions, 2 * 63);
@@ -80,6 +82,6 @@ fn kld_of_a_model_against_itself_is_zero() {
     let r = perplexity(&loaded.model, &loaded.tokenizer, &text, &full, |_, _, _| {}).unwrap();
     assert_eq!(r.nll.count(), 2 * 127);
     // Another text is another fingerprint: the cached base must be refused.
-    let other = Chunks::new(&loaded.tokenizer, &text[1000..], &opt).unwrap();
+    let other = Chunks::new(&loaded.model, &loaded.tokenizer, &text[1000..], &opt).unwrap();
     assert!(compare(&base, &loaded.model, &other, |_, _| {}).is_err());
 }

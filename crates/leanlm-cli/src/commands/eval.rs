@@ -5,7 +5,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use leanlm::measure::multiple_choice::{self, McReport};
 use leanlm::measure::results::{self, Record};
 use leanlm::measure::{
-    compare, perplexity, BaseLogits, Chunks, KldReport, PerplexityOptions, Protocol,
+    compare, perplexity_of, BaseLogits, Chunks, KldReport, PerplexityOptions, Protocol,
 };
 use serde_json::json;
 
@@ -121,7 +121,7 @@ pub fn run(a: Args) -> Result<()> {
         let settings = json!({"file": path, "ctx": ctx, "chunks": a.chunks, "protocol": format!("{protocol:?}")});
         let t0 = std::time::Instant::now();
         // With a base, the KL pass scores the variant too: one pass serves both reports.
-        let chunks = Chunks::new(tok, &text, &opt)?;
+        let chunks = Chunks::new(model, tok, &text, &opt)?;
         let k = match &a.base {
             Some(base_path) => Some(kld(&a, base_path, model, tok, &chunks)?),
             None => None,
@@ -130,7 +130,7 @@ pub fn run(a: Args) -> Result<()> {
             Some(k) => (k.variant_nll, k.per_chunk_ppl.clone()),
             None => {
                 let b = bar("perplexity");
-                let r = perplexity(model, tok, &text, &opt, |i, n, nll| {
+                let r = perplexity_of(model, &chunks, |i, n, nll| {
                     b.set_length(n as u64);
                     b.set_position(i as u64 + 1);
                     b.set_message(format!("PPL {:.4} ± {:.4}", nll.ppl(), nll.ppl_stderr()));

@@ -8,5 +8,6 @@ pub mod results;
 
 pub use kld::{compare, BaseLogits, KldReport};
 pub use perplexity::{
-    nll_of, perplexity, Chunks, PerplexityOptions, PerplexityReport, Protocol, RunningNll,
+    nll_of, perplexity, perplexity_of, Chunks, PerplexityOptions, PerplexityReport, Protocol,
+    RunningNll,
 };

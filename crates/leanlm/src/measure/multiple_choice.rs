@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::model::{Logits, Model};
 use crate::tokenizer::Tokenizer;
 
-use super::kld::log_softmax;
+use super::perplexity::nll_of;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
@@ -120,8 +120,8 @@ pub fn choice_logprobs(model: &Model, tok: &Tokenizer, task: &Task) -> Result<Ve
         )));
     }
     let mut cache = model.new_cache();
+    // Logits of the last shared token: they predict each choice's first token.
     let first = model.forward(&seqs[0][..prefix], &mut cache, Logits::Last)?;
-    let first = log_softmax(&first);
     let v = model.vocab_size();
     seqs.iter()
         .enumerate()
@@ -133,12 +133,12 @@ pub fn choice_logprobs(model: &Model, tok: &Tokenizer, task: &Task) -> Result<Ve
                     task.context
                 )));
             }
-            let mut sum = first[ending[0] as usize] as f64;
+            let mut sum = -nll_of(&first, ending[0]);
             if ending.len() > 1 {
                 let mut c = cache.clone();
                 let logits = model.forward(&ending[..ending.len() - 1], &mut c, Logits::All)?;
                 for (j, &t) in ending[1..].iter().enumerate() {
-                    sum += log_softmax(&logits[j * v..(j + 1) * v])[t as usize] as f64;
+                    sum -= nll_of(&logits[j * v..(j + 1) * v], t);
                 }
             }
             Ok((sum, ending.len()))

@@ -94,21 +94,18 @@ pub fn perplexity(
     tok: &Tokenizer,
     text: &str,
     opt: &PerplexityOptions,
+    on_chunk: impl FnMut(usize, usize, &RunningNll),
+) -> Result<PerplexityReport> {
+    let chunks = Chunks::new(model, tok, text, opt)?;
+    perplexity_of(model, &chunks, on_chunk)
+}
+
+/// The perplexity protocol over chunks already cut.
+pub fn perplexity_of(
+    model: &Model,
+    chunks: &Chunks,
     mut on_chunk: impl FnMut(usize, usize, &RunningNll),
 ) -> Result<PerplexityReport> {
-    let ctx = opt.ctx;
-    if ctx < 2 {
-        return Err(Error::InvalidInput(format!(
-            "context {ctx} is too small: at least 2 tokens"
-        )));
-    }
-    if ctx > model.config.context_len {
-        return Err(Error::InvalidInput(format!(
-            "context {ctx} is larger than the model's {} positions",
-            model.config.context_len
-        )));
-    }
-    let chunks = Chunks::new(tok, text, opt)?;
     let mut nll = RunningNll::default();
     let mut per_chunk = Vec::with_capacity(chunks.len());
     let v = model.vocab_size();
@@ -123,7 +120,7 @@ pub fn perplexity(
     Ok(PerplexityReport {
         tokens_in_file: chunks.tokens.len(),
         chunks: chunks.len(),
-        ctx,
+        ctx: chunks.ctx,
         nll,
         per_chunk,
     })
@@ -139,8 +136,26 @@ pub struct Chunks {
 }
 
 impl Chunks {
-    pub fn new(tok: &Tokenizer, text: &str, opt: &PerplexityOptions) -> Result<Self> {
+    /// Tokenize `text` and cut it for `model`; the context must fit the model and hold
+    /// at least one scored token.
+    pub fn new(
+        model: &Model,
+        tok: &Tokenizer,
+        text: &str,
+        opt: &PerplexityOptions,
+    ) -> Result<Self> {
         let ctx = opt.ctx;
+        if ctx < 2 || opt.protocol.first_target(ctx) >= ctx {
+            return Err(Error::InvalidInput(format!(
+                "context {ctx} is too small: no token of a chunk would be scored"
+            )));
+        }
+        if ctx > model.config.context_len {
+            return Err(Error::InvalidInput(format!(
+                "context {ctx} is larger than the model's {} positions",
+                model.config.context_len
+            )));
+        }
         let tokens = tok.encode(text, true, false)?;
         let available = tokens.len() / ctx;
         if available == 0 {
