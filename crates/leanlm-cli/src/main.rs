@@ -34,6 +34,9 @@ enum Command {
     Eval(commands::eval::Args),
     /// Re-encode every matrix as q8_0, q4_0 or q4_1 (like llama-quantize).
     Quantize(commands::quantize::Args),
+    /// Prune weights (magnitude, Wanda, SparseGPT; unstructured, N:M, OWL) or heads,
+    /// MLP channels and layers, calibrated block by block.
+    Prune(commands::prune::Args),
     /// Measure prompt-processing and decode speed (like llama-bench).
     Bench(commands::bench::Args),
 }
@@ -69,5 +72,6 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Bench(a) => commands::bench::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Quantize(a) => commands::quantize::run(a),
+        Command::Prune(a) => commands::prune::run(a),
     }
 }

@@ -2,8 +2,10 @@
 //! adaptively) and measure what that costs in quality and buys in speed.
 //!
 //! The modules follow the pipeline: `model` (formats, forward pass) → `quant` (storage
-//! and kernels) → `tokenizer` → `run` (generation).
+//! and kernels) → `tokenizer` → `calibrate` (activation statistics) → `transform`
+//! (prune, quantize) → `run` (generation) → `measure` (quality and cost).
 
+pub mod calibrate;
 pub mod error;
 pub mod measure;
 pub mod model;

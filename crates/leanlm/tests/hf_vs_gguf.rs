@@ -165,7 +165,13 @@ fn hf_and_converted_gguf_give_the_same_logits() {
     let hf = load(&tmp.join("single")).unwrap();
     assert_eq!(hf.model.config.rope_style, RopeStyle::Halves);
     let gguf_path = tmp.join("tiny.gguf");
-    save_gguf(&hf.model, hf.tokenizer.gguf_metadata().unwrap(), &gguf_path).unwrap();
+    save_gguf(
+        &hf.model,
+        hf.tokenizer.gguf_metadata().unwrap(),
+        &gguf_path,
+        leanlm::quant::GgmlType::F32,
+    )
+    .unwrap();
     let gg = load(&gguf_path).unwrap();
     assert_eq!(gg.model.config.rope_style, RopeStyle::Interleaved);
 

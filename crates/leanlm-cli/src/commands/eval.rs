@@ -1,7 +1,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use leanlm::measure::multiple_choice::{self, McReport};
 use leanlm::measure::results::{self, Record};
 use leanlm::measure::{
@@ -70,13 +69,6 @@ fn read_text(path: &Path) -> Result<String> {
     Ok(text)
 }
 
-fn bar(what: &str) -> ProgressBar {
-    let b = ProgressBar::new(0);
-    let t = format!("{what} {{bar:30}} {{pos}}/{{len}}, ETA {{eta}} {{msg}}");
-    b.set_style(ProgressStyle::with_template(&t).expect("static template"));
-    b
-}
-
 pub fn run(a: Args) -> Result<()> {
     if a.ppl.is_none() && a.hellaswag.is_none() && a.mc.is_none() {
         anyhow::bail!("nothing to evaluate: give --ppl FILE, --hellaswag FILE or --mc FILE");
@@ -129,7 +121,7 @@ pub fn run(a: Args) -> Result<()> {
         let (nll, per_chunk) = match &k {
             Some(k) => (k.variant_nll, k.per_chunk_ppl.clone()),
             None => {
-                let b = bar("perplexity");
+                let b = super::bar("perplexity");
                 let r = perplexity_of(model, &chunks, |i, n, nll| {
                     b.set_length(n as u64);
                     b.set_position(i as u64 + 1);
@@ -208,7 +200,7 @@ pub fn run(a: Args) -> Result<()> {
         let mut tasks = parse(&read_text(path)?)
             .with_context(|| format!("reading tasks from {}", path.display()))?;
         tasks.truncate(a.tasks.unwrap_or(usize::MAX));
-        let b = bar(label);
+        let b = super::bar(label);
         let r: McReport = multiple_choice::evaluate(model, tok, &tasks, |i, n, r| {
             b.set_length(n as u64);
             b.set_position(i as u64 + 1);
@@ -284,7 +276,7 @@ fn kld(
                     model.vocab_size()
                 );
             }
-            let b = bar("base pass");
+            let b = super::bar("base pass");
             let logits = BaseLogits::compute(&base.model, chunks, a.kld_top_k, |i, n| {
                 b.set_length(n as u64);
                 b.set_position(i as u64 + 1);
@@ -296,7 +288,7 @@ fn kld(
             logits
         }
     };
-    let b = bar("KL divergence");
+    let b = super::bar("KL divergence");
     let r = compare(&base, model, chunks, |i, n| {
         b.set_length(n as u64);
         b.set_position(i as u64 + 1);

@@ -43,7 +43,7 @@ pub fn run(a: Args) -> Result<()> {
     let c = &m.config;
     let mut stats = Vec::new();
     for (i, l) in m.layers.iter().enumerate() {
-        for (name, mat) in l.matrices() {
+        for (name, _, mat) in l.matrices() {
             let w = mat.to_f32();
             stats.push(MatrixStat {
                 name: format!("blk.{i}.{name}"),

@@ -2,6 +2,7 @@ pub mod bench;
 pub mod eval;
 pub mod generate;
 pub mod info;
+pub mod prune;
 pub mod quantize;
 pub mod tokenize;
 
@@ -87,4 +88,12 @@ pub fn read_utf8(path: &Path) -> Result<String> {
             e.utf8_error().valid_up_to()
         )
     })
+}
+
+/// A progress bar on stderr: `what [bar] pos/len, ETA … message`.
+pub fn bar(what: &str) -> indicatif::ProgressBar {
+    let b = indicatif::ProgressBar::new(0);
+    let t = format!("{what} {{bar:30}} {{pos}}/{{len}}, ETA {{eta}} {{msg}}");
+    b.set_style(indicatif::ProgressStyle::with_template(&t).expect("static template"));
+    b
 }

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use leanlm::model::{gguf::Value, save_gguf, Source};
+use leanlm::model::save_gguf;
 use leanlm::quant::GgmlType;
 use leanlm::transform::quantize::quantize_model;
 
@@ -35,22 +35,8 @@ pub fn run(a: Args) -> Result<()> {
         TypeArg::Q4_1 => GgmlType::Q4_1,
     };
     let q = quantize_model(&loaded.model, target)?;
-    // Keep the source's tokenizer and general keys verbatim when it is a GGUF.
-    let meta: Vec<(String, Value)> = match &loaded.source {
-        Source::Gguf(f) => f
-            .metadata
-            .iter()
-            .filter(|(k, _)| {
-                k.starts_with("tokenizer.")
-                    || (k.starts_with("general.")
-                        && *k != "general.file_type"
-                        && *k != "general.alignment")
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        Source::HfDir(_) => loaded.tokenizer.gguf_metadata()?,
-    };
-    save_gguf(&q, meta, &a.output).with_context(|| format!("writing {}", a.output.display()))?;
+    save_gguf(&q, loaded.metadata_to_carry()?, &a.output, GgmlType::F32)
+        .with_context(|| format!("writing {}", a.output.display()))?;
     let bytes = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "wrote {} ({target}, {:.1} MB)",

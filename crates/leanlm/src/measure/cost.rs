@@ -25,13 +25,13 @@ impl ModelCost {
             .layers
             .iter()
             .flat_map(|l| l.matrices())
-            .map(|(_, m)| m.to_f32().iter().filter(|v| **v == 0.0).count())
+            .map(|(_, _, m)| m.to_f32().iter().filter(|v| **v == 0.0).count())
             .sum();
         let weight_bytes_per_token = model
             .layers
             .iter()
             .flat_map(|l| l.matrices())
-            .map(|(_, m)| m.nbytes())
+            .map(|(_, _, m)| m.nbytes())
             .sum::<usize>()
             + model.output.nbytes();
         let dense = model.flops_per_token(ctx);

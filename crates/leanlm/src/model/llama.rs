@@ -43,15 +43,46 @@ impl Layer {
     pub fn ffn_dim(&self) -> usize {
         self.w_gate.rows
     }
-    pub fn matrices(&self) -> [(&'static str, &Matrix); 7] {
+    /// The same block with every matrix decoded to dense f32.
+    pub fn dequantized(&self) -> Layer {
+        let dense = |m: &Matrix| Matrix::from_f32(m.rows, m.cols, m.to_f32()).expect("same shape");
+        Layer {
+            wq: dense(&self.wq),
+            wk: dense(&self.wk),
+            wv: dense(&self.wv),
+            wo: dense(&self.wo),
+            w_gate: dense(&self.w_gate),
+            w_up: dense(&self.w_up),
+            w_down: dense(&self.w_down),
+            ..self.clone()
+        }
+    }
+
+    /// [`Layer::matrices`], mutable.
+    pub fn matrices_mut(&mut self) -> [(&'static str, LinearSite, &mut Matrix); 7] {
+        use LinearSite::*;
         [
-            ("attn_q", &self.wq),
-            ("attn_k", &self.wk),
-            ("attn_v", &self.wv),
-            ("attn_output", &self.wo),
-            ("ffn_gate", &self.w_gate),
-            ("ffn_up", &self.w_up),
-            ("ffn_down", &self.w_down),
+            ("attn_q", Qkv, &mut self.wq),
+            ("attn_k", Qkv, &mut self.wk),
+            ("attn_v", Qkv, &mut self.wv),
+            ("attn_output", AttnOut, &mut self.wo),
+            ("ffn_gate", GateUp, &mut self.w_gate),
+            ("ffn_up", GateUp, &mut self.w_up),
+            ("ffn_down", Down, &mut self.w_down),
+        ]
+    }
+
+    /// Each matrix with the activation site that feeds it.
+    pub fn matrices(&self) -> [(&'static str, LinearSite, &Matrix); 7] {
+        use LinearSite::*;
+        [
+            ("attn_q", Qkv, &self.wq),
+            ("attn_k", Qkv, &self.wk),
+            ("attn_v", Qkv, &self.wv),
+            ("attn_output", AttnOut, &self.wo),
+            ("ffn_gate", GateUp, &self.w_gate),
+            ("ffn_up", GateUp, &self.w_up),
+            ("ffn_down", Down, &self.w_down),
         ]
     }
 }
@@ -189,6 +220,12 @@ impl Model {
             .collect();
         let mut config = config;
         config.n_layers = layers.len();
+        // Widths as the weights have them (the largest, when structured pruning made the
+        // blocks differ).
+        if let Some(l) = layers.iter().max_by_key(|l| l.n_heads(hd)) {
+            (config.n_heads, config.n_kv_heads) = (l.n_heads(hd), l.n_kv_heads(hd));
+        }
+        config.ffn_dim = layers.iter().map(Layer::ffn_dim).max().unwrap_or(0);
         config.vocab_size = output.rows;
         Ok(Self {
             config,
@@ -272,10 +309,8 @@ impl Model {
         let starts: Vec<usize> = caches.iter().map(|c| c.len()).collect();
 
         // x = token embeddings                                          (n, d)
-        let mut x = vec![0f32; n * d];
-        for (r, &id) in tokens.iter().flat_map(|s| s.iter()).enumerate() {
-            x[r * d..(r + 1) * d].copy_from_slice(&self.tok_embd.row_f32(id as usize));
-        }
+        let flat: Vec<u32> = tokens.iter().flat_map(|s| s.iter().copied()).collect();
+        let mut x = self.embed(&flat);
         let hooks = pass.hooks;
         for (l, layer) in self.layers[..n_run].iter().enumerate() {
             hooks.block_input(l, &x, n);
@@ -308,6 +343,52 @@ impl Model {
         let mut logits = vec![0f32; rows.len() * self.vocab_size()];
         self.output.matmul(&h, rows.len(), &mut logits);
         Ok(logits)
+    }
+
+    /// Token embeddings, row-major `(tokens, d_model)`. Ids must be in the vocabulary.
+    pub fn embed(&self, tokens: &[u32]) -> Vec<f32> {
+        let d = self.config.d_model;
+        let mut x = vec![0f32; tokens.len() * d];
+        for (r, &id) in tokens.iter().enumerate() {
+            x[r * d..(r + 1) * d].copy_from_slice(&self.tok_embd.row_f32(id as usize));
+        }
+        x
+    }
+
+    /// Run `layer` in the place of block `l` over `b` independent sequences of `t`
+    /// positions each (row-major `(b·t, d_model)`, starting at position 0), updating `x` in
+    /// place. Layer-by-layer calibration feeds each block the previous block's outputs this
+    /// way, with the block's weights as they stand during pruning.
+    pub fn run_block(
+        &self,
+        l: usize,
+        layer: &Layer,
+        x: &mut [f32],
+        b: usize,
+        t: usize,
+        hooks: &mut dyn Hooks,
+    ) -> Result<()> {
+        let d = self.config.d_model;
+        let hd = self.config.head_dim;
+        let shape_ok = layer.wq.cols == d && layer.n_kv_heads(hd) > 0;
+        if l >= self.layers.len()
+            || !shape_ok
+            || x.len() != b * t * d
+            || t > self.config.context_len
+        {
+            return Err(Error::InvalidInput(format!(
+                "run_block: layer {l} of {}, {} values for {b}×{t} rows of width {d}",
+                self.layers.len(),
+                x.len()
+            )));
+        }
+        let mut owned: Vec<KvCache> = (0..b).map(|_| self.new_cache()).collect();
+        let mut caches: Vec<&mut KvCache> = owned.iter_mut().collect();
+        let starts = vec![0; b];
+        hooks.block_input(l, x, b * t);
+        self.block(l, layer, x, t, &starts, &mut caches, hooks);
+        hooks.block_output(l, x, b * t);
+        Ok(())
     }
 
     /// One block over `x` (n = b·t rows), updating x in place and appending to the caches.
@@ -470,20 +551,7 @@ impl Model {
         } else {
             dense(&self.output)
         };
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| Layer {
-                wq: dense(&l.wq),
-                wk: dense(&l.wk),
-                wv: dense(&l.wv),
-                wo: dense(&l.wo),
-                w_gate: dense(&l.w_gate),
-                w_up: dense(&l.w_up),
-                w_down: dense(&l.w_down),
-                ..l.clone()
-            })
-            .collect();
+        let layers = self.layers.iter().map(Layer::dequantized).collect();
         Model {
             tok_embd,
             output,
@@ -504,7 +572,7 @@ impl Model {
             n += l
                 .matrices()
                 .iter()
-                .map(|(_, m)| m.rows * m.cols)
+                .map(|(_, _, m)| m.rows * m.cols)
                 .sum::<usize>();
             n += [&l.bq, &l.bk, &l.bv]
                 .iter()
@@ -535,7 +603,7 @@ impl Model {
             macs += l
                 .matrices()
                 .iter()
-                .map(|(_, m)| (m.rows * m.cols) as f64)
+                .map(|(_, _, m)| (m.rows * m.cols) as f64)
                 .sum::<f64>();
             macs += 2.0 * (l.n_heads(hd) * hd * ctx) as f64; // q·k and p·v
         }

@@ -1,7 +1,7 @@
 //! Build a [`Model`] from a GGUF file. Quantized matrices stay in the memory map.
 
 use super::config::{Arch, Config, RopeStyle};
-use super::gguf::{GgufFile, TensorInfo};
+use super::gguf::{GgufFile, TensorInfo, Value};
 use super::llama::{Layer, Model};
 use crate::error::{Error, Result};
 use crate::quant::{blocks::dequantize, Matrix};
@@ -10,7 +10,19 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<Config> {
     let arch_name = f.get_str("general.architecture")?;
     let arch = Arch::parse(arch_name)?;
     let key = |k: &str| format!("{arch_name}.{k}");
-    let int = |k: &str| f.get_u64(&key(k)).map(|v| v as usize);
+    // Per-layer arrays (structurally pruned models) give their largest entry here; each
+    // block reads its own widths from its weights.
+    let int = |k: &str| -> Result<usize> {
+        match f.get(&key(k)) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_u64().map(|x| x as usize))
+                .collect::<Option<Vec<_>>>()
+                .and_then(|v| v.into_iter().max())
+                .ok_or_else(|| Error::MissingKey(key(k))),
+            _ => f.get_u64(&key(k)).map(|v| v as usize),
+        }
+    };
     let d_model = int("embedding_length")?;
     let n_heads = int("attention.head_count")?;
     let n_kv_heads = int("attention.head_count_kv").unwrap_or(n_heads);

@@ -53,6 +53,28 @@ impl Loaded {
     }
 }
 
+impl Loaded {
+    /// Metadata a derived GGUF keeps: the tokenizer and the `general.*` keys (name,
+    /// license, …) of a GGUF source, or the tokenizer of a Hugging Face folder. Keys that
+    /// describe the old file's layout (type, alignment) are left for the writer.
+    pub fn metadata_to_carry(&self) -> Result<Vec<(String, gguf::Value)>> {
+        match &self.source {
+            Source::Gguf(f) => Ok(f
+                .metadata
+                .iter()
+                .filter(|(k, _)| {
+                    k.starts_with("tokenizer.")
+                        || (k.starts_with("general.")
+                            && *k != "general.file_type"
+                            && *k != "general.alignment")
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()),
+            Source::HfDir(_) => self.tokenizer.gguf_metadata(),
+        }
+    }
+}
+
 /// Load a GGUF file or a Hugging Face folder, with its tokenizer.
 pub fn load(path: &Path) -> Result<Loaded> {
     if path.is_dir() {

@@ -6,23 +6,54 @@ use std::path::Path;
 use super::config::{Arch, RopeStyle};
 use super::gguf::{GgufWriter, TensorData, Value};
 use super::llama::Model;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::quant::matrix::Storage;
 use crate::quant::{GgmlType, Matrix};
 
-/// Write `model` with the given tokenizer metadata (`tokenizer.*` keys) to `path`.
-pub fn save_gguf(model: &Model, tokenizer: Vec<(String, Value)>, path: &Path) -> Result<()> {
+/// Write `model` with the given metadata (`tokenizer.*` and `general.*` keys) to `path`.
+/// Matrices held as dense f32 are written as `dense_as` (F32 or F16); quantized ones keep
+/// their type.
+pub fn save_gguf(
+    model: &Model,
+    metadata: Vec<(String, Value)>,
+    path: &Path,
+    dense_as: GgmlType,
+) -> Result<()> {
+    if !matches!(dense_as, GgmlType::F32 | GgmlType::F16) {
+        return Err(Error::UnsupportedType(format!(
+            "{dense_as} for dense matrices (use f32 or f16, or quantize first)"
+        )));
+    }
     let c = &model.config;
     let a = c.arch.name();
     let mut w = GgufWriter::default();
     let u = |v: usize| Value::U32(v as u32);
+    // Widths come from the weights: structured pruning changes them. One value when all
+    // blocks agree, else llama.cpp's per-layer array.
+    let per_layer = |f: &dyn Fn(&super::Layer) -> usize| {
+        let v: Vec<usize> = model.layers.iter().map(f).collect();
+        match v.first() {
+            Some(&first) if v.iter().all(|&x| x == first) => u(first),
+            _ => Value::Array(v.into_iter().map(u).collect()),
+        }
+    };
+    let hd = c.head_dim;
     w.set("general.architecture", Value::String(a.into()));
     w.set(&format!("{a}.block_count"), u(model.layers.len()));
     w.set(&format!("{a}.context_length"), u(c.context_len));
     w.set(&format!("{a}.embedding_length"), u(c.d_model));
-    w.set(&format!("{a}.feed_forward_length"), u(c.ffn_dim));
-    w.set(&format!("{a}.attention.head_count"), u(c.n_heads));
-    w.set(&format!("{a}.attention.head_count_kv"), u(c.n_kv_heads));
+    w.set(
+        &format!("{a}.feed_forward_length"),
+        per_layer(&|l| l.ffn_dim()),
+    );
+    w.set(
+        &format!("{a}.attention.head_count"),
+        per_layer(&|l| l.n_heads(hd)),
+    );
+    w.set(
+        &format!("{a}.attention.head_count_kv"),
+        per_layer(&|l| l.n_kv_heads(hd)),
+    );
     w.set(&format!("{a}.attention.key_length"), u(c.head_dim));
     w.set(&format!("{a}.attention.value_length"), u(c.head_dim));
     w.set(
@@ -32,21 +63,23 @@ pub fn save_gguf(model: &Model, tokenizer: Vec<(String, Value)>, path: &Path) ->
     w.set(&format!("{a}.rope.freq_base"), Value::F32(c.rope_theta));
     w.set(&format!("{a}.rope.dimension_count"), u(c.rope_dim));
     w.set(&format!("{a}.vocab_size"), u(model.vocab_size()));
-    for (k, v) in tokenizer {
-        w.set(&k, v);
+    for (k, v) in metadata {
+        if k != "general.architecture" {
+            w.set(&k, v);
+        }
     }
     // llama.cpp reads Llama Q/K rows in adjacent-pair order; HF checkpoints use halves.
     let permute = c.arch == Arch::Llama && c.rope_style == RopeStyle::Halves;
-    let hd = c.head_dim;
-    w.add_tensor(matrix_tensor("token_embd.weight", &model.tok_embd, None))?;
+    let mt = |name: &str, m: &Matrix, p: Option<usize>| matrix_tensor(name, m, p, dense_as);
+    w.add_tensor(mt("token_embd.weight", &model.tok_embd, None))?;
     for (i, l) in model.layers.iter().enumerate() {
         let n = |s: &str| format!("blk.{i}.{s}");
         w.add_tensor(vector_tensor(&n("attn_norm.weight"), &l.attn_norm))?;
         let pq = permute.then_some(hd);
-        w.add_tensor(matrix_tensor(&n("attn_q.weight"), &l.wq, pq))?;
-        w.add_tensor(matrix_tensor(&n("attn_k.weight"), &l.wk, pq))?;
-        w.add_tensor(matrix_tensor(&n("attn_v.weight"), &l.wv, None))?;
-        w.add_tensor(matrix_tensor(&n("attn_output.weight"), &l.wo, None))?;
+        w.add_tensor(mt(&n("attn_q.weight"), &l.wq, pq))?;
+        w.add_tensor(mt(&n("attn_k.weight"), &l.wk, pq))?;
+        w.add_tensor(mt(&n("attn_v.weight"), &l.wv, None))?;
+        w.add_tensor(mt(&n("attn_output.weight"), &l.wo, None))?;
         for (name, b) in [
             ("attn_q.bias", &l.bq),
             ("attn_k.bias", &l.bk),
@@ -57,13 +90,13 @@ pub fn save_gguf(model: &Model, tokenizer: Vec<(String, Value)>, path: &Path) ->
             }
         }
         w.add_tensor(vector_tensor(&n("ffn_norm.weight"), &l.ffn_norm))?;
-        w.add_tensor(matrix_tensor(&n("ffn_gate.weight"), &l.w_gate, None))?;
-        w.add_tensor(matrix_tensor(&n("ffn_up.weight"), &l.w_up, None))?;
-        w.add_tensor(matrix_tensor(&n("ffn_down.weight"), &l.w_down, None))?;
+        w.add_tensor(mt(&n("ffn_gate.weight"), &l.w_gate, None))?;
+        w.add_tensor(mt(&n("ffn_up.weight"), &l.w_up, None))?;
+        w.add_tensor(mt(&n("ffn_down.weight"), &l.w_down, None))?;
     }
     w.add_tensor(vector_tensor("output_norm.weight", &model.out_norm))?;
     if !model.tied() {
-        w.add_tensor(matrix_tensor("output.weight", &model.output, None))?;
+        w.add_tensor(mt("output.weight", &model.output, None))?;
     }
     w.write(path)
 }
@@ -79,8 +112,19 @@ fn vector_tensor(name: &str, v: &[f32]) -> TensorData {
 
 /// A matrix in its own storage type; with `permute_head_dim`, each head's rows go from
 /// halves order (i, i + d/2) to adjacent pairs (2i, 2i + 1).
-fn matrix_tensor(name: &str, m: &Matrix, permute_head_dim: Option<usize>) -> TensorData {
+fn matrix_tensor(
+    name: &str,
+    m: &Matrix,
+    permute_head_dim: Option<usize>,
+    dense_as: GgmlType,
+) -> TensorData {
     let (dtype, bytes) = match &m.storage {
+        Storage::F32(v) if dense_as == GgmlType::F16 => (
+            GgmlType::F16,
+            v.iter()
+                .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                .collect::<Vec<u8>>(),
+        ),
         Storage::F32(v) => (
             GgmlType::F32,
             v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),

@@ -10,6 +10,7 @@ use super::blocks::{dequantize, QK};
 use super::dot::{
     dot4_q4_0, dot4_q4_1, dot4_q8_0, dot_f32, dot_q4_0, dot_q4_1, dot_q8_0, Dot, Dot4,
 };
+use super::gemm::{self, View};
 use super::GgmlType;
 use crate::error::{Error, Result};
 
@@ -149,6 +150,12 @@ impl Matrix {
         assert_eq!(x.len(), n * self.cols, "matmul input shape");
         assert_eq!(y.len(), n * self.rows, "matmul output shape");
         let (rows, cols) = (self.rows, self.cols);
+        if let (Storage::F32(w), true) = (&self.storage, n > 1) {
+            // Dense prompts and calibration batches: a blocked GEMM reuses each weight
+            // across tokens far better than one dot product per (row, token).
+            let (xv, wv) = (View::new(x, n, cols), View::new(w, rows, cols).t());
+            return gemm::matmul(xv, wv, y, 0.0);
+        }
         // Each task owns a band of rows and fills `band[r][t]`; one transpose at the end
         // lays the result out token-major.
         let mut yt = vec![0f32; rows * n];

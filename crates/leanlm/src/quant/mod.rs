@@ -2,11 +2,13 @@
 //!
 //! `blocks` encodes and decodes GGML block formats, `activation` quantizes the input
 //! vector of a matrix product to 8 bits once, `dot` holds the inner products (a plain
-//! reference and SIMD versions), and `matrix` is the weight matrix a model layer owns.
+//! reference and SIMD versions), and `gemm` wraps a tuned dense f32 matrix product (calibration, transforms and
+//! pruned f32 models), and `matrix` is the weight matrix a model layer owns.
 
 pub mod activation;
 pub mod blocks;
 pub mod dot;
+pub mod gemm;
 mod ggml_type;
 pub mod matrix;
 

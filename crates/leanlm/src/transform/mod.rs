@@ -1,3 +1,5 @@
 //! Transforms that turn a model into a cheaper one.
 
+pub mod linalg;
+pub mod prune;
 pub mod quantize;

@@ -39,28 +39,57 @@ pub fn quantize_matrix(m: &Matrix, target: GgmlType) -> Result<Matrix> {
 
 /// Every matrix of `model` (blocks, embedding and LM head) in `target`.
 pub fn quantize_model(model: &Model, target: GgmlType) -> Result<Model> {
-    let q = |m: &Matrix| quantize_matrix(m, target);
+    map_matrices(model, &|m| quantize_matrix(m, target))
+}
+
+/// `model` with `f` applied to every matrix (a tied head stays tied).
+pub fn map_matrices(model: &Model, f: &dyn Fn(&Matrix) -> Result<Matrix>) -> Result<Model> {
     let mut out = model.clone();
-    out.tok_embd = q(&model.tok_embd)?;
+    out.tok_embd = f(&model.tok_embd)?;
     out.output = if model.tied() {
         out.tok_embd.clone()
     } else {
-        q(&model.output)?
+        f(&model.output)?
     };
     for l in out.layers.iter_mut() {
-        for m in [
-            &mut l.wq,
-            &mut l.wk,
-            &mut l.wv,
-            &mut l.wo,
-            &mut l.w_gate,
-            &mut l.w_up,
-            &mut l.w_down,
-        ] {
-            *m = q(m)?;
+        for (_, _, m) in l.matrices_mut() {
+            *m = f(m)?;
         }
     }
     Ok(out)
+}
+
+/// Storage of a transformed model's matrices when written out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutType {
+    F32,
+    F16,
+    Q8_0,
+    /// Dense matrices go back to the source's block type; untouched ones keep theirs.
+    Same,
+}
+
+/// The model ready to write, and the GGUF type its dense matrices are written as.
+/// `source` is the block type of the model the transform started from.
+pub fn for_output(model: &Model, out: OutType, source: GgmlType) -> Result<(Model, GgmlType)> {
+    let dense = |m: &Matrix| Matrix::from_f32(m.rows, m.cols, m.to_f32());
+    match out {
+        OutType::F32 => Ok((map_matrices(model, &dense)?, GgmlType::F32)),
+        OutType::F16 => Ok((map_matrices(model, &dense)?, GgmlType::F16)),
+        OutType::Q8_0 => Ok((quantize_model(model, GgmlType::Q8_0)?, GgmlType::F32)),
+        OutType::Same => {
+            let back = |m: &Matrix| match (m.dtype(), TARGETS.contains(&source)) {
+                (GgmlType::F32, true) => quantize_matrix(m, source),
+                _ => Ok(m.clone()),
+            };
+            let dense_as = match source {
+                GgmlType::F16 => GgmlType::F16,
+                _ => GgmlType::F32,
+            };
+            Ok((map_matrices(model, &back)?, dense_as))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,245 @@
+//! `leanlm prune`: remove weights (magnitude, Wanda, SparseGPT; unstructured or N:M, with
+//! optional OWL layer ratios) or whole heads, MLP channels and layers, calibrated block by
+//! block, and write a GGUF that llama.cpp and leanlm load.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use leanlm::calibrate::Calibration;
+use leanlm::model::save_gguf;
+use leanlm::transform::prune::{
+    self, Method, OwlConfig, Pattern, PruneConfig, PruneReport, SparseGptConfig, Structured,
+};
+use leanlm::transform::quantize::{for_output, OutType};
+use serde_json::json;
+
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  \
+    leanlm prune -o wanda50.gguf --method wanda --sparsity 0.5 --calib ../shared/data/wikitext-2/valid.txt\n  \
+    leanlm prune -o sgpt24.gguf --method sparsegpt --pattern 2:4 --calib valid.txt --nsamples 32 --seqlen 512\n  \
+    leanlm prune -o owl.gguf --method wanda --sparsity 0.5 --owl --calib valid.txt\n  \
+    leanlm prune -o short.gguf --structured layers=4 --calib valid.txt\n\n\
+    Embeddings and the LM head are never pruned. Check the result with `leanlm info OUT` (sparsity per\n\
+    matrix) and `leanlm eval OUT --ppl wiki.test.raw`.")]
+pub struct Args {
+    #[command(flatten)]
+    model: super::ModelArg,
+    /// Output GGUF file (written atomically: a temporary file renamed at the end).
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+    /// Importance criterion for weight pruning.
+    #[arg(long, value_enum, default_value = "wanda")]
+    method: MethodArg,
+    /// Fraction of each matrix's weights to remove, in [0, 1).
+    #[arg(long, conflicts_with_all = ["pattern", "structured"])]
+    sparsity: Option<f32>,
+    /// N:M pattern: keep N of every M consecutive weights of a row (e.g. 2:4).
+    #[arg(long, conflicts_with = "structured")]
+    pattern: Option<String>,
+    /// Outlier-weighted layer sparsity (OWL) around --sparsity.
+    #[arg(long)]
+    owl: bool,
+    /// OWL's outlier threshold M (multiple of the mean score).
+    #[arg(long, default_value_t = 5.0, requires = "owl")]
+    owl_m: f32,
+    /// OWL's sparsity spread λ around the target.
+    #[arg(long, default_value_t = 0.08, requires = "owl")]
+    owl_lambda: f32,
+    /// Remove structures instead of weights: heads=K (query heads per layer, evenly over
+    /// key/value groups), kv-heads=G, ffn=FRACTION (MLP channels), layers=N (ShortGPT).
+    #[arg(long)]
+    structured: Option<String>,
+    /// Calibration text (the papers use WikiText-2 or C4 training text).
+    #[arg(long)]
+    calib: Option<PathBuf>,
+    /// Calibration windows.
+    #[arg(long, default_value_t = 128)]
+    nsamples: usize,
+    /// Tokens per calibration window.
+    #[arg(long, default_value_t = 2048)]
+    seqlen: usize,
+    /// Seed of the window positions.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// SparseGPT: columns per block.
+    #[arg(long, default_value_t = 128)]
+    blocksize: usize,
+    /// SparseGPT: dampening, fraction of the mean Hessian diagonal.
+    #[arg(long, default_value_t = 0.01)]
+    percdamp: f64,
+    /// Storage of the written matrices (f16 keeps pruned zeros exact at half of f32's size;
+    /// `same` re-encodes in the source's type, where 4-bit types with an offset lose zeros).
+    #[arg(long, value_enum, default_value = "f16")]
+    outtype: OutTypeArg,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MethodArg {
+    Magnitude,
+    Wanda,
+    Sparsegpt,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OutTypeArg {
+    F32,
+    F16,
+    #[value(name = "q8_0")]
+    Q8_0,
+    Same,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    // Validate everything cheap before loading or calibrating.
+    let structured = a.structured.as_deref().map(Structured::parse).transpose()?;
+    let pattern = match (&a.pattern, a.sparsity) {
+        (Some(p), _) => Pattern::parse_nm(p)?,
+        (None, Some(s)) => Pattern::unstructured(s)?,
+        (None, None) if structured.is_none() => {
+            anyhow::bail!("say how much to prune: --sparsity 0.5, --pattern 2:4 or --structured …")
+        }
+        (None, None) => Pattern::Unstructured(0.0),
+    };
+    let method = match a.method {
+        MethodArg::Magnitude => Method::Magnitude,
+        MethodArg::Wanda => Method::Wanda,
+        MethodArg::Sparsegpt => Method::SparseGpt,
+    };
+    let needs_calib = structured.is_some() || method.needs_calibration() || a.owl;
+    if needs_calib && a.calib.is_none() {
+        anyhow::bail!(
+            "this prune needs calibration text: add --calib FILE (e.g. ../shared/data/wikitext-2/valid.txt)"
+        );
+    }
+    if a.output.extension().is_none_or(|e| e != "gguf") {
+        anyhow::bail!("--output must name a .gguf file ({})", a.output.display());
+    }
+
+    let loaded = a.model.load()?;
+    let model = &loaded.model;
+    if let Some(s) = &structured {
+        s.check(model)?;
+    }
+    let calib = match (&a.calib, needs_calib) {
+        (Some(path), true) => {
+            let text = super::read_utf8(path)?;
+            let tokens = loaded.tokenizer.encode(&text, false, false)?;
+            let c = Calibration::sample(&tokens, a.nsamples, a.seqlen, a.seed)
+                .with_context(|| format!("calibration from {}", path.display()))?;
+            if a.seqlen > model.config.context_len {
+                anyhow::bail!(
+                    "--seqlen {} exceeds the model's context of {}",
+                    a.seqlen,
+                    model.config.context_len
+                );
+            }
+            Some(c)
+        }
+        _ => None,
+    };
+
+    let bar = super::bar("prune");
+    let mut progress = |p: prune::Progress| {
+        bar.set_length(p.layers as u64);
+        bar.set_position(p.layer as u64);
+        bar.set_message(format!("{} blk.{}", p.phase, p.layer));
+    };
+    let (pruned, report) = match structured {
+        Some(s) => prune::prune_structured(
+            model,
+            calib.as_ref().expect("checked above"),
+            s,
+            &mut progress,
+        )?,
+        None => {
+            let cfg = PruneConfig {
+                method,
+                pattern,
+                owl: a.owl.then_some(OwlConfig {
+                    m: a.owl_m,
+                    lambda: a.owl_lambda,
+                }),
+                sparsegpt: SparseGptConfig {
+                    blocksize: a.blocksize,
+                    percdamp: a.percdamp,
+                },
+            };
+            prune::prune(model, calib.as_ref(), &cfg, &mut progress)?
+        }
+    };
+    bar.finish_and_clear();
+
+    let outtype = match a.outtype {
+        OutTypeArg::F32 => OutType::F32,
+        OutTypeArg::F16 => OutType::F16,
+        OutTypeArg::Q8_0 => OutType::Q8_0,
+        OutTypeArg::Same => OutType::Same,
+    };
+    let source_type = model.layers[0].wq.dtype();
+    let (out_model, dense_as) = for_output(&pruned, outtype, source_type)?;
+    save_gguf(&out_model, loaded.metadata_to_carry()?, &a.output, dense_as)
+        .with_context(|| format!("writing {}", a.output.display()))?;
+
+    let peak = leanlm::measure::cost::memory().map(|(_, peak)| peak);
+    print_summary(&a, &report, &out_model, peak)?;
+    Ok(())
+}
+
+fn print_summary(
+    a: &Args,
+    report: &PruneReport,
+    out: &leanlm::model::Model,
+    peak_rss: Option<u64>,
+) -> Result<()> {
+    let bytes = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
+    if a.json {
+        let v = json!({
+            "output": a.output,
+            "bytes": bytes,
+            "layers": out.layers.len(),
+            "params": out.n_params(),
+            "sparsity": report.sparsity(),
+            "peak_rss_bytes": peak_rss,
+            "report": report,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    for l in &report.layers {
+        let (z, t) = l
+            .matrices
+            .iter()
+            .fold((0, 0), |(z, t), m| (z + m.zeros, t + m.total));
+        let mut line = format!("blk.{:<3} {:6.2}s", l.layer, l.seconds);
+        if t > 0 {
+            line += &format!("  sparsity {:5.1}%", 100.0 * z as f64 / t as f64);
+        }
+        if let (Some(h), Some(f)) = (l.heads_kept, l.ffn_kept) {
+            line += &format!("  heads {h}  ffn {f}");
+        }
+        if let Some(bi) = l.influence {
+            line += &format!("  block influence {bi:.4}");
+        }
+        eprintln!("{line}");
+    }
+    if !report.removed_layers.is_empty() {
+        eprintln!("removed blocks {:?}", report.removed_layers);
+    }
+    eprintln!(
+        "wrote {} ({:.1} MB, {} blocks, {:.1}M params, {:.1}% of block weights zero) in {:.1} s{}",
+        a.output.display(),
+        bytes as f64 / 1e6,
+        out.layers.len(),
+        out.n_params() as f64 / 1e6,
+        100.0 * report.sparsity(),
+        report.seconds,
+        peak_rss.map_or(String::new(), |p| format!(
+            ", peak RSS {:.0} MB",
+            p as f64 / 1e6
+        )),
+    );
+    Ok(())
+}
