@@ -256,3 +256,78 @@ fn eval_base_with_another_vocabulary_is_refused() {
     ]);
     assert_clean_error(&out, "vocabulary");
 }
+
+#[test]
+fn prune_bad_inputs() {
+    let m = model();
+    let m = m.to_str().unwrap();
+    let out = tmp("pruned.gguf");
+    let o = out.to_str().unwrap();
+    let short = tmp("short.txt");
+    std::fs::write(&short, "only a few words of calibration text").unwrap();
+    let s = short.to_str().unwrap();
+    let cases: [(&[&str], &str); 9] = [
+        (
+            &["--sparsity", "1.0", "--method", "magnitude"],
+            "sparsity must be in [0, 1)",
+        ),
+        (
+            &["--sparsity=-0.1", "--method", "magnitude"],
+            "sparsity must be in [0, 1)",
+        ),
+        (&["--pattern", "3:2", "--method", "magnitude"], "not N:M"),
+        (&["--sparsity", "0.5"], "needs calibration text"),
+        (
+            &["--structured", "layers=30", "--calib", s],
+            "at least one must remain",
+        ),
+        (
+            &["--structured", "heads=2", "--calib", s],
+            "remove a multiple of 3",
+        ),
+        (
+            &["--structured", "ffn=1.5", "--calib", s],
+            "must be in (0, 1)",
+        ),
+        (
+            &["--sparsity", "0.5", "--calib", s, "--seqlen", "128"],
+            "shorter than one sample",
+        ),
+        (&["--method", "magnitude"], "say how much to prune"),
+    ];
+    for (args, needle) in cases {
+        let mut all = vec!["prune", m, "-o", o];
+        all.extend_from_slice(args);
+        assert_clean_error(&leanlm(&all), needle);
+        assert!(!out.exists(), "{args:?} left an output behind");
+    }
+}
+
+#[test]
+fn prune_writes_a_model_that_info_reports_as_two_four() {
+    let m = model();
+    let out = tmp("mag24.gguf");
+    let r = leanlm(&[
+        "prune",
+        m.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--method",
+        "magnitude",
+        "--pattern",
+        "2:4",
+        "--outtype",
+        "q8_0",
+        "--json",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    // At least half: the 4-bit source already holds a few exact zeros.
+    let sparsity = v["sparsity"].as_f64().unwrap();
+    assert!((0.5..0.505).contains(&sparsity), "{sparsity}");
+    let info = leanlm(&["info", out.to_str().unwrap(), "--json"]);
+    assert!(info.status.success());
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(text.contains("2:4"), "{text}");
+    std::fs::remove_file(&out).ok();
+}

@@ -218,3 +218,35 @@ fn impossible_requests_are_refused() {
     )
     .is_err());
 }
+
+#[test]
+fn hugging_face_folder_round_trip_keeps_logits_and_tokens() {
+    let loaded = common::default_model();
+    // A layer-pruned model: 26 blocks, config and tensors renumbered.
+    let calib = calibration(1, 16);
+    let (pruned, _) =
+        prune_structured(&loaded.model, &calib, Structured::Layers(4), &mut |_| {}).unwrap();
+    let (dense, _) = for_output(&pruned, OutType::F32, GgmlType::Q4_1).unwrap();
+    let dir = std::env::temp_dir().join(format!("leanlm-hf-{}", std::process::id()));
+    leanlm::model::save_hf(&dense, &loaded.tokenizer, &dir, leanlm::model::HfDtype::F32).unwrap();
+    let back = load(&dir).unwrap();
+    assert_eq!(back.model.layers.len(), 26);
+    // HF keeps q/k rows in halves order: same function, different summation order.
+    let (a, b) = (logits(&back.model), logits(&dense));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(diff < 1e-3, "max logit difference {diff}");
+    let text = "Pruning 123 layers: naïve café — 日本語 <|im_start|>user\n";
+    for special in [false, true] {
+        assert_eq!(
+            back.tokenizer.encode(text, true, special).unwrap(),
+            loaded.tokenizer.encode(text, true, special).unwrap()
+        );
+    }
+    assert_eq!(back.tokenizer.bos, loaded.tokenizer.bos);
+    assert_eq!(back.tokenizer.chat_template, loaded.tokenizer.chat_template);
+    std::fs::remove_dir_all(&dir).ok();
+}

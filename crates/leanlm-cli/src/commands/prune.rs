@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use leanlm::calibrate::Calibration;
-use leanlm::model::save_gguf;
+use leanlm::model::{save_gguf, save_hf, HfDtype};
+use leanlm::quant::GgmlType;
 use leanlm::transform::prune::{
     self, Method, OwlConfig, Pattern, PruneConfig, PruneReport, SparseGptConfig, Structured,
 };
@@ -24,7 +25,8 @@ use serde_json::json;
 pub struct Args {
     #[command(flatten)]
     model: super::ModelArg,
-    /// Output GGUF file (written atomically: a temporary file renamed at the end).
+    /// Output: a .gguf file, or any other path for a Hugging Face folder (config.json,
+    /// model.safetensors, tokenizer.json). Written under a temporary name, renamed at the end.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
     /// Importance criterion for weight pruning.
@@ -114,8 +116,11 @@ pub fn run(a: Args) -> Result<()> {
             "this prune needs calibration text: add --calib FILE (e.g. ../shared/data/wikitext-2/valid.txt)"
         );
     }
-    if a.output.extension().is_none_or(|e| e != "gguf") {
-        anyhow::bail!("--output must name a .gguf file ({})", a.output.display());
+    let hf_out = a.output.extension().is_none_or(|e| e != "gguf");
+    if hf_out && matches!(a.outtype, OutTypeArg::Q8_0 | OutTypeArg::Same) {
+        anyhow::bail!(
+            "a Hugging Face folder holds f32 or f16 tensors: use --outtype f32|f16, or a .gguf output"
+        );
     }
 
     let loaded = a.model.load()?;
@@ -180,8 +185,16 @@ pub fn run(a: Args) -> Result<()> {
     };
     let source_type = model.layers[0].wq.dtype();
     let (out_model, dense_as) = for_output(&pruned, outtype, source_type)?;
-    save_gguf(&out_model, loaded.metadata_to_carry()?, &a.output, dense_as)
-        .with_context(|| format!("writing {}", a.output.display()))?;
+    let written = if hf_out {
+        let dtype = match dense_as {
+            GgmlType::F16 => HfDtype::F16,
+            _ => HfDtype::F32,
+        };
+        save_hf(&out_model, &loaded.tokenizer, &a.output, dtype)
+    } else {
+        save_gguf(&out_model, loaded.metadata_to_carry()?, &a.output, dense_as)
+    };
+    written.with_context(|| format!("writing {}", a.output.display()))?;
 
     let peak = leanlm::measure::cost::memory().map(|(_, peak)| peak);
     print_summary(&a, &report, &out_model, peak)?;
@@ -194,7 +207,7 @@ fn print_summary(
     out: &leanlm::model::Model,
     peak_rss: Option<u64>,
 ) -> Result<()> {
-    let bytes = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
+    let bytes = disk_bytes(&a.output);
     if a.json {
         let v = json!({
             "output": a.output,
@@ -242,4 +255,15 @@ fn print_summary(
         )),
     );
     Ok(())
+}
+
+/// Size of a file, or of the files in a folder.
+fn disk_bytes(path: &std::path::Path) -> u64 {
+    match std::fs::read_dir(path) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .sum(),
+        Err(_) => std::fs::metadata(path).map_or(0, |m| m.len()),
+    }
 }

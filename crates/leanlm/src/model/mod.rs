@@ -8,6 +8,7 @@ pub mod llama;
 mod load_gguf;
 mod load_hf;
 mod save_gguf;
+mod save_hf;
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,7 @@ pub use llama::{Layer, Logits, Model, Pass};
 pub use load_gguf::{config_from_gguf, load_gguf};
 pub use load_hf::{config_from_hf, load_hf};
 pub use save_gguf::save_gguf;
+pub use save_hf::{save_hf, HfDtype};
 
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;

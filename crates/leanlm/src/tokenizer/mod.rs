@@ -11,6 +11,7 @@ mod from_gguf;
 mod from_json;
 mod pretokenize;
 mod to_gguf;
+mod to_json;
 
 pub use bpe::Tokenizer;
 pub use pretokenize::PreTokenizer;

@@ -99,14 +99,12 @@ pub fn prune(
             let mut w = m.to_f32();
             match cfg.method {
                 Method::Magnitude => {
-                    let mk =
-                        mask::select(&magnitude_scores(&w), m.cols, pattern, Scope::Matrix)?;
+                    let mk = mask::select(&magnitude_scores(&w), m.cols, pattern, Scope::Matrix)?;
                     mask::apply(&mut w, &mk);
                 }
                 Method::Wanda => {
                     let norms = stats.as_ref().expect("calibrated").site(site).col_norms();
-                    let mk =
-                        mask::select(&wanda_scores(&w, &norms), m.cols, pattern, Scope::Row)?;
+                    let mk = mask::select(&wanda_scores(&w, &norms), m.cols, pattern, Scope::Row)?;
                     mask::apply(&mut w, &mk);
                 }
                 Method::SparseGpt => {
