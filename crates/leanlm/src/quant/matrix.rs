@@ -56,6 +56,9 @@ pub struct Matrix {
 /// balance two threads on the narrowest matrix (576 rows).
 const ROWS_PER_TASK: usize = 32;
 
+/// From this many tokens on, quantized matrices are decoded to f32 for one GEMM.
+const GEMM_MIN_TOKENS: usize = 32;
+
 /// Tokens whose 8-bit activations (~37 KB at width 576) stay cached across a row band.
 const TOKENS_PER_TILE: usize = 64;
 
@@ -150,11 +153,35 @@ impl Matrix {
         assert_eq!(x.len(), n * self.cols, "matmul input shape");
         assert_eq!(y.len(), n * self.rows, "matmul output shape");
         let (rows, cols) = (self.rows, self.cols);
-        if let (Storage::F32(w), true) = (&self.storage, n > 1) {
-            // Dense prompts and calibration batches: a blocked GEMM reuses each weight
-            // across tokens far better than one dot product per (row, token).
-            let (xv, wv) = (View::new(x, n, cols), View::new(w, rows, cols).t());
-            return gemm::matmul(xv, wv, y, 0.0);
+        match &self.storage {
+            Storage::F32(w) if n > 1 => {
+                // Dense prompts and calibration batches: a blocked GEMM reuses each weight
+                // across tokens far better than one dot product per (row, token).
+                let (xv, wv) = (View::new(x, n, cols), View::new(w, rows, cols).t());
+                return gemm::matmul(xv, wv, y, 0.0);
+            }
+            Storage::Quant { .. } if n >= GEMM_MIN_TOKENS => {
+                // Long prompts: decoding the blocks once costs O(rows·cols), the product
+                // O(rows·cols·n); with enough tokens the f32 GEMM is faster than the 8-bit
+                // dot kernels, and exact in the activations.
+                let Storage::Quant { dtype, bytes } = &self.storage else {
+                    unreachable!("matched above")
+                };
+                let rb = dtype.row_bytes(cols).expect("checked at construction");
+                let src = bytes.as_slice();
+                let mut w = vec![0f32; rows * cols];
+                w.par_chunks_mut(ROWS_PER_TASK * cols)
+                    .enumerate()
+                    .for_each(|(task, band)| {
+                        let r0 = task * ROWS_PER_TASK;
+                        let r1 = r0 + band.len() / cols;
+                        dequantize(*dtype, &src[r0 * rb..r1 * rb], band)
+                            .expect("sizes checked at construction");
+                    });
+                let (xv, wv) = (View::new(x, n, cols), View::new(&w, rows, cols).t());
+                return gemm::matmul(xv, wv, y, 0.0);
+            }
+            _ => {}
         }
         // Each task owns a band of rows and fills `band[r][t]`; one transpose at the end
         // lays the result out token-major.
@@ -268,6 +295,31 @@ mod tests {
             m.matmul(&x, n, &mut got);
             for (a, b) in got.iter().zip(&want) {
                 assert!((a - b).abs() <= 1e-4, "f32 {rows}x{cols}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// Enough tokens for the decode-then-GEMM path: exact in the activations, so only
+    /// f32 summation order separates it from the reference.
+    #[test]
+    fn long_prompts_through_the_gemm_path_match_the_reference() {
+        let (rows, cols, n) = (45, 96, GEMM_MIN_TOKENS + 3);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0)
+            .collect();
+        let x: Vec<f32> = (0..n * cols)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0)
+            .collect();
+        for (dtype, bytes) in [
+            (GgmlType::Q8_0, quantize_q8_0(&w)),
+            (GgmlType::Q4_1, quantize_q4_1(&w)),
+        ] {
+            let m = Matrix::from_ggml(rows, cols, dtype, Bytes::Owned(Arc::new(bytes))).unwrap();
+            let want = reference(&m.to_f32(), rows, cols, &x, n);
+            let mut got = vec![0f32; n * rows];
+            m.matmul(&x, n, &mut got);
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() <= 1e-4, "{dtype}: {a} vs {b}");
             }
         }
     }
