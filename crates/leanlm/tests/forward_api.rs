@@ -83,6 +83,7 @@ fn exit_after_the_last_layer_is_the_plain_pass_and_earlier_differs() {
             Pass {
                 logits: Logits::All,
                 exit_after: Some(n),
+                exit_when: None,
                 hooks: &mut no,
             },
         )
@@ -96,6 +97,7 @@ fn exit_after_the_last_layer_is_the_plain_pass_and_earlier_differs() {
             Pass {
                 logits: Logits::All,
                 exit_after: Some(4),
+                exit_when: None,
                 hooks: &mut no,
             },
         )
@@ -111,6 +113,7 @@ fn exit_after_the_last_layer_is_the_plain_pass_and_earlier_differs() {
         Pass {
             logits: Logits::All,
             exit_after: Some(n + 1),
+            exit_when: None,
             hooks: &mut no,
         },
     );
@@ -149,6 +152,7 @@ fn hooks_see_every_block_and_linear_input() {
         Pass {
             logits: Logits::None,
             exit_after: None,
+            exit_when: None,
             hooks: &mut h,
         },
     )

@@ -61,6 +61,7 @@ fn block_by_block_sweep_equals_the_forward_pass() {
     let pass = Pass {
         logits: Logits::None,
         exit_after: None,
+        exit_when: None,
         hooks: &mut h,
     };
     m.forward_batch(&w, &mut [&mut c0, &mut c1], pass).unwrap();

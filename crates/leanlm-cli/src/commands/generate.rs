@@ -1,7 +1,10 @@
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use leanlm::run::{generate, Sampler, SamplerConfig};
+use leanlm::run::{
+    generate, generate_early_exit, generate_speculative, Confidence, Drafter, ExitPolicy, Sampler,
+    SamplerConfig, SpecOptions,
+};
 use leanlm::tokenizer::StreamDecoder;
 use serde_json::json;
 
@@ -35,6 +38,94 @@ pub struct Args {
     /// Print JSON with token ids, text and timings instead of streaming text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    spec: SpecArgs,
+    #[command(flatten)]
+    exit: ExitArgs,
+}
+
+/// Early exit (CALM): leave a token's pass once the model is confident.
+#[derive(clap::Args)]
+pub struct ExitArgs {
+    /// Exit once the confidence measure reaches this value (e.g. 0.9 for max-prob).
+    #[arg(long = "early-exit", value_name = "THRESHOLD", conflicts_with_all = ["draft_layers", "draft", "lookup"])]
+    pub threshold: Option<f32>,
+    /// Confidence measure: softmax top probability, top-1 minus top-2, or the cosine of
+    /// consecutive blocks' hidden states.
+    #[arg(long = "exit-measure", value_enum, default_value = "maxprob")]
+    pub measure: MeasureArg,
+    /// Blocks that always run before an exit is considered.
+    #[arg(long = "exit-min", default_value_t = 12)]
+    pub min_layers: usize,
+    /// Consider an exit after every N-th block from --exit-min on.
+    #[arg(long = "exit-every", default_value_t = 4)]
+    pub every: usize,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum MeasureArg {
+    Maxprob,
+    Margin,
+    Saturation,
+}
+
+impl ExitArgs {
+    pub fn policy(&self) -> Option<ExitPolicy> {
+        self.threshold.map(|threshold| ExitPolicy {
+            measure: match self.measure {
+                MeasureArg::Maxprob => Confidence::MaxProb,
+                MeasureArg::Margin => Confidence::Margin,
+                MeasureArg::Saturation => Confidence::Saturation,
+            },
+            threshold,
+            min_layers: self.min_layers,
+            every: self.every,
+        })
+    }
+}
+
+/// Speculative decoding: one drafter at a most. Greedy output is unchanged token for token;
+/// sampled output keeps the model's distribution.
+#[derive(clap::Args)]
+pub struct SpecArgs {
+    /// Self-speculation: draft with the model's first E blocks (LayerSkip-style).
+    #[arg(long = "draft-layers", value_name = "E", conflicts_with_all = ["draft", "lookup"])]
+    pub draft_layers: Option<usize>,
+    /// Draft with another model of the same vocabulary (e.g. a depth-pruned copy).
+    #[arg(long = "draft", value_name = "MODEL", conflicts_with = "lookup")]
+    pub draft: Option<std::path::PathBuf>,
+    /// Prompt lookup: draft the tokens that followed the last N-gram's previous occurrence.
+    #[arg(long = "lookup", value_name = "N")]
+    pub lookup: Option<usize>,
+    /// Draft length per verification pass (1..=16).
+    #[arg(long = "draft-k", default_value_t = 4)]
+    pub k: usize,
+    /// Adapt the draft length to the acceptance rate.
+    #[arg(long)]
+    pub adaptive: bool,
+}
+
+impl SpecArgs {
+    pub fn enabled(&self) -> bool {
+        self.draft_layers.is_some() || self.draft.is_some() || self.lookup.is_some()
+    }
+
+    /// The drafter, loading a draft model when one is named.
+    pub fn drafter<'a>(&self, draft_model: Option<&'a leanlm::model::Model>) -> Drafter<'a> {
+        match (self.draft_layers, draft_model, self.lookup) {
+            (Some(e), _, _) => Drafter::EarlyLayers(e),
+            (_, Some(m), _) => Drafter::Model(m),
+            (_, _, Some(n)) => Drafter::PromptLookup { ngram: n },
+            _ => Drafter::PromptLookup { ngram: 0 },
+        }
+    }
+
+    pub fn options(&self) -> SpecOptions {
+        SpecOptions {
+            k: self.k,
+            adaptive: self.adaptive,
+        }
+    }
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -62,13 +153,46 @@ pub fn run(a: Args) -> Result<()> {
     if !a.json {
         write!(out, "{text}")?;
     }
-    let g = generate(&loaded.model, &ids, a.n, &mut sampler, stop, |id| {
+    let on_token = |id| {
         if !a.json && Some(id) != stop {
             let _ = write!(out, "{}", stream.push(tok.token_bytes(id)));
             let _ = out.flush();
         }
-    })
-    .context("generation failed")?;
+    };
+    let draft = a.spec.draft.as_deref().map(super::load).transpose()?;
+    let mut exits = None;
+    let (g, spec) = if let Some(policy) = a.exit.policy() {
+        let (g, st) = generate_early_exit(
+            &loaded.model,
+            &ids,
+            a.n,
+            &mut sampler,
+            stop,
+            &policy,
+            on_token,
+        )
+        .context("early-exit generation failed")?;
+        exits = Some(st);
+        (g, None)
+    } else if a.spec.enabled() {
+        let drafter = a.spec.drafter(draft.as_ref().map(|d| &d.model));
+        let (g, st) = generate_speculative(
+            &loaded.model,
+            &drafter,
+            &ids,
+            a.n,
+            &mut sampler,
+            stop,
+            a.spec.options(),
+            on_token,
+        )
+        .context("speculative generation failed")?;
+        (g, Some(st))
+    } else {
+        let g = generate(&loaded.model, &ids, a.n, &mut sampler, stop, on_token)
+            .context("generation failed")?;
+        (g, None)
+    };
     if a.json {
         let text = tok.decode_lossy(&g.tokens);
         let j = json!({
@@ -76,6 +200,13 @@ pub fn run(a: Args) -> Result<()> {
             "prompt_tokens_per_sec": g.prompt_tokens_per_sec(),
             "decode_tokens_per_sec": g.decode_tokens_per_sec(),
             "time_to_first_token_s": g.prompt_secs,
+            "early_exit": exits.as_ref().map(|st| json!({
+                "histogram": st.histogram, "mean_layers": st.mean_layers(),
+            })),
+            "speculative": spec.as_ref().map(|st| json!({
+                "stats": st, "acceptance_rate": st.acceptance_rate(),
+                "tokens_per_target_pass": st.tokens_per_round(),
+            })),
         });
         println!("{j}");
     } else {
@@ -89,6 +220,23 @@ pub fn run(a: Args) -> Result<()> {
             rayon::current_num_threads(),
             leanlm::quant::dot::simd_level()
         );
+        if let Some(st) = &exits {
+            eprintln!(
+                "early exit: {:.1} of {} blocks per token on average",
+                st.mean_layers(),
+                loaded.model.layers.len()
+            );
+        }
+        if let Some(st) = &spec {
+            eprintln!(
+                "speculative: {} target passes, {}/{} drafts accepted ({:.0}%), {:.2} tokens per pass",
+                st.rounds,
+                st.accepted,
+                st.drafted,
+                100.0 * st.acceptance_rate(),
+                st.tokens_per_round()
+            );
+        }
     }
     Ok(())
 }

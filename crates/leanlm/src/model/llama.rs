@@ -117,6 +117,9 @@ pub struct Pass<'a> {
     /// skipped layers are filled from the exit hidden state (CALM's propagation), so later
     /// tokens can still attend to these positions in every layer.
     pub exit_after: Option<usize>,
+    /// Dynamic early exit: called after each block `l` (0-based) with the hidden state;
+    /// returning true ends the pass there as `exit_after = l + 1` would.
+    pub exit_when: Option<&'a mut dyn FnMut(usize, &[f32]) -> bool>,
     pub hooks: &'a mut dyn Hooks,
 }
 
@@ -125,6 +128,7 @@ impl Pass<'static> {
         Pass {
             logits,
             exit_after: None,
+            exit_when: None,
             // NoHooks is zero-sized: leaking a box of it allocates nothing.
             hooks: Box::leak(Box::new(NoHooks)),
         }
@@ -312,10 +316,18 @@ impl Model {
         let flat: Vec<u32> = tokens.iter().flat_map(|s| s.iter().copied()).collect();
         let mut x = self.embed(&flat);
         let hooks = pass.hooks;
+        let mut exit_when = pass.exit_when;
+        let mut n_run = n_run;
         for (l, layer) in self.layers[..n_run].iter().enumerate() {
             hooks.block_input(l, &x, n);
             self.block(l, layer, &mut x, t, &starts, caches, hooks);
             hooks.block_output(l, &x, n);
+            if let Some(f) = exit_when.as_mut() {
+                if l + 1 < n_run && f(l, &x) {
+                    n_run = l + 1;
+                    break;
+                }
+            }
         }
         // Early exit: give the skipped layers K/V computed from the exit hidden state.
         for (l, layer) in self.layers.iter().enumerate().skip(n_run) {
@@ -339,10 +351,16 @@ impl Model {
         for &r in &rows {
             h.extend_from_slice(&x[r * d..(r + 1) * d]);
         }
-        let h = rms_norm(&h, &self.out_norm, cfg.rms_eps);
-        let mut logits = vec![0f32; rows.len() * self.vocab_size()];
-        self.output.matmul(&h, rows.len(), &mut logits);
-        Ok(logits)
+        Ok(self.head(&h))
+    }
+
+    /// logits = RMSNorm(h) · outputᵀ for hidden-state rows `h` `(rows, d_model)`.
+    pub fn head(&self, h: &[f32]) -> Vec<f32> {
+        let rows = h.len() / self.config.d_model;
+        let h = rms_norm(h, &self.out_norm, self.config.rms_eps);
+        let mut logits = vec![0f32; rows * self.vocab_size()];
+        self.output.matmul(&h, rows, &mut logits);
+        logits
     }
 
     /// Token embeddings, row-major `(tokens, d_model)`. Ids must be in the vocabulary.

@@ -57,6 +57,28 @@ impl Sampler {
     }
 
     /// splitmix64: small, fast and reproducible from the seed.
+    pub fn is_greedy(&self) -> bool {
+        self.cfg.temperature == 0.0
+    }
+
+    /// A uniform draw in [0, 1) from the sampler's stream.
+    pub fn uniform(&mut self) -> f64 {
+        self.next_f64()
+    }
+
+    /// Draw from a normalized sparse distribution.
+    pub fn draw(&mut self, probs: &[(u32, f64)]) -> u32 {
+        let r = self.next_f64();
+        let mut acc = 0f64;
+        for &(id, p) in probs {
+            acc += p;
+            if r < acc {
+                return id;
+            }
+        }
+        probs.last().map_or(0, |&(id, _)| id)
+    }
+
     fn next_f64(&mut self) -> f64 {
         self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.state;
@@ -71,15 +93,7 @@ impl Sampler {
             return argmax(logits);
         }
         let probs = self.filtered_probs(logits);
-        let r = self.next_f64();
-        let mut acc = 0f64;
-        for &(id, p) in &probs {
-            acc += p;
-            if r < acc {
-                return id;
-            }
-        }
-        probs.last().map_or(0, |&(id, _)| id)
+        self.draw(&probs)
     }
 
     /// The distribution sampled from, after temperature, top-k and top-p, sorted by

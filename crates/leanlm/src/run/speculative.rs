@@ -1,0 +1,393 @@
+//! Speculative decoding: a cheap drafter proposes up to k tokens, the target model scores
+//! all of them in one batched pass, and the longest prefix the target agrees with is kept,
+//! plus one token of the target's own. The KV cache is rolled back past rejected drafts.
+//!
+//! Drafters: the target's own first E blocks (LayerSkip-style self-speculation), another
+//! model with the same vocabulary, or prompt lookup (continue the context's last n-gram
+//! from its previous occurrence; free). Greedy decoding gives exactly the tokens of plain
+//! greedy decoding: verification runs fewer than 32 positions, where the kernels compute
+//! each position bit for bit as a single-token pass does. With sampling, drafts are
+//! accepted with probability min(1, p/q) and a rejection is resampled from max(p − q, 0)
+//! (Leviathan et al. 2023; Chen et al. 2023), so tokens follow the target's distribution.
+
+use std::time::Instant;
+
+use super::generate::Generation;
+use super::sampler::{argmax, Sampler};
+use crate::error::{Error, Result};
+use crate::model::{KvCache, Logits, Model, Pass};
+
+/// Largest draft length: verification must stay below the GEMM path's 32 positions.
+pub const MAX_DRAFT: usize = 16;
+
+/// Where draft tokens come from.
+pub enum Drafter<'a> {
+    /// The target's first `layers` blocks, then its final norm and head.
+    EarlyLayers(usize),
+    /// Another model sharing the target's vocabulary.
+    Model(&'a Model),
+    /// The tokens that followed the previous occurrence of the context's last `ngram`
+    /// tokens.
+    PromptLookup { ngram: usize },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SpecOptions {
+    /// Draft length (1..=16).
+    pub k: usize,
+    /// Grow k after a fully accepted draft, shrink it after a rejection.
+    pub adaptive: bool,
+}
+
+/// What speculation did, for reports.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SpecStats {
+    /// Verification passes of the target.
+    pub rounds: usize,
+    pub drafted: usize,
+    pub accepted: usize,
+    /// Block evaluations per position, summed: drafting and verification.
+    pub draft_layer_evals: usize,
+    pub target_layer_evals: usize,
+}
+
+impl SpecStats {
+    pub fn acceptance_rate(&self) -> f64 {
+        self.accepted as f64 / self.drafted.max(1) as f64
+    }
+    /// Tokens gained per target pass (accepted drafts + the target's own token).
+    pub fn tokens_per_round(&self) -> f64 {
+        (self.accepted + self.rounds) as f64 / self.rounds.max(1) as f64
+    }
+}
+
+/// [`super::generate`] with speculation. Emits at most `n` tokens, stopping after `stop`.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_speculative(
+    target: &Model,
+    drafter: &Drafter,
+    prompt: &[u32],
+    n: usize,
+    sampler: &mut Sampler,
+    stop: Option<u32>,
+    opts: SpecOptions,
+    mut on_token: impl FnMut(u32),
+) -> Result<(Generation, SpecStats)> {
+    check(target, drafter, prompt, n, opts)?;
+    let n_layers = target.layers.len();
+    let mut stats = SpecStats::default();
+    let mut cache = target.new_cache();
+    let t0 = Instant::now();
+    let logits = target.forward(prompt, &mut cache, Logits::Last)?;
+    let prompt_secs = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let mut draft_cache = match drafter {
+        Drafter::Model(d) => {
+            let mut c = d.new_cache();
+            d.forward(prompt, &mut c, Logits::None)?;
+            Some(c)
+        }
+        _ => None,
+    };
+
+    // `last` is chosen but not yet in the caches; `history` is the prompt plus output.
+    let mut last = sampler.sample(&logits);
+    let mut history: Vec<u32> = prompt.to_vec();
+    let mut out = Vec::with_capacity(n);
+    let mut k = opts.k;
+    loop {
+        history.push(last);
+        out.push(last);
+        on_token(last);
+        if Some(last) == stop || out.len() >= n {
+            break;
+        }
+        let budget = k.min(n - out.len());
+        let base = cache.len();
+        let (drafts, q) = draft(
+            target,
+            drafter,
+            &mut cache,
+            draft_cache.as_mut(),
+            &history,
+            last,
+            budget,
+            sampler,
+            &mut stats,
+        )?;
+
+        // Verify: the target scores `last` and every draft in one pass.
+        let mut input = Vec::with_capacity(drafts.len() + 1);
+        input.push(last);
+        input.extend_from_slice(&drafts);
+        let rows = target.forward(&input, &mut cache, Logits::All)?;
+        stats.rounds += 1;
+        stats.drafted += drafts.len();
+        stats.target_layer_evals += input.len() * n_layers;
+        let v = target.vocab_size();
+        let row = |i: usize| &rows[i * v..(i + 1) * v];
+        let (m, bonus) = accept(&drafts, &q, &row, sampler);
+        stats.accepted += m;
+
+        cache.truncate(base + 1 + m);
+        if let (Drafter::Model(d), Some(dc)) = (drafter, draft_cache.as_mut()) {
+            // The draft cache holds `last` and drafts[..k-1]; keep what was accepted and
+            // catch up on the last draft when all were.
+            dc.truncate(base + 1 + m);
+            if m == drafts.len() && m > 0 {
+                d.forward(&drafts[m - 1..], dc, Logits::None)?;
+            }
+        }
+        let mut stopped = false;
+        for &t in &drafts[..m] {
+            history.push(t);
+            out.push(t);
+            on_token(t);
+            if Some(t) == stop || out.len() >= n {
+                stopped = true;
+                break;
+            }
+        }
+        if stopped {
+            break;
+        }
+        last = bonus;
+        if opts.adaptive && !drafts.is_empty() {
+            k = if m == drafts.len() {
+                (k + 1).min(MAX_DRAFT)
+            } else {
+                (k - 1).max(1)
+            };
+        }
+    }
+    let g = Generation {
+        tokens: out,
+        prompt_tokens: prompt.len(),
+        prompt_secs,
+        decode_secs: t1.elapsed().as_secs_f64(),
+    };
+    Ok((g, stats))
+}
+
+fn check(
+    target: &Model,
+    drafter: &Drafter,
+    prompt: &[u32],
+    n: usize,
+    opts: SpecOptions,
+) -> Result<()> {
+    if prompt.is_empty() {
+        return Err(Error::InvalidInput(
+            "the prompt is empty: give at least one token".into(),
+        ));
+    }
+    if opts.k == 0 || opts.k > MAX_DRAFT {
+        return Err(Error::InvalidInput(format!(
+            "draft length must be in 1..={MAX_DRAFT} (got {})",
+            opts.k
+        )));
+    }
+    let ctx = target.config.context_len;
+    if prompt.len() + n + MAX_DRAFT > ctx {
+        return Err(Error::ContextOverflow {
+            needed: prompt.len() + n + MAX_DRAFT,
+            ctx,
+        });
+    }
+    match drafter {
+        Drafter::EarlyLayers(e) if *e == 0 || *e >= target.layers.len() => {
+            Err(Error::InvalidInput(format!(
+                "draft exit layer {e} must be in 1..{} (fewer blocks than the target's)",
+                target.layers.len()
+            )))
+        }
+        Drafter::Model(d) if d.vocab_size() != target.vocab_size() => {
+            Err(Error::InvalidInput(format!(
+                "the draft model's vocabulary ({}) differs from the target's ({})",
+                d.vocab_size(),
+                target.vocab_size()
+            )))
+        }
+        Drafter::Model(d) if d.config.context_len < prompt.len() + n + MAX_DRAFT => {
+            Err(Error::ContextOverflow {
+                needed: prompt.len() + n + MAX_DRAFT,
+                ctx: d.config.context_len,
+            })
+        }
+        Drafter::PromptLookup { ngram: 0 } => Err(Error::InvalidInput(
+            "prompt lookup needs an n-gram of at least 1 token".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Up to `budget` draft tokens after `last`, with the draft distribution of each (empty
+/// for a deterministic drafter: a point mass on the token).
+#[allow(clippy::too_many_arguments)]
+fn draft(
+    target: &Model,
+    drafter: &Drafter,
+    cache: &mut KvCache,
+    draft_cache: Option<&mut KvCache>,
+    history: &[u32],
+    last: u32,
+    budget: usize,
+    sampler: &mut Sampler,
+    stats: &mut SpecStats,
+) -> Result<(Vec<u32>, Vec<Vec<(u32, f64)>>)> {
+    let mut drafts = Vec::with_capacity(budget);
+    let mut dists = Vec::new();
+    let mut choose = |logits: &[f32], sampler: &mut Sampler| -> u32 {
+        if sampler.is_greedy() {
+            argmax(logits)
+        } else {
+            let p = sampler.filtered_probs(logits);
+            let t = sampler.draw(&p);
+            dists.push(p);
+            t
+        }
+    };
+    match drafter {
+        Drafter::EarlyLayers(e) => {
+            // Draft on the target's own cache, then roll it back: verification recomputes
+            // these positions with every block.
+            let base = cache.len();
+            let mut cur = last;
+            for _ in 0..budget {
+                let pass = Pass {
+                    exit_after: Some(*e),
+                    ..Pass::logits(Logits::Last)
+                };
+                let logits = target.forward_batch(&[&[cur]], &mut [&mut *cache], pass)?;
+                cur = choose(&logits, sampler);
+                drafts.push(cur);
+                stats.draft_layer_evals += e;
+            }
+            cache.truncate(base);
+        }
+        Drafter::Model(d) => {
+            let dc = draft_cache.expect("a draft cache for a draft model");
+            let mut cur = last;
+            for _ in 0..budget {
+                let logits = d.forward(&[cur], dc, Logits::Last)?;
+                cur = choose(&logits, sampler);
+                drafts.push(cur);
+                stats.draft_layer_evals += d.layers.len();
+            }
+        }
+        Drafter::PromptLookup { ngram } => drafts = lookup(history, *ngram, budget),
+    }
+    Ok((drafts, dists))
+}
+
+/// The tokens after the most recent earlier occurrence of `history`'s last `ngram` tokens.
+pub fn lookup(history: &[u32], ngram: usize, budget: usize) -> Vec<u32> {
+    let len = history.len();
+    if len <= ngram {
+        return Vec::new();
+    }
+    let key = &history[len - ngram..];
+    (0..len - ngram)
+        .rev()
+        .find(|&s| &history[s..s + ngram] == key)
+        .map(|s| history[s + ngram..].iter().take(budget).copied().collect())
+        .unwrap_or_default()
+}
+
+/// How many drafts the target accepts, and the token it adds after them.
+fn accept<'r>(
+    drafts: &[u32],
+    q: &[Vec<(u32, f64)>],
+    row: &dyn Fn(usize) -> &'r [f32],
+    sampler: &mut Sampler,
+) -> (usize, u32) {
+    if sampler.is_greedy() {
+        let m = drafts
+            .iter()
+            .enumerate()
+            .take_while(|(i, &d)| argmax(row(*i)) == d)
+            .count();
+        return (m, argmax(row(m)));
+    }
+    for (i, &d) in drafts.iter().enumerate() {
+        let p = sampler.filtered_probs(row(i));
+        let prob =
+            |dist: &[(u32, f64)], t: u32| dist.iter().find(|x| x.0 == t).map_or(0.0, |x| x.1);
+        // A deterministic drafter is a point mass: q(d) = 1.
+        let qd = q.get(i).map_or(1.0, |qi| prob(qi, d));
+        let pd = prob(&p, d);
+        if sampler.uniform() < (pd / qd).min(1.0) {
+            continue;
+        }
+        // Rejected: resample from the residual max(p − q, 0), normalized.
+        let mut residual: Vec<(u32, f64)> = p
+            .iter()
+            .map(|&(t, pt)| {
+                let qt = match q.get(i) {
+                    Some(qi) => prob(qi, t),
+                    None => (t == d) as u8 as f64,
+                };
+                (t, (pt - qt).max(0.0))
+            })
+            .filter(|x| x.1 > 0.0)
+            .collect();
+        let total: f64 = residual.iter().map(|x| x.1).sum();
+        if total <= 0.0 {
+            return (i, sampler.draw(&p));
+        }
+        residual.iter_mut().for_each(|x| x.1 /= total);
+        return (i, sampler.draw(&residual));
+    }
+    let p = sampler.filtered_probs(row(drafts.len()));
+    (drafts.len(), sampler.draw(&p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_continues_the_latest_earlier_match() {
+        // "1 2 3 9 1 2 4 5 1 2" → last bigram [1, 2] last seen at 4 → continues 4, 5, 1.
+        let h = [1, 2, 3, 9, 1, 2, 4, 5, 1, 2];
+        assert_eq!(lookup(&h, 2, 3), [4, 5, 1]);
+        assert_eq!(lookup(&h, 2, 1), [4]);
+        // [5, 1, 2] never occurred before the end.
+        assert!(lookup(&h, 3, 3).is_empty());
+        assert!(lookup(&[7, 8], 2, 3).is_empty());
+        assert!(lookup(&[5, 6, 7], 1, 3).is_empty());
+    }
+
+    /// Speculative sampling's rule leaves the first emitted token distributed as the
+    /// target's p, whatever the draft's q: checked on a 3-token vocabulary.
+    #[test]
+    fn acceptance_rule_reproduces_the_target_distribution() {
+        use crate::run::SamplerConfig;
+        let logits = [0.0f32, 1.0, 2.0]; // p ≈ [0.090, 0.245, 0.665]
+        let z: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
+        let p: Vec<f64> = logits.iter().map(|&l| (l as f64).exp() / z).collect();
+        let q = vec![vec![(0u32, 0.7), (1, 0.2), (2, 0.1)]];
+        let mut s = Sampler::new(SamplerConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 7,
+        })
+        .unwrap();
+        let trials = 40_000;
+        let mut counts = [0usize; 3];
+        let rows = [logits, logits].concat();
+        let row = |i: usize| &rows[i * 3..(i + 1) * 3];
+        for _ in 0..trials {
+            // The draft token itself drawn from q.
+            let d = s.draw(&q[0]);
+            let (m, bonus) = accept(&[d], &q, &row, &mut s);
+            counts[if m == 1 { d } else { bonus } as usize] += 1;
+        }
+        for t in 0..3 {
+            let f = counts[t] as f64 / trials as f64;
+            let sigma = (p[t] * (1.0 - p[t]) / trials as f64).sqrt();
+            assert!((f - p[t]).abs() < 4.0 * sigma, "token {t}: {f} vs {}", p[t]);
+        }
+    }
+}

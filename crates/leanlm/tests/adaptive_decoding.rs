@@ -1,0 +1,161 @@
+//! Adaptive decoding on the real model: with greedy choice, every speculative drafter must
+//! give the plain greedy tokens exactly (20 prompts × 64 tokens), and early exit that never
+//! fires must give the plain logits.
+
+mod common;
+
+use leanlm::model::Logits;
+use leanlm::model::Model;
+use leanlm::run::early_exit::step;
+use leanlm::run::{
+    generate, generate_early_exit, generate_speculative, Confidence, Drafter, ExitPolicy, Sampler,
+    SamplerConfig, SpecOptions,
+};
+
+fn prompts() -> Vec<Vec<u32>> {
+    let loaded = common::default_model();
+    let text = std::fs::read_to_string(common::shared_data("wikitext-2/valid.txt")).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim().len() > 80)
+        .take(20)
+        .collect();
+    assert_eq!(lines.len(), 20);
+    lines
+        .iter()
+        .map(|l| {
+            let cut = l.char_indices().nth(60).map_or(l.len(), |(i, _)| i);
+            loaded.tokenizer.encode(&l[..cut], true, false).unwrap()
+        })
+        .collect()
+}
+
+fn greedy() -> Sampler {
+    Sampler::new(SamplerConfig::default()).unwrap()
+}
+
+#[test]
+fn every_drafter_reproduces_plain_greedy_decoding() {
+    let m = &common::default_model().model;
+    // A depth-pruned draft: the target's first 12 blocks with its own norm and head.
+    let draft = Model::new(
+        m.config.clone(),
+        m.tok_embd.clone(),
+        m.layers[..12].to_vec(),
+        m.out_norm.clone(),
+        m.output.clone(),
+    )
+    .unwrap();
+    let drafters = [
+        ("self, 10 layers", Drafter::EarlyLayers(10)),
+        ("draft model", Drafter::Model(&draft)),
+        ("prompt lookup", Drafter::PromptLookup { ngram: 2 }),
+    ];
+    let n = 64;
+    for (p, prompt) in prompts().iter().enumerate() {
+        let plain = generate(m, prompt, n, &mut greedy(), None, |_| {})
+            .unwrap()
+            .tokens;
+        assert_eq!(plain.len(), n);
+        for (name, drafter) in &drafters {
+            let opts = SpecOptions {
+                k: 4,
+                adaptive: p % 2 == 1,
+            };
+            let (g, stats) =
+                generate_speculative(m, drafter, prompt, n, &mut greedy(), None, opts, |_| {})
+                    .unwrap();
+            assert_eq!(g.tokens, plain, "prompt {p}, {name}");
+            assert!(
+                stats.rounds <= n && stats.accepted <= stats.drafted,
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_speculation_settings_are_refused() {
+    let m = &common::default_model().model;
+    let prompt = [1u32, 2, 3];
+    let opts = SpecOptions {
+        k: 4,
+        adaptive: false,
+    };
+    let run = |d: &Drafter, o: SpecOptions| {
+        generate_speculative(m, d, &prompt, 8, &mut greedy(), None, o, |_| {})
+    };
+    assert!(run(&Drafter::EarlyLayers(0), opts).is_err());
+    assert!(run(&Drafter::EarlyLayers(m.layers.len()), opts).is_err());
+    assert!(run(
+        &Drafter::PromptLookup { ngram: 2 },
+        SpecOptions {
+            k: 0,
+            adaptive: false
+        }
+    )
+    .is_err());
+    assert!(run(
+        &Drafter::PromptLookup { ngram: 2 },
+        SpecOptions {
+            k: 17,
+            adaptive: false
+        }
+    )
+    .is_err());
+    // A draft whose vocabulary is smaller than the target's.
+    let small = Model::new(
+        m.config.clone(),
+        leanlm::quant::Matrix::from_f32(10, m.config.d_model, vec![0.0; 10 * m.config.d_model])
+            .unwrap(),
+        m.layers[..1].to_vec(),
+        m.out_norm.clone(),
+        leanlm::quant::Matrix::from_f32(10, m.config.d_model, vec![0.0; 10 * m.config.d_model])
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(run(&Drafter::Model(&small), opts).is_err());
+}
+
+#[test]
+fn early_exit_that_never_fires_is_the_plain_pass() {
+    let m = &common::default_model().model;
+    let prompt = &prompts()[0];
+    for measure in [
+        Confidence::MaxProb,
+        Confidence::Margin,
+        Confidence::Saturation,
+    ] {
+        let never = ExitPolicy {
+            measure,
+            threshold: 2.0,
+            min_layers: 4,
+            every: 2,
+        };
+        let (mut c1, mut c2) = (m.new_cache(), m.new_cache());
+        m.forward(prompt, &mut c1, Logits::None).unwrap();
+        m.forward(prompt, &mut c2, Logits::None).unwrap();
+        let plain = m.forward(&[42], &mut c1, Logits::Last).unwrap();
+        let (exit, blocks) = step(m, 42, &mut c2, &never).unwrap();
+        assert_eq!(blocks, m.layers.len());
+        assert_eq!(exit, plain, "{measure:?}");
+    }
+    // An always-satisfied threshold exits at the first candidate, and generation still
+    // runs with the skipped blocks' K/V filled.
+    let always = ExitPolicy {
+        measure: Confidence::MaxProb,
+        threshold: 0.0,
+        min_layers: 6,
+        every: 2,
+    };
+    let (g, stats) =
+        generate_early_exit(m, prompt, 12, &mut greedy(), None, &always, |_| {}).unwrap();
+    assert_eq!(g.tokens.len(), 12);
+    assert_eq!(stats.histogram[6], 11);
+    assert!((stats.mean_layers() - 6.0).abs() < 1e-12);
+    let bad = ExitPolicy {
+        min_layers: 0,
+        ..always
+    };
+    assert!(generate_early_exit(m, prompt, 4, &mut greedy(), None, &bad, |_| {}).is_err());
+}
