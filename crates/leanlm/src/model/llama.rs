@@ -110,6 +110,9 @@ pub enum Logits {
     Tail(usize),
 }
 
+/// Called after block `l` with the hidden state; true ends the pass there.
+pub type ExitRule<'a> = dyn FnMut(usize, &[f32]) -> bool + 'a;
+
 /// Options of one forward pass.
 pub struct Pass<'a> {
     pub logits: Logits,
@@ -119,7 +122,7 @@ pub struct Pass<'a> {
     pub exit_after: Option<usize>,
     /// Dynamic early exit: called after each block `l` (0-based) with the hidden state;
     /// returning true ends the pass there as `exit_after = l + 1` would.
-    pub exit_when: Option<&'a mut dyn FnMut(usize, &[f32]) -> bool>,
+    pub exit_when: Option<&'a mut ExitRule<'a>>,
     pub hooks: &'a mut dyn Hooks,
 }
 

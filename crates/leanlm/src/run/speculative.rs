@@ -17,6 +17,9 @@ use super::sampler::{argmax, Sampler};
 use crate::error::{Error, Result};
 use crate::model::{KvCache, Logits, Model, Pass};
 
+/// A sparse, normalized next-token distribution.
+type Dist = Vec<(u32, f64)>;
+
 /// Largest draft length: verification must stay below the GEMM path's 32 positions.
 pub const MAX_DRAFT: usize = 16;
 
@@ -234,7 +237,7 @@ fn draft(
     budget: usize,
     sampler: &mut Sampler,
     stats: &mut SpecStats,
-) -> Result<(Vec<u32>, Vec<Vec<(u32, f64)>>)> {
+) -> Result<(Vec<u32>, Vec<Dist>)> {
     let mut drafts = Vec::with_capacity(budget);
     let mut dists = Vec::new();
     let mut choose = |logits: &[f32], sampler: &mut Sampler| -> u32 {
@@ -297,7 +300,7 @@ pub fn lookup(history: &[u32], ngram: usize, budget: usize) -> Vec<u32> {
 /// How many drafts the target accepts, and the token it adds after them.
 fn accept<'r>(
     drafts: &[u32],
-    q: &[Vec<(u32, f64)>],
+    q: &[Dist],
     row: &dyn Fn(usize) -> &'r [f32],
     sampler: &mut Sampler,
 ) -> (usize, u32) {
