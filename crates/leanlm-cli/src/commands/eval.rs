@@ -12,6 +12,9 @@ use serde_json::json;
 pub struct Args {
     #[command(flatten)]
     model: super::ModelArg,
+    /// Early exit for the scored positions of --ppl (and --base), decoded one at a time.
+    #[command(flatten)]
+    exit: super::ExitArgs,
     /// Text file for perplexity (and KL divergence when --base is given).
     #[arg(long = "ppl", value_name = "FILE")]
     ppl: Option<PathBuf>,
@@ -110,10 +113,14 @@ pub fn run(a: Args) -> Result<()> {
             protocol,
             max_chunks: a.chunks,
         };
-        let settings = json!({"file": path, "ctx": ctx, "chunks": a.chunks, "protocol": format!("{protocol:?}")});
+        let policy = a.exit.policy();
+        let settings = json!({"file": path, "ctx": ctx, "chunks": a.chunks, "protocol": format!("{protocol:?}"), "early_exit": policy});
         let t0 = std::time::Instant::now();
         // With a base, the KL pass scores the variant too: one pass serves both reports.
-        let chunks = Chunks::new(model, tok, &text, &opt)?;
+        let mut chunks = Chunks::new(model, tok, &text, &opt)?;
+        if let Some(p) = policy {
+            chunks = chunks.with_early_exit(model, p)?;
+        }
         let k = match &a.base {
             Some(base_path) => Some(kld(&a, base_path, model, tok, &chunks)?),
             None => None,
@@ -143,6 +150,12 @@ pub fn run(a: Args) -> Result<()> {
                 "Final estimate: PPL = {:.4} +/- {:.5} ({} chunks of {}, {} tokens scored, {:.1} s)",
                 nll.ppl(), nll.ppl_stderr(), chunks.len(), ctx, nll.count(), secs
             );
+            if let Some(b) = chunks.mean_exit_blocks() {
+                println!(
+                    "early exit: {b:.2} of {} blocks per scored position",
+                    model.layers.len()
+                );
+            }
         }
         records.push(Record::new(
             &model_name,
@@ -155,6 +168,7 @@ pub fn run(a: Args) -> Result<()> {
         out.insert("perplexity".into(), json!({
             "ppl": nll.ppl(), "ppl_stderr": nll.ppl_stderr(), "chunks": chunks.len(), "ctx": ctx,
             "scored_tokens": nll.count(), "tokens_in_file": chunks.tokens.len(), "per_chunk": per_chunk, "seconds": secs,
+            "early_exit_mean_blocks": chunks.mean_exit_blocks(),
         }));
         if let Some(k) = k {
             if !a.json {

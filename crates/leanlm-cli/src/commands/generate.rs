@@ -1,10 +1,7 @@
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use leanlm::run::{
-    generate, generate_early_exit, generate_speculative, Confidence, Drafter, ExitPolicy, Sampler,
-    SamplerConfig, SpecOptions,
-};
+use leanlm::run::{generate, generate_early_exit, generate_speculative, Sampler, SamplerConfig};
 use leanlm::tokenizer::StreamDecoder;
 use serde_json::json;
 
@@ -39,93 +36,9 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    spec: SpecArgs,
+    spec: super::SpecArgs,
     #[command(flatten)]
-    exit: ExitArgs,
-}
-
-/// Early exit (CALM): leave a token's pass once the model is confident.
-#[derive(clap::Args)]
-pub struct ExitArgs {
-    /// Exit once the confidence measure reaches this value (e.g. 0.9 for max-prob).
-    #[arg(long = "early-exit", value_name = "THRESHOLD", conflicts_with_all = ["draft_layers", "draft", "lookup"])]
-    pub threshold: Option<f32>,
-    /// Confidence measure: softmax top probability, top-1 minus top-2, or the cosine of
-    /// consecutive blocks' hidden states.
-    #[arg(long = "exit-measure", value_enum, default_value = "maxprob")]
-    pub measure: MeasureArg,
-    /// Blocks that always run before an exit is considered.
-    #[arg(long = "exit-min", default_value_t = 12)]
-    pub min_layers: usize,
-    /// Consider an exit after every N-th block from --exit-min on.
-    #[arg(long = "exit-every", default_value_t = 4)]
-    pub every: usize,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub enum MeasureArg {
-    Maxprob,
-    Margin,
-    Saturation,
-}
-
-impl ExitArgs {
-    pub fn policy(&self) -> Option<ExitPolicy> {
-        self.threshold.map(|threshold| ExitPolicy {
-            measure: match self.measure {
-                MeasureArg::Maxprob => Confidence::MaxProb,
-                MeasureArg::Margin => Confidence::Margin,
-                MeasureArg::Saturation => Confidence::Saturation,
-            },
-            threshold,
-            min_layers: self.min_layers,
-            every: self.every,
-        })
-    }
-}
-
-/// Speculative decoding: one drafter at a most. Greedy output is unchanged token for token;
-/// sampled output keeps the model's distribution.
-#[derive(clap::Args)]
-pub struct SpecArgs {
-    /// Self-speculation: draft with the model's first E blocks (LayerSkip-style).
-    #[arg(long = "draft-layers", value_name = "E", conflicts_with_all = ["draft", "lookup"])]
-    pub draft_layers: Option<usize>,
-    /// Draft with another model of the same vocabulary (e.g. a depth-pruned copy).
-    #[arg(long = "draft", value_name = "MODEL", conflicts_with = "lookup")]
-    pub draft: Option<std::path::PathBuf>,
-    /// Prompt lookup: draft the tokens that followed the last N-gram's previous occurrence.
-    #[arg(long = "lookup", value_name = "N")]
-    pub lookup: Option<usize>,
-    /// Draft length per verification pass (1..=16).
-    #[arg(long = "draft-k", default_value_t = 4)]
-    pub k: usize,
-    /// Adapt the draft length to the acceptance rate.
-    #[arg(long)]
-    pub adaptive: bool,
-}
-
-impl SpecArgs {
-    pub fn enabled(&self) -> bool {
-        self.draft_layers.is_some() || self.draft.is_some() || self.lookup.is_some()
-    }
-
-    /// The drafter, loading a draft model when one is named.
-    pub fn drafter<'a>(&self, draft_model: Option<&'a leanlm::model::Model>) -> Drafter<'a> {
-        match (self.draft_layers, draft_model, self.lookup) {
-            (Some(e), _, _) => Drafter::EarlyLayers(e),
-            (_, Some(m), _) => Drafter::Model(m),
-            (_, _, Some(n)) => Drafter::PromptLookup { ngram: n },
-            _ => Drafter::PromptLookup { ngram: 0 },
-        }
-    }
-
-    pub fn options(&self) -> SpecOptions {
-        SpecOptions {
-            k: self.k,
-            adaptive: self.adaptive,
-        }
-    }
+    exit: super::ExitArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -160,6 +73,9 @@ pub fn run(a: Args) -> Result<()> {
         }
     };
     let draft = a.spec.draft.as_deref().map(super::load).transpose()?;
+    if a.exit.threshold.is_some() && a.spec.enabled() {
+        anyhow::bail!("choose early exit or speculative decoding, not both");
+    }
     let mut exits = None;
     let (g, spec) = if let Some(policy) = a.exit.policy() {
         let (g, st) = generate_early_exit(

@@ -9,6 +9,7 @@ pub mod tokenize;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use leanlm::run::{Drafter, SpecOptions};
 
 /// The model to use: positional `MODEL` or `-m MODEL` (llama.cpp's flag).
 #[derive(clap::Args)]
@@ -96,4 +97,88 @@ pub fn bar(what: &str) -> indicatif::ProgressBar {
     let t = format!("{what} {{bar:30}} {{pos}}/{{len}}, ETA {{eta}} {{msg}}");
     b.set_style(indicatif::ProgressStyle::with_template(&t).expect("static template"));
     b
+}
+
+/// Early exit (CALM): leave a token's pass once the model is confident.
+#[derive(clap::Args)]
+pub struct ExitArgs {
+    /// Exit once the confidence measure reaches this value (e.g. 0.9 for max-prob).
+    #[arg(long = "early-exit", value_name = "THRESHOLD")]
+    pub threshold: Option<f32>,
+    /// Confidence measure: softmax top probability, top-1 minus top-2, or the cosine of
+    /// consecutive blocks' hidden states.
+    #[arg(long = "exit-measure", value_enum, default_value = "maxprob")]
+    pub measure: MeasureArg,
+    /// Blocks that always run before an exit is considered.
+    #[arg(long = "exit-min", default_value_t = 12)]
+    pub min_layers: usize,
+    /// Consider an exit after every N-th block from --exit-min on.
+    #[arg(long = "exit-every", default_value_t = 4)]
+    pub every: usize,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum MeasureArg {
+    Maxprob,
+    Margin,
+    Saturation,
+}
+
+impl ExitArgs {
+    pub fn policy(&self) -> Option<leanlm::run::ExitPolicy> {
+        self.threshold.map(|threshold| leanlm::run::ExitPolicy {
+            measure: match self.measure {
+                MeasureArg::Maxprob => leanlm::run::Confidence::MaxProb,
+                MeasureArg::Margin => leanlm::run::Confidence::Margin,
+                MeasureArg::Saturation => leanlm::run::Confidence::Saturation,
+            },
+            threshold,
+            min_layers: self.min_layers,
+            every: self.every,
+        })
+    }
+}
+
+/// Speculative decoding: one drafter at a most. Greedy output is unchanged token for token;
+/// sampled output keeps the model's distribution.
+#[derive(clap::Args)]
+pub struct SpecArgs {
+    /// Self-speculation: draft with the model's first E blocks (LayerSkip-style).
+    #[arg(long = "draft-layers", value_name = "E", conflicts_with_all = ["draft", "lookup"])]
+    pub draft_layers: Option<usize>,
+    /// Draft with another model of the same vocabulary (e.g. a depth-pruned copy).
+    #[arg(long = "draft", value_name = "MODEL", conflicts_with = "lookup")]
+    pub draft: Option<std::path::PathBuf>,
+    /// Prompt lookup: draft the tokens that followed the last N-gram's previous occurrence.
+    #[arg(long = "lookup", value_name = "N")]
+    pub lookup: Option<usize>,
+    /// Draft length per verification pass (1..=16).
+    #[arg(long = "draft-k", default_value_t = 4)]
+    pub k: usize,
+    /// Adapt the draft length to the acceptance rate.
+    #[arg(long)]
+    pub adaptive: bool,
+}
+
+impl SpecArgs {
+    pub fn enabled(&self) -> bool {
+        self.draft_layers.is_some() || self.draft.is_some() || self.lookup.is_some()
+    }
+
+    /// The drafter, loading a draft model when one is named.
+    pub fn drafter<'a>(&self, draft_model: Option<&'a leanlm::model::Model>) -> Drafter<'a> {
+        match (self.draft_layers, draft_model, self.lookup) {
+            (Some(e), _, _) => Drafter::EarlyLayers(e),
+            (_, Some(m), _) => Drafter::Model(m),
+            (_, _, Some(n)) => Drafter::PromptLookup { ngram: n },
+            _ => Drafter::PromptLookup { ngram: 0 },
+        }
+    }
+
+    pub fn options(&self) -> SpecOptions {
+        SpecOptions {
+            k: self.k,
+            adaptive: self.adaptive,
+        }
+    }
 }

@@ -4,7 +4,10 @@
 //! seqlen 2048) scores every token after the first.
 
 use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use crate::model::{Logits, Model};
+use crate::run::early_exit::{step, ExitPolicy};
 use crate::tokenizer::Tokenizer;
 
 /// Accumulates negative log-likelihoods; PPL = exp(mean NLL), and its uncertainty is the
@@ -133,6 +136,11 @@ pub struct Chunks {
     count: usize,
     protocol: Protocol,
     bos: Option<u32>,
+    /// Score positions token by token with early exit (the unscored prefix runs whole).
+    early_exit: Option<ExitPolicy>,
+    /// Blocks run by early-exit positions, and their count.
+    exit_blocks: AtomicUsize,
+    exit_positions: AtomicUsize,
 }
 
 impl Chunks {
@@ -171,7 +179,24 @@ impl Chunks {
             protocol: opt.protocol,
             // llama.cpp starts every chunk with BOS when the model wants one.
             bos: if tok.add_bos { tok.bos } else { None },
+            early_exit: None,
+            exit_blocks: AtomicUsize::new(0),
+            exit_positions: AtomicUsize::new(0),
         })
+    }
+
+    /// Score with early exit under `policy` (checked against `model`).
+    pub fn with_early_exit(mut self, model: &Model, policy: ExitPolicy) -> Result<Self> {
+        policy.check(model)?;
+        self.early_exit = Some(policy);
+        Ok(self)
+    }
+
+    /// Mean blocks run per scored position under early exit.
+    pub fn mean_exit_blocks(&self) -> Option<f64> {
+        self.early_exit?;
+        let n = self.exit_positions.load(Ordering::Relaxed);
+        Some(self.exit_blocks.load(Ordering::Relaxed) as f64 / n.max(1) as f64)
     }
 
     pub fn len(&self) -> usize {
@@ -213,6 +238,19 @@ impl Chunks {
     pub fn score(&self, model: &Model, chunk: &[u32]) -> Result<(Vec<f32>, Vec<u32>)> {
         let first = self.protocol.first_target(self.ctx);
         let mut cache = model.new_cache();
+        if let Some(policy) = &self.early_exit {
+            // As in generation: the prefix in one pass, then one token at a time.
+            let v = model.vocab_size();
+            let mut logits = Vec::with_capacity((self.ctx - first) * v);
+            logits.extend(model.forward(&chunk[..first], &mut cache, Logits::Last)?);
+            for &t in &chunk[first..self.ctx - 1] {
+                let (l, blocks) = step(model, t, &mut cache, policy)?;
+                logits.extend(l);
+                self.exit_blocks.fetch_add(blocks, Ordering::Relaxed);
+                self.exit_positions.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok((logits, chunk[first..].to_vec()));
+        }
         // Positions first-1 .. ctx-2 predict tokens first .. ctx-1; the last position's
         // logits (predicting past the chunk) are computed and dropped.
         let mut logits = model.forward(chunk, &mut cache, Logits::Tail(self.ctx - first + 1))?;
