@@ -37,10 +37,11 @@ ORDER=${VARIANTS:-"dense magnitude50 wanda50 wanda24 sparsegpt50 sparsegpt24 owl
 
 for v in $ORDER; do
   gguf="$OUT/$v.gguf"
-  if [ ! -f "$gguf" ]; then
+  if [ ! -f "$gguf" ] || [ ! -s "$OUT/$v.prune.json" ]; then
     # f32 output: the perplexity measures pruning alone, as the papers do.
     # shellcheck disable=SC2086
-    $leanlm prune "$MODEL" -o "$gguf" ${ARGS[$v]} --outtype f32 -t 2 --json > "$OUT/$v.prune.json"
+    $leanlm prune "$MODEL" -o "$gguf" ${ARGS[$v]} --outtype f32 -t 2 --json > "$OUT/$v.prune.json.tmp"
+    mv "$OUT/$v.prune.json.tmp" "$OUT/$v.prune.json"
   fi
   if [ ! -f "$OUT/$v.ppl.json" ]; then
     $leanlm eval "$gguf" --ppl "$WIKI" -c 512 -t 2 "${chunk_args[@]}" --json > "$OUT/$v.ppl.json.tmp"
