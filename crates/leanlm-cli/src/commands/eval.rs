@@ -169,6 +169,9 @@ pub fn run(a: Args) -> Result<()> {
             "ppl": nll.ppl(), "ppl_stderr": nll.ppl_stderr(), "chunks": chunks.len(), "ctx": ctx,
             "scored_tokens": nll.count(), "tokens_in_file": chunks.tokens.len(), "per_chunk": per_chunk, "seconds": secs,
             "early_exit_mean_blocks": chunks.mean_exit_blocks(),
+            "early_exit_flops_per_token": chunks.mean_exit_blocks().map(|b| {
+                leanlm::measure::cost::ModelCost::of(model, ctx).with_early_exit(model, b)
+            }),
         }));
         if let Some(k) = k {
             if !a.json {

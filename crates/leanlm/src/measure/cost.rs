@@ -44,6 +44,23 @@ impl ModelCost {
             ctx,
         }
     }
+
+    /// Effective FLOPs per token when tokens run only `mean_blocks` of the model's blocks
+    /// on average (early exit): the blocks' share scales, the LM head does not. The K/V
+    /// projections that fill skipped blocks are counted as well.
+    pub fn with_early_exit(&self, model: &Model, mean_blocks: f64) -> f64 {
+        let n = model.layers.len().max(1) as f64;
+        let head = 2.0 * (model.output.rows * model.output.cols) as f64;
+        let blocks = self.flops_per_token_effective - head;
+        let skipped = (n - mean_blocks).max(0.0);
+        let kv_fill: f64 = model
+            .layers
+            .iter()
+            .map(|l| 2.0 * ((l.wk.rows + l.wv.rows) * l.wk.cols) as f64)
+            .sum::<f64>()
+            / n;
+        head + blocks * mean_blocks / n + kv_fill * skipped
+    }
 }
 
 /// (resident, peak resident) bytes of this process, when /proc tells.
