@@ -9,6 +9,7 @@ pub mod calibrate;
 pub mod error;
 pub mod measure;
 pub mod model;
+pub mod numerics;
 pub mod quant;
 pub mod run;
 pub mod tokenizer;

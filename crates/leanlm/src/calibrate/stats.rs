@@ -4,6 +4,7 @@
 //! input and output (ShortGPT's block influence).
 
 use crate::model::{Hooks, LinearSite};
+use crate::numerics::cosine;
 use crate::quant::gemm::{self, View};
 
 /// Accumulated inputs of one linear site.
@@ -104,19 +105,6 @@ impl Hooks for BlockStats {
             self.cos_count += 1;
         }
     }
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        ab += x as f64 * y as f64;
-        aa += x as f64 * x as f64;
-        bb += y as f64 * y as f64;
-    }
-    if aa == 0.0 || bb == 0.0 {
-        return 0.0;
-    }
-    ab / (aa.sqrt() * bb.sqrt())
 }
 
 #[cfg(test)]

@@ -261,41 +261,53 @@ mod tests {
         y
     }
 
+    /// Test weights and inputs in [-1, 1].
+    fn inputs(rows: usize, cols: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+        let w = (0..rows * cols)
+            .map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0)
+            .collect();
+        let x = (0..n * cols)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0)
+            .collect();
+        (w, x)
+    }
+
+    /// `m · x` against the reference on `m`'s decoded weights, within `tol`.
+    fn check(m: &Matrix, x: &[f32], n: usize, tol: f32) {
+        let want = reference(&m.to_f32(), m.rows, m.cols, x, n);
+        let mut got = vec![0f32; n * m.rows];
+        m.matmul(x, n, &mut got);
+        for (a, b) in got.iter().zip(&want) {
+            assert!(
+                (a - b).abs() <= tol,
+                "{} {}x{} n={n}: {a} vs {b}",
+                m.dtype(),
+                m.rows,
+                m.cols
+            );
+        }
+    }
+
+    fn quantized(w: &[f32], rows: usize, cols: usize) -> [Matrix; 2] {
+        [
+            (GgmlType::Q8_0, quantize_q8_0(w)),
+            (GgmlType::Q4_1, quantize_q4_1(w)),
+        ]
+        .map(|(dtype, bytes)| {
+            Matrix::from_ggml(rows, cols, dtype, Bytes::Owned(Arc::new(bytes))).unwrap()
+        })
+    }
+
     /// Odd row counts (not a multiple of the task band) and several batch sizes.
     #[test]
     fn matmul_matches_dense_reference_on_odd_shapes() {
         for (rows, cols, n) in [(1, 32, 1), (33, 64, 3), (70, 96, 5), (65, 32, 2)] {
-            let w: Vec<f32> = (0..rows * cols)
-                .map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0)
-                .collect();
-            let x: Vec<f32> = (0..n * cols)
-                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0)
-                .collect();
-            for (dtype, bytes) in [
-                (GgmlType::Q8_0, quantize_q8_0(&w)),
-                (GgmlType::Q4_1, quantize_q4_1(&w)),
-            ] {
-                let m =
-                    Matrix::from_ggml(rows, cols, dtype, Bytes::Owned(Arc::new(bytes))).unwrap();
-                let wd = m.to_f32();
-                let want = reference(&wd, rows, cols, &x, n);
-                let mut got = vec![0f32; n * rows];
-                m.matmul(&x, n, &mut got);
-                for (a, b) in got.iter().zip(&want) {
-                    // 8-bit activations: error ≤ Σ|w|·amax(x)/254 ≤ cols·1·1/254
-                    assert!(
-                        (a - b).abs() <= cols as f32 / 254.0,
-                        "{dtype} {rows}x{cols}: {a} vs {b}"
-                    );
-                }
+            let (w, x) = inputs(rows, cols, n);
+            for m in quantized(&w, rows, cols) {
+                // 8-bit activations: error ≤ Σ|w|·amax(x)/254 ≤ cols·1·1/254
+                check(&m, &x, n, cols as f32 / 254.0);
             }
-            let m = Matrix::from_f32(rows, cols, w.clone()).unwrap();
-            let want = reference(&w, rows, cols, &x, n);
-            let mut got = vec![0f32; n * rows];
-            m.matmul(&x, n, &mut got);
-            for (a, b) in got.iter().zip(&want) {
-                assert!((a - b).abs() <= 1e-4, "f32 {rows}x{cols}: {a} vs {b}");
-            }
+            check(&Matrix::from_f32(rows, cols, w).unwrap(), &x, n, 1e-4);
         }
     }
 
@@ -304,23 +316,9 @@ mod tests {
     #[test]
     fn long_prompts_through_the_gemm_path_match_the_reference() {
         let (rows, cols, n) = (45, 96, GEMM_MIN_TOKENS + 3);
-        let w: Vec<f32> = (0..rows * cols)
-            .map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0)
-            .collect();
-        let x: Vec<f32> = (0..n * cols)
-            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0)
-            .collect();
-        for (dtype, bytes) in [
-            (GgmlType::Q8_0, quantize_q8_0(&w)),
-            (GgmlType::Q4_1, quantize_q4_1(&w)),
-        ] {
-            let m = Matrix::from_ggml(rows, cols, dtype, Bytes::Owned(Arc::new(bytes))).unwrap();
-            let want = reference(&m.to_f32(), rows, cols, &x, n);
-            let mut got = vec![0f32; n * rows];
-            m.matmul(&x, n, &mut got);
-            for (a, b) in got.iter().zip(&want) {
-                assert!((a - b).abs() <= 1e-4, "{dtype}: {a} vs {b}");
-            }
+        let (w, x) = inputs(rows, cols, n);
+        for m in quantized(&w, rows, cols) {
+            check(&m, &x, n, 1e-4);
         }
     }
 

@@ -11,12 +11,11 @@
 //! LM head at each candidate exit; on a model whose head is as large as 8 blocks (SmolLM2:
 //! 49,152 × 576) that check is expensive, so candidates are spaced by `every`.
 
-use std::time::Instant;
-
-use super::generate::Generation;
+use super::generate::{generate_with, Generation};
 use super::sampler::Sampler;
 use crate::error::{Error, Result};
 use crate::model::{KvCache, Logits, Model, NoHooks, Pass};
+use crate::numerics::cosine;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -101,7 +100,7 @@ pub fn step(
                 }
                 Confidence::Saturation => prev
                     .as_deref()
-                    .is_some_and(|q| cosine(q, h) >= policy.threshold),
+                    .is_some_and(|q| cosine(q, h) >= policy.threshold as f64),
             };
         if policy.measure == Confidence::Saturation {
             prev = Some(h.to_vec());
@@ -133,44 +132,22 @@ pub fn generate_early_exit(
     mut on_token: impl FnMut(u32),
 ) -> Result<(Generation, ExitStats)> {
     policy.check(model)?;
-    if prompt.is_empty() {
-        return Err(Error::InvalidInput(
-            "the prompt is empty: give at least one token".into(),
-        ));
-    }
-    let ctx = model.config.context_len;
-    if prompt.len() + n > ctx {
-        return Err(Error::ContextOverflow {
-            needed: prompt.len() + n,
-            ctx,
-        });
-    }
     let mut stats = ExitStats {
         histogram: vec![0; model.layers.len() + 1],
     };
-    let mut cache = model.new_cache();
-    let t0 = Instant::now();
-    let mut logits = model.forward(prompt, &mut cache, Logits::Last)?;
-    let prompt_secs = t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
-    let mut tokens = Vec::with_capacity(n);
-    for i in 0..n {
-        let next = sampler.sample(&logits);
-        tokens.push(next);
-        on_token(next);
-        if Some(next) == stop || i + 1 == n {
-            break;
-        }
-        let (l, blocks) = step(model, next, &mut cache, policy)?;
-        stats.histogram[blocks] += 1;
-        logits = l;
-    }
-    let g = Generation {
-        tokens,
-        prompt_tokens: prompt.len(),
-        prompt_secs,
-        decode_secs: t1.elapsed().as_secs_f64(),
-    };
+    let g = generate_with(
+        model,
+        prompt,
+        n,
+        sampler,
+        stop,
+        &mut on_token,
+        |t, cache| {
+            let (logits, blocks) = step(model, t, cache, policy)?;
+            stats.histogram[blocks] += 1;
+            Ok(logits)
+        },
+    )?;
     Ok((g, stats))
 }
 
@@ -192,19 +169,6 @@ fn softmax_top2(logits: &[f32]) -> (f32, f32) {
     (p(a), p(b))
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        ab += x as f64 * y as f64;
-        aa += x as f64 * x as f64;
-        bb += y as f64 * y as f64;
-    }
-    if aa == 0.0 || bb == 0.0 {
-        return 0.0;
-    }
-    (ab / (aa.sqrt() * bb.sqrt())) as f32
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,7 +178,6 @@ mod tests {
         // logits [ln 1, ln 2, ln 5] → p = [0.125, 0.25, 0.625]
         let (a, b) = softmax_top2(&[0.0, 2f32.ln(), 5f32.ln()]);
         assert!((a - 0.625).abs() < 1e-6 && (b - 0.25).abs() < 1e-6);
-        assert!((cosine(&[1.0, 0.0], &[1.0, 1.0]) - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
         let stats = ExitStats {
             histogram: vec![0, 0, 3, 1],
         };

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use super::sampler::Sampler;
 use crate::error::{Error, Result};
-use crate::model::{Logits, Model};
+use crate::model::{KvCache, Logits, Model};
 
 pub struct Generation {
     pub tokens: Vec<u32>,
@@ -43,6 +43,28 @@ pub fn generate(
     stop: Option<u32>,
     mut on_token: impl FnMut(u32),
 ) -> Result<Generation> {
+    generate_with(
+        model,
+        prompt,
+        n,
+        sampler,
+        stop,
+        &mut on_token,
+        |t, cache| model.forward(&[t], cache, Logits::Last),
+    )
+}
+
+/// The generation loop with the per-token pass supplied: `next(token, cache)` runs one
+/// token and returns its logits (a plain pass, or one that may exit early).
+pub fn generate_with(
+    model: &Model,
+    prompt: &[u32],
+    n: usize,
+    sampler: &mut Sampler,
+    stop: Option<u32>,
+    on_token: &mut dyn FnMut(u32),
+    mut next: impl FnMut(u32, &mut KvCache) -> Result<Vec<f32>>,
+) -> Result<Generation> {
     if prompt.is_empty() {
         return Err(Error::InvalidInput(
             "the prompt is empty: give at least one token".into(),
@@ -62,13 +84,13 @@ pub fn generate(
     let t1 = Instant::now();
     let mut tokens = Vec::with_capacity(n);
     for i in 0..n {
-        let next = sampler.sample(&logits);
-        tokens.push(next);
-        on_token(next);
-        if Some(next) == stop || i + 1 == n {
+        let t = sampler.sample(&logits);
+        tokens.push(t);
+        on_token(t);
+        if Some(t) == stop || i + 1 == n {
             break;
         }
-        logits = model.forward(&[next], &mut cache, Logits::Last)?;
+        logits = next(t, &mut cache)?;
     }
     Ok(Generation {
         tokens,
