@@ -11,6 +11,7 @@ pub use stats::{BlockStats, SiteStats};
 pub use sweep::Sweep;
 
 use crate::error::{Error, Result};
+use crate::numerics::SplitMix64;
 
 /// `nsamples` windows of `seqlen` tokens each.
 #[derive(Debug, Clone)]
@@ -33,11 +34,11 @@ impl Calibration {
                 tokens.len()
             )));
         }
-        let mut rng = SplitMix(seed);
+        let mut rng = SplitMix64(seed);
         let span = (tokens.len() - seqlen) as u64;
         let windows = (0..nsamples)
             .map(|_| {
-                let start = (rng.next() % span) as usize;
+                let start = (rng.next_u64() % span) as usize;
                 tokens[start..start + seqlen].to_vec()
             })
             .collect();
@@ -46,19 +47,6 @@ impl Calibration {
 
     pub fn n_tokens(&self) -> usize {
         self.windows.len() * self.seqlen
-    }
-}
-
-/// splitmix64: small and reproducible from the seed on every platform.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
     }
 }
 

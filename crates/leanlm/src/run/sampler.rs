@@ -1,6 +1,7 @@
 //! Next-token choice: greedy (temperature 0) or temperature with top-k / top-p filtering.
 
 use crate::error::{Error, Result};
+use crate::numerics::SplitMix64;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SamplerConfig {
@@ -26,7 +27,7 @@ impl Default for SamplerConfig {
 
 pub struct Sampler {
     cfg: SamplerConfig,
-    state: u64,
+    rng: SplitMix64,
 }
 
 /// Index of the largest value (the first one on ties, as llama.cpp's greedy sampler).
@@ -52,11 +53,11 @@ impl Sampler {
         }
         Ok(Self {
             cfg,
-            state: cfg.seed ^ 0x9e37_79b9_7f4a_7c15,
+            rng: SplitMix64(cfg.seed ^ 0x9e37_79b9_7f4a_7c15),
         })
     }
 
-    /// splitmix64: small, fast and reproducible from the seed.
+    /// The next uniform draw in [0, 1) from the seeded splitmix64 stream.
     pub fn is_greedy(&self) -> bool {
         self.cfg.temperature == 0.0
     }
@@ -80,12 +81,7 @@ impl Sampler {
     }
 
     fn next_f64(&mut self) -> f64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+        self.rng.next_f64()
     }
 
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
