@@ -39,6 +39,9 @@ enum Command {
     Prune(commands::prune::Args),
     /// Measure prompt-processing and decode speed (like llama-bench).
     Bench(commands::bench::Args),
+    /// Train a student (pruned model or teacher blocks) on a frozen teacher's
+    /// distributions: knowledge distillation.
+    Distill(Box<commands::distill::Args>),
 }
 
 fn main() {
@@ -73,5 +76,6 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Eval(a) => commands::eval::run(a),
         Command::Quantize(a) => commands::quantize::run(a),
         Command::Prune(a) => commands::prune::run(a),
+        Command::Distill(a) => commands::distill::run(*a),
     }
 }

@@ -6,6 +6,7 @@
 //! (prune, quantize) → `run` (generation) → `measure` (quality and cost).
 
 pub mod calibrate;
+pub mod distill;
 pub mod error;
 pub mod measure;
 pub mod model;

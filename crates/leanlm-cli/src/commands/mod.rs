@@ -1,7 +1,9 @@
 pub mod bench;
+pub mod distill;
 pub mod eval;
 pub mod generate;
 pub mod info;
+pub mod output;
 pub mod prune;
 pub mod quantize;
 pub mod tokenize;

@@ -6,13 +6,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use leanlm::calibrate::Calibration;
-use leanlm::model::{save_gguf, save_hf, HfDtype};
-use leanlm::quant::GgmlType;
 use leanlm::transform::prune::{
     self, Method, OwlConfig, Pattern, PruneConfig, PruneReport, SparseGptConfig, Structured,
 };
-use leanlm::transform::quantize::{for_output, OutType};
 use serde_json::json;
+
+use super::output::{self, disk_bytes, OutTypeArg};
 
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -85,15 +84,6 @@ enum MethodArg {
     Sparsegpt,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum OutTypeArg {
-    F32,
-    F16,
-    #[value(name = "q8_0")]
-    Q8_0,
-    Same,
-}
-
 pub fn run(a: Args) -> Result<()> {
     // Validate everything cheap before loading or calibrating.
     let structured = a.structured.as_deref().map(Structured::parse).transpose()?;
@@ -116,12 +106,7 @@ pub fn run(a: Args) -> Result<()> {
             "this prune needs calibration text: add --calib FILE (e.g. ../shared/data/wikitext-2/valid.txt)"
         );
     }
-    let hf_out = a.output.extension().is_none_or(|e| e != "gguf");
-    if hf_out && matches!(a.outtype, OutTypeArg::Q8_0 | OutTypeArg::Same) {
-        anyhow::bail!(
-            "a Hugging Face folder holds f32 or f16 tensors: use --outtype f32|f16, or a .gguf output"
-        );
-    }
+    output::check(&a.output, a.outtype)?;
 
     let loaded = a.model.load()?;
     let model = &loaded.model;
@@ -177,24 +162,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     bar.finish_and_clear();
 
-    let outtype = match a.outtype {
-        OutTypeArg::F32 => OutType::F32,
-        OutTypeArg::F16 => OutType::F16,
-        OutTypeArg::Q8_0 => OutType::Q8_0,
-        OutTypeArg::Same => OutType::Same,
-    };
-    let source_type = model.layers[0].wq.dtype();
-    let (out_model, dense_as) = for_output(&pruned, outtype, source_type)?;
-    let written = if hf_out {
-        let dtype = match dense_as {
-            GgmlType::F16 => HfDtype::F16,
-            _ => HfDtype::F32,
-        };
-        save_hf(&out_model, &loaded.tokenizer, &a.output, dtype)
-    } else {
-        save_gguf(&out_model, loaded.metadata_to_carry()?, &a.output, dense_as)
-    };
-    written.with_context(|| format!("writing {}", a.output.display()))?;
+    let out_model = output::write(&pruned, &loaded, &a.output, a.outtype)?;
 
     let peak = leanlm::measure::cost::memory().map(|(_, peak)| peak);
     print_summary(&a, &report, &out_model, peak)?;
@@ -255,15 +223,4 @@ fn print_summary(
         )),
     );
     Ok(())
-}
-
-/// Size of a file, or of the files in a folder.
-fn disk_bytes(path: &std::path::Path) -> u64 {
-    match std::fs::read_dir(path) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok()?.metadata().ok())
-            .map(|m| m.len())
-            .sum(),
-        Err(_) => std::fs::metadata(path).map_or(0, |m| m.len()),
-    }
 }

@@ -7,6 +7,7 @@ pub mod kv_cache;
 pub mod llama;
 mod load_gguf;
 mod load_hf;
+pub mod random;
 mod save_gguf;
 mod save_hf;
 

@@ -1,0 +1,108 @@
+//! Small models with seeded random weights, for tests that need a whole model without a
+//! file (gradient checks, round trips).
+
+use super::config::{Arch, Config, RopeStyle};
+use super::llama::{Layer, Model};
+use crate::error::Result;
+use crate::numerics::SplitMix64;
+use crate::quant::Matrix;
+
+/// Shape of a random model.
+#[derive(Debug, Clone, Copy)]
+pub struct RandomSpec {
+    pub layers: usize,
+    pub d_model: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub ffn: usize,
+    pub vocab: usize,
+    pub rope_style: RopeStyle,
+    /// Query/key/value biases (Qwen2-style).
+    pub qkv_bias: bool,
+}
+
+impl Default for RandomSpec {
+    fn default() -> Self {
+        Self {
+            layers: 2,
+            d_model: 32,
+            heads: 4,
+            kv_heads: 2,
+            ffn: 48,
+            vocab: 64,
+            rope_style: RopeStyle::Interleaved,
+            qkv_bias: false,
+        }
+    }
+}
+
+/// Weights uniform in ±1/√fan-in, norm gains near 1, tied embeddings.
+pub fn random_model(spec: RandomSpec, seed: u64) -> Result<Model> {
+    let mut rng = SplitMix64(seed);
+    let mut uniform = |n: usize, scale: f32| -> Vec<f32> {
+        (0..n)
+            .map(|_| (rng.next_f64() as f32 * 2.0 - 1.0) * scale)
+            .collect()
+    };
+    let d = spec.d_model;
+    let hd = d / spec.heads;
+    let mut mat = |rows: usize, cols: usize| {
+        Matrix::from_f32(rows, cols, uniform(rows * cols, 1.0 / (cols as f32).sqrt()))
+    };
+    let mut layers = Vec::with_capacity(spec.layers);
+    for _ in 0..spec.layers {
+        let (wq, wk, wv, wo) = (
+            mat(spec.heads * hd, d)?,
+            mat(spec.kv_heads * hd, d)?,
+            mat(spec.kv_heads * hd, d)?,
+            mat(d, spec.heads * hd)?,
+        );
+        let (w_gate, w_up, w_down) = (mat(spec.ffn, d)?, mat(spec.ffn, d)?, mat(d, spec.ffn)?);
+        layers.push(Layer {
+            attn_norm: vec![1.0; d],
+            wq,
+            wk,
+            wv,
+            wo,
+            bq: None,
+            bk: None,
+            bv: None,
+            ffn_norm: vec![1.0; d],
+            w_gate,
+            w_up,
+            w_down,
+        });
+    }
+    let gain = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|v| 1.0 + v).collect() };
+    for l in &mut layers {
+        l.attn_norm = gain(uniform(d, 0.2));
+        l.ffn_norm = gain(uniform(d, 0.2));
+        if spec.qkv_bias {
+            l.bq = Some(uniform(spec.heads * hd, 0.1));
+            l.bk = Some(uniform(spec.kv_heads * hd, 0.1));
+            l.bv = Some(uniform(spec.kv_heads * hd, 0.1));
+        }
+    }
+    let out_norm = gain(uniform(d, 0.2));
+    let embd = Matrix::from_f32(spec.vocab, d, uniform(spec.vocab * d, 1.0))?;
+    let config = Config {
+        arch: if spec.qkv_bias {
+            Arch::Qwen2
+        } else {
+            Arch::Llama
+        },
+        n_layers: spec.layers,
+        d_model: d,
+        n_heads: spec.heads,
+        n_kv_heads: spec.kv_heads,
+        head_dim: hd,
+        ffn_dim: spec.ffn,
+        vocab_size: spec.vocab,
+        context_len: 256,
+        rms_eps: 1e-5,
+        rope_theta: 10000.0,
+        rope_dim: hd,
+        rope_style: spec.rope_style,
+    };
+    Model::new(config, embd.clone(), layers, out_norm, embd)
+}
