@@ -31,12 +31,12 @@ distill() { # name student-args... ; steps from $STEPS
   local resume=()
   [ -f "$OUT/$name.gguf.ckpt" ] && resume=(--resume)
   $leanlm distill --teacher "$MODEL" "$@" -o "$OUT/$name.gguf" --data "$VALID" --steps "$STEPS" \
-      --lr "${RUN_LR:-$LR}" --warmup 5 --eval-every 36 --eval-ppl "$TEST" --eval-chunks 8 "${resume[@]}" --json > "$OUT/$name.json"
+      --lr "${RUN_LR:-$LR}" --warmup "${RUN_WARMUP:-5}" --eval-every 36 --eval-ppl "$TEST" --eval-chunks 8 "${resume[@]}" --json > "$OUT/$name.json"
 }
 STEPS=${STEPS_DEPTH:-72} distill depth-6-kd --student "$OUT/depth-6.gguf"
 STEPS=${STEPS_WANDA:-40} distill wanda50-kd --student "$OUT/wanda50.gguf"
 DRAFT_LAYERS=0,3,6,9,12,15,18,21,24,29
-STEPS=${STEPS_DRAFT:-20} RUN_LR=3e-4 distill draft10-kd --init-from-teacher layers=$DRAFT_LAYERS
+STEPS=${STEPS_DRAFT:-20} RUN_LR=3e-4 RUN_WARMUP=3 distill draft10-kd --init-from-teacher layers=$DRAFT_LAYERS
 
 evaluate() { # model name
   [ -f "$OUT/$2.eval.json" ] || $leanlm eval "$1" --ppl "$TEST" --chunks "$CHUNKS" --hellaswag "$HS" --json > "$OUT/$2.eval.json"
