@@ -5,7 +5,7 @@
 # chunks) and HellaSwag (1,000 tasks) before and after each, and the draft's acceptance
 # in speculative decoding. Resumable: finished files are kept; a killed distillation
 # continues from its checkpoint.
-#   STEPS_DEPTH (72)  STEPS_WANDA (40)  STEPS_DRAFT (20)  LR (2e-4; 3e-4 for the draft)  CHUNKS (100)
+#   STEPS_DEPTH (72)  STEPS_WANDA (15)  STEPS_DRAFT (20)  LR (2e-4; 3e-4 for the draft)  CHUNKS (100)
 #   Usage: bench/distill-suite.sh [MODEL]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +34,7 @@ distill() { # name student-args... ; steps from $STEPS
       --lr "${RUN_LR:-$LR}" --warmup "${RUN_WARMUP:-5}" --eval-every 36 --eval-ppl "$TEST" --eval-chunks 8 "${resume[@]}" --json > "$OUT/$name.json"
 }
 STEPS=${STEPS_DEPTH:-72} distill depth-6-kd --student "$OUT/depth-6.gguf"
-STEPS=${STEPS_WANDA:-40} distill wanda50-kd --student "$OUT/wanda50.gguf"
+STEPS=${STEPS_WANDA:-15} RUN_WARMUP=3 distill wanda50-kd --student "$OUT/wanda50.gguf"
 DRAFT_LAYERS=0,3,6,9,12,15,18,21,24,29
 STEPS=${STEPS_DRAFT:-20} RUN_LR=3e-4 RUN_WARMUP=3 distill draft10-kd --init-from-teacher layers=$DRAFT_LAYERS
 
