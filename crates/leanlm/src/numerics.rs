@@ -34,6 +34,25 @@ impl SplitMix64 {
     }
 }
 
+/// FNV-1a, 64-bit, over little-endian u64 words: a stable fingerprint of token streams
+/// and settings for cache files.
+#[derive(Debug, Clone)]
+pub struct Fnv1a(pub u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    pub fn eat(&mut self, x: u64) {
+        for b in x.to_le_bytes() {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

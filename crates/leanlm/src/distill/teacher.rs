@@ -177,19 +177,14 @@ fn run_live(
 
 /// FNV-1a over the window length and every packed token.
 pub fn data_fingerprint(data: &Dataset) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    let mut eat = |x: u64| {
-        for b in x.to_le_bytes() {
-            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-    };
-    eat(data.seq as u64);
+    let mut h = crate::numerics::Fnv1a::default();
+    h.eat(data.seq as u64);
     for w in 0..data.n_windows {
         for &t in data.window(w) {
-            eat(t as u64);
+            h.eat(t as u64);
         }
     }
-    h
+    h.0
 }
 
 fn header_len(h: &CacheHeader) -> Result<u64> {

@@ -21,7 +21,8 @@ use super::teacher::{data_fingerprint, Teacher};
 use crate::error::{Error, Result};
 use crate::measure::kld::log_softmax as log_softmax_row;
 use crate::measure::perplexity::{perplexity_of, Chunks};
-use crate::model::{KvCache, Logits, Model, Pass};
+use crate::model::{Logits, Model};
+use crate::run::sampler::argmax;
 
 /// Hidden-state matching of the student after `student` blocks to the teacher after
 /// `teacher` blocks (0 = the embeddings).
@@ -447,8 +448,12 @@ impl<'a> Trainer<'a> {
         let v = student.vocab_size();
         for &w in &held {
             let win = self.data.window(w);
-            let lt = all_logits(self.teacher_model, win)?;
-            let ls = all_logits(&student, win)?;
+            let lt = self.teacher_model.forward(
+                win,
+                &mut self.teacher_model.new_cache(),
+                Logits::All,
+            )?;
+            let ls = student.forward(win, &mut student.new_cache(), Logits::All)?;
             for (rt, rs) in lt.chunks_exact(v).zip(ls.chunks_exact(v)) {
                 let (pt, ps) = (log_softmax_row(rt), log_softmax_row(rs));
                 kld += pt
@@ -472,24 +477,6 @@ impl<'a> Trainer<'a> {
             ppl,
         })
     }
-}
-
-fn all_logits(model: &Model, tokens: &[u32]) -> Result<Vec<f32>> {
-    let mut cache: KvCache = model.new_cache();
-    model.forward_batch(&[tokens], &mut [&mut cache], Pass::logits(Logits::All))
-}
-
-fn argmax(x: &[f32]) -> usize {
-    x.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
-            if v > bv {
-                (i, v)
-            } else {
-                (bi, bv)
-            }
-        })
-        .0
 }
 
 #[cfg(test)]

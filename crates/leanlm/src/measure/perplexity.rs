@@ -210,19 +210,14 @@ impl Chunks {
     /// FNV-1a over the tokens evaluated, the context and the protocol: identifies the
     /// positions a base-logits cache belongs to.
     pub fn fingerprint(&self) -> u64 {
-        let mut h = 0xcbf2_9ce4_8422_2325u64;
-        let mut eat = |x: u64| {
-            for b in x.to_le_bytes() {
-                h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-            }
-        };
-        eat(self.ctx as u64);
-        eat(self.protocol.first_target(self.ctx) as u64);
-        eat(self.bos.map_or(u64::MAX, |b| b as u64));
+        let mut h = crate::numerics::Fnv1a::default();
+        h.eat(self.ctx as u64);
+        h.eat(self.protocol.first_target(self.ctx) as u64);
+        h.eat(self.bos.map_or(u64::MAX, |b| b as u64));
         for &t in &self.tokens[..self.count * self.ctx] {
-            eat(t as u64);
+            h.eat(t as u64);
         }
-        h
+        h.0
     }
 
     pub fn get(&self, c: usize) -> Vec<u32> {
