@@ -65,8 +65,6 @@ pub struct Student {
     out_norm: Tensor,
     output: Tensor,
     params: Vec<Param>,
-    /// (rope_dim/2) inverse frequencies.
-    inv_freq: Vec<f32>,
     device: Device,
     dtype: DType,
 }
@@ -89,9 +87,7 @@ impl Student {
                           trainable: bool,
                           decay: bool|
          -> Result<Tensor> {
-            let t = Tensor::from_vec(data, shape, &Device::Cpu)?
-                .to_dtype(dtype)?
-                .to_device(device)?;
+            let t = to_student(data, shape, dtype, device)?;
             if !trainable {
                 return Ok(t);
             }
@@ -173,15 +169,6 @@ impl Student {
             true,
             false,
         )?;
-        let half = model.config.rope_dim / 2;
-        let inv_freq = (0..half)
-            .map(|i| {
-                model
-                    .config
-                    .rope_theta
-                    .powf(-((2 * i) as f32) / model.config.rope_dim as f32)
-            })
-            .collect();
         Ok(Self {
             base: model.clone(),
             layers,
@@ -189,7 +176,6 @@ impl Student {
             out_norm,
             output,
             params,
-            inv_freq,
             device: device.clone(),
             dtype,
         })
@@ -295,21 +281,17 @@ impl Student {
 
     /// cos/sin of position × inverse frequency, (t, rope_dim/2).
     fn rope_tables(&self, t: usize) -> Result<(Tensor, Tensor)> {
-        let half = self.inv_freq.len();
+        let inv_freq = self.base.rope_inv_freq();
+        let half = inv_freq.len();
         let (mut c, mut s) = (Vec::with_capacity(t * half), Vec::with_capacity(t * half));
         for pos in 0..t {
-            for &f in &self.inv_freq {
+            for &f in inv_freq {
                 let (sn, cs) = (pos as f32 * f).sin_cos();
                 c.push(cs);
                 s.push(sn);
             }
         }
-        let mk = |v: Vec<f32>| -> Result<Tensor> {
-            Ok(Tensor::from_vec(v, (t, half), &Device::Cpu)?
-                .to_dtype(self.dtype)?
-                .to_device(&self.device)?)
-        };
-        Ok((mk(c)?, mk(s)?))
+        Ok((self.constant(c, &[t, half])?, self.constant(s, &[t, half])?))
     }
 
     /// 0 on and below the diagonal, a large negative number above, (t, t).
@@ -317,9 +299,12 @@ impl Student {
         let m: Vec<f32> = (0..t * t)
             .map(|i| if i % t > i / t { -1e9 } else { 0.0 })
             .collect();
-        Ok(Tensor::from_vec(m, (t, t), &Device::Cpu)?
-            .to_dtype(self.dtype)?
-            .to_device(&self.device)?)
+        self.constant(m, &[t, t])
+    }
+
+    /// An f32 table as a tensor of the student's dtype on its device.
+    fn constant(&self, v: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+        to_student(v, shape, self.dtype, &self.device)
     }
 
     /// Rotate the first rope_dim dimensions of each head, (b, n, t, hd) in and out.
@@ -397,6 +382,13 @@ impl Student {
             output,
         )
     }
+}
+
+/// f32 values → a tensor of `dtype` on `device`.
+fn to_student(v: Vec<f32>, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+    Ok(Tensor::from_vec(v, shape, &Device::Cpu)?
+        .to_dtype(dtype)?
+        .to_device(device)?)
 }
 
 /// y = x / sqrt(mean(x²) + eps) ⊙ w over the last dimension.

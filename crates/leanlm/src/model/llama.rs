@@ -244,6 +244,11 @@ impl Model {
         })
     }
 
+    /// RoPE inverse frequencies θ^(−2i/rope_dim), i < rope_dim/2.
+    pub fn rope_inv_freq(&self) -> &[f32] {
+        &self.inv_freq
+    }
+
     /// A fresh cache sized for this model's layers.
     pub fn new_cache(&self) -> KvCache {
         let hd = self.config.head_dim;
