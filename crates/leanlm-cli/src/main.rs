@@ -42,6 +42,13 @@ enum Command {
     /// Train a student (pruned model or teacher blocks) on a frozen teacher's
     /// distributions: knowledge distillation.
     Distill(Box<commands::distill::Args>),
+    /// Run a recipe (prune → distill → quantize → decode), measure every stage the same
+    /// way and write report.md / report.html.
+    Run(commands::run::Args),
+    /// Check a recipe file without running it.
+    Recipe(commands::recipe::Args),
+    /// Print the tables of finished runs side by side.
+    Compare(commands::compare::Args),
 }
 
 fn main() {
@@ -77,5 +84,8 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Quantize(a) => commands::quantize::run(a),
         Command::Prune(a) => commands::prune::run(a),
         Command::Distill(a) => commands::distill::run(*a),
+        Command::Run(a) => commands::run::run(a),
+        Command::Recipe(a) => commands::recipe::run(a),
+        Command::Compare(a) => commands::compare::run(a),
     }
 }

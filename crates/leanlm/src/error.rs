@@ -54,6 +54,9 @@ pub enum Error {
     ContextOverflow { needed: usize, ctx: usize },
 
     #[error(transparent)]
+    Recipe(Box<crate::recipe::RecipeError>),
+
+    #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
 

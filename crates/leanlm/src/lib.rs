@@ -12,6 +12,8 @@ pub mod measure;
 pub mod model;
 pub mod numerics;
 pub mod quant;
+pub mod recipe;
+pub mod report;
 pub mod run;
 pub mod tokenizer;
 pub mod transform;

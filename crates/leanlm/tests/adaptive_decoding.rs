@@ -159,3 +159,39 @@ fn early_exit_that_never_fires_is_the_plain_pass() {
     };
     assert!(generate_early_exit(m, prompt, 4, &mut greedy(), None, &bad, |_| {}).is_err());
 }
+
+#[test]
+fn a_base_is_scored_with_every_block_even_when_the_variant_exits_early() {
+    use leanlm::measure::{BaseLogits, Chunks, PerplexityOptions, Protocol};
+    let loaded = common::default_model();
+    let (m, tok) = (&loaded.model, &loaded.tokenizer);
+    let text = std::fs::read_to_string(common::shared_data("wikitext-2/valid.txt")).unwrap();
+    let opt = PerplexityOptions {
+        ctx: 64,
+        protocol: Protocol::LlamaCpp,
+        max_chunks: Some(2),
+    };
+    let plain = Chunks::new(m, tok, &text[..20_000], &opt).unwrap();
+    // Threshold 0: every position leaves after the first block.
+    let always = ExitPolicy {
+        measure: Confidence::MaxProb,
+        threshold: 0.0,
+        min_layers: 1,
+        every: 1,
+    };
+    let exiting = Chunks::new(m, tok, &text[..20_000], &opt)
+        .unwrap()
+        .with_early_exit(m, always)
+        .unwrap();
+    let a = BaseLogits::compute(m, &plain, 8, |_, _| {}).unwrap();
+    let b = BaseLogits::compute(m, &exiting, 8, |_, _| {}).unwrap();
+    assert_eq!(a.positions.len(), b.positions.len());
+    for (x, y) in a.positions.iter().zip(&b.positions) {
+        assert_eq!((x.target, x.target_logp), (y.target, y.target_logp));
+        assert_eq!(x.top, y.top);
+    }
+    // The variant itself does exit early.
+    let (full, _) = plain.score(m, &plain.get(0)).unwrap();
+    let (early, _) = exiting.score(m, &exiting.get(0)).unwrap();
+    assert_ne!(full, early);
+}

@@ -21,6 +21,34 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Real text for the decode test with early exit or speculation, whose speed depends
+    /// on the tokens: each repetition decodes -n tokens greedily after 64 tokens of it.
+    #[arg(long, value_name = "FILE")]
+    text: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    spec: super::SpecArgs,
+    #[command(flatten)]
+    exit: super::ExitArgs,
+}
+
+/// What adaptive decoding did over all decode repetitions.
+#[derive(Default, serde::Serialize)]
+struct Adaptive {
+    exit_histogram: Vec<usize>,
+    mean_blocks: Option<f64>,
+    drafted: usize,
+    accepted: usize,
+    rounds: usize,
+    /// Blocks run (draft and target) per token decoded after the first.
+    blocks_per_token: Option<f64>,
+    /// Accepted drafts per verification pass, plus the target's own token.
+    tokens_per_target_pass: Option<f64>,
+    /// FLOPs per decoded token: the dense figure scaled by blocks run per token.
+    effective_flops_per_token: Option<f64>,
+    #[serde(skip)]
+    layer_evals: usize,
+    #[serde(skip)]
+    decoded: usize,
 }
 
 /// Median and (min, max) of tokens/s over the repetitions.
@@ -61,6 +89,57 @@ fn prompt_speed(model: &Model, n: usize) -> Result<f64> {
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
+/// Decode `n` tokens greedily after 64 tokens of `text` starting at `offset`, with early
+/// exit or speculation; tokens/s after the first token.
+fn adaptive_decode_speed(
+    loaded: &leanlm::model::Loaded,
+    draft: Option<&Model>,
+    a: &Args,
+    text: &[u32],
+    offset: usize,
+    acc: &mut Adaptive,
+) -> Result<f64> {
+    let start = offset % text.len().saturating_sub(64).max(1);
+    let prompt = &text[start..(start + 64).min(text.len())];
+    let mut sampler = leanlm::run::Sampler::new(leanlm::run::SamplerConfig::default())?;
+    let m = &loaded.model;
+    let g = if let Some(policy) = a.exit.policy() {
+        let (g, st) = leanlm::run::generate_early_exit(
+            m,
+            prompt,
+            a.n_gen,
+            &mut sampler,
+            None,
+            &policy,
+            |_| {},
+        )?;
+        acc.exit_histogram.resize(st.histogram.len(), 0);
+        for (h, c) in acc.exit_histogram.iter_mut().zip(&st.histogram) {
+            *h += c;
+        }
+        g
+    } else {
+        let drafter = a.spec.drafter(draft);
+        let (g, st) = leanlm::run::generate_speculative(
+            m,
+            &drafter,
+            prompt,
+            a.n_gen,
+            &mut sampler,
+            None,
+            a.spec.options(),
+            |_| {},
+        )?;
+        acc.drafted += st.drafted;
+        acc.accepted += st.accepted;
+        acc.rounds += st.rounds;
+        acc.layer_evals += st.draft_layer_evals + st.target_layer_evals;
+        acc.decoded += g.tokens.len().saturating_sub(1);
+        g
+    };
+    Ok(g.decode_tokens_per_sec())
+}
+
 fn decode_speed(model: &Model, n: usize) -> Result<f64> {
     let toks = tokens(model, n);
     let mut cache = model.new_cache();
@@ -75,8 +154,31 @@ pub fn run(a: Args) -> Result<()> {
     if a.reps == 0 || a.n_prompt == 0 || a.n_gen == 0 {
         anyhow::bail!("-p, -n and -r must all be at least 1");
     }
+    let adaptive = a.exit.threshold.is_some() || a.spec.enabled();
+    if a.exit.threshold.is_some() && a.spec.enabled() {
+        anyhow::bail!("choose early exit or speculative decoding, not both");
+    }
+    if adaptive && a.text.is_none() {
+        anyhow::bail!(
+            "early exit and speculation depend on the tokens: give --text FILE (e.g. WikiText-2) for the decode test"
+        );
+    }
     let loaded = a.model.load()?;
     let m = &loaded.model;
+    let draft = a.spec.draft.as_deref().map(super::load).transpose()?;
+    let text = match &a.text {
+        Some(p) if adaptive => {
+            let ids = loaded
+                .tokenizer
+                .encode(&super::read_utf8(p)?, false, false)?;
+            if ids.len() < 65 {
+                anyhow::bail!("{}: fewer than 65 tokens", p.display());
+            }
+            ids
+        }
+        _ => Vec::new(),
+    };
+    let mut acc = Adaptive::default();
     if a.n_prompt.max(a.n_gen) > m.config.context_len {
         anyhow::bail!(
             "-p/-n exceed the model's context of {} tokens",
@@ -94,15 +196,38 @@ pub fn run(a: Args) -> Result<()> {
     let cpu0 = cost::cpu_seconds();
     let tg = stat(
         (0..a.reps)
-            .map(|_| decode_speed(m, a.n_gen))
+            .map(|r| {
+                if adaptive {
+                    let d = draft.as_ref().map(|d| &d.model);
+                    adaptive_decode_speed(&loaded, d, &a, &text, r * 7919, &mut acc)
+                } else {
+                    decode_speed(m, a.n_gen)
+                }
+            })
             .collect::<Result<_>>()?,
     );
+    if !acc.exit_histogram.is_empty() {
+        let (sum, n) = acc
+            .exit_histogram
+            .iter()
+            .enumerate()
+            .fold((0, 0), |(s, n), (k, &c)| (s + k * c, n + c));
+        acc.mean_blocks = Some(sum as f64 / n.max(1) as f64);
+        acc.blocks_per_token = acc.mean_blocks;
+    } else if acc.decoded > 0 {
+        acc.blocks_per_token = Some(acc.layer_evals as f64 / acc.decoded as f64);
+        acc.tokens_per_target_pass =
+            Some((acc.accepted + acc.rounds) as f64 / acc.rounds.max(1) as f64);
+    }
     // CPU seconds (all threads) per decoded token → CPU-hours per million tokens.
     let cpu_hours_per_mtok = cpu0
         .zip(cost::cpu_seconds())
         .map(|(t0, t1)| (t1 - t0) / (a.reps * a.n_gen) as f64 * 1e6 / 3600.0);
     let threads = rayon::current_num_threads();
     let c = cost::ModelCost::of(m, a.n_prompt);
+    acc.effective_flops_per_token = acc
+        .blocks_per_token
+        .map(|b| c.flops_per_token_effective * b / m.layers.len() as f64);
     let (rss, peak) = cost::memory().unwrap_or((0, 0));
     let weight_bytes = c.weight_bytes_per_token;
     let ttft = a.n_prompt as f64 / pp.median;
@@ -115,6 +240,7 @@ pub fn run(a: Args) -> Result<()> {
                 "cost": c, "file_bytes": loaded.file_bytes(), "rss_bytes": rss, "peak_rss_bytes": peak,
             "time_to_first_token_s": ttft, "cpu_hours_per_million_tokens": cpu_hours_per_mtok,
             "weight_bytes_per_token": weight_bytes,
+                "adaptive": adaptive.then_some(&acc),
                 "results": [s(&format!("pp{}", a.n_prompt), a.n_prompt, &pp), s(&format!("tg{}", a.n_gen), a.n_gen, &tg)]
             })
         );
@@ -132,6 +258,21 @@ pub fn run(a: Args) -> Result<()> {
             println!(
                 "{name:>8} {:>12.2} {:>9.2} … {:>8.2}",
                 st.median, st.min, st.max
+            );
+        }
+        if let Some(b) = acc.mean_blocks {
+            println!(
+                "early exit: {b:.2} of {} blocks per decoded token",
+                m.layers.len()
+            );
+        }
+        if acc.rounds > 0 {
+            println!(
+                "speculative: {}/{} drafts accepted ({:.0}%), {:.2} tokens per target pass",
+                acc.accepted,
+                acc.drafted,
+                100.0 * acc.accepted as f64 / acc.drafted.max(1) as f64,
+                (acc.accepted + acc.rounds) as f64 / acc.rounds as f64
             );
         }
         println!(

@@ -56,6 +56,142 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Choose the early-exit threshold that runs the fewest blocks while at most BUDGET of
+    /// the --ppl positions change their top token vs the full model (or mean KLD ≤ BUDGET
+    /// with --exit-budget kld). Uses --exit-measure/--exit-min/--exit-every, and the first
+    /// --chunks (default 4) chunks of --ctx tokens.
+    #[arg(long, value_name = "BUDGET")]
+    calibrate_exit: Option<f64>,
+    /// What --calibrate-exit's budget limits.
+    #[arg(long, value_enum, default_value = "top1")]
+    exit_budget: BudgetArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BudgetArg {
+    /// Fraction of positions whose top token differs from the full model's.
+    Top1,
+    /// Mean KL divergence from the full model, nats.
+    Kld,
+}
+
+/// `--calibrate-exit`: profile the candidate exits once, then pick the threshold.
+fn calibrate_exit(a: &Args, budget: f64) -> Result<()> {
+    let path = a
+        .ppl
+        .as_ref()
+        .context("--calibrate-exit needs --ppl FILE (calibration text)")?;
+    if a.exit.threshold.is_some() {
+        anyhow::bail!("--calibrate-exit chooses the threshold: leave out --early-exit");
+    }
+    if !(budget >= 0.0 && budget.is_finite()) {
+        anyhow::bail!("--calibrate-exit needs a budget ≥ 0 (e.g. 0.01 for 1% top-1 disagreement)");
+    }
+    let loaded = a.model.load()?;
+    let (model, tok) = (&loaded.model, &loaded.tokenizer);
+    let text = read_text(path)?;
+    let opt = PerplexityOptions {
+        ctx: a.ctx.unwrap_or(512),
+        protocol: Protocol::LlamaCpp,
+        max_chunks: Some(a.chunks.unwrap_or(4)),
+    };
+    let chunks = Chunks::new(model, tok, &text, &opt)?;
+    let windows: Vec<Vec<u32>> = (0..chunks.len()).map(|c| chunks.get(c)).collect();
+    let policy = a.exit.policy_at(0.0);
+    let b = super::bar("profiling exits");
+    b.set_length(1);
+    let profile = leanlm::run::exit_threshold::profile(model, &windows, &policy)?;
+    b.finish_and_clear();
+    let budget_kind = match a.exit_budget {
+        BudgetArg::Top1 => leanlm::run::Budget::Disagreement(budget),
+        BudgetArg::Kld => leanlm::run::Budget::Kld(budget),
+    };
+    let sweep = profile.sweep(100);
+    let predicted = profile.choose(budget_kind, 100);
+    let n = model.layers.len();
+    // The profile is teacher-forced with every block's K/V; in generation, skipped blocks
+    // get K/V from the exit state, which moves later positions too. Check the choice the
+    // way generation decodes (scored positions one at a time) and raise the threshold
+    // along the sweep until the realized figure meets the budget.
+    let base = BaseLogits::compute(model, &chunks, 1, |_, _| {})?;
+    let mut ladder: Vec<f32> = sweep
+        .iter()
+        .map(|p| p.threshold)
+        .filter(|&t| t >= predicted.threshold && t.is_finite())
+        .collect();
+    ladder.sort_by(f32::total_cmp);
+    let mut chosen = profile.at(f32::INFINITY);
+    let mut realized = None;
+    let b = super::bar("checking thresholds as decoded");
+    b.set_length(ladder.len().min(8) as u64);
+    for &t in ladder.iter().take(8) {
+        let exiting =
+            Chunks::new(model, tok, &text, &opt)?.with_early_exit(model, a.exit.policy_at(t))?;
+        let r = compare(&base, model, &exiting, |_, _| {})?;
+        b.inc(1);
+        let ok = match budget_kind {
+            leanlm::run::Budget::Disagreement(f) => 1.0 - r.same_top <= f,
+            leanlm::run::Budget::Kld(k) => r.mean_kld <= k,
+        };
+        if ok {
+            chosen = profile.at(t);
+            realized = Some(
+                json!({"threshold": t, "disagreement": 1.0 - r.same_top, "mean_kld": r.mean_kld,
+                                   "mean_blocks": exiting.mean_exit_blocks()}),
+            );
+            break;
+        }
+    }
+    b.finish_and_clear();
+    if a.json {
+        println!(
+            "{}",
+            json!({"model": a.model.path(), "positions": profile.positions(), "exits": profile.exits,
+                   "policy": policy, "budget": budget, "budget_kind": format!("{:?}", budget_kind),
+                   "predicted": predicted, "chosen": chosen, "realized": realized,
+                   "never_exits": chosen.threshold.is_infinite(), "sweep": sweep})
+        );
+        return Ok(());
+    }
+    println!(
+        "{} positions, exits after blocks {:?} of {n}, measure {:?}",
+        profile.positions(),
+        profile.exits,
+        policy.measure
+    );
+    println!(
+        "{:>10} {:>12} {:>14} {:>10}",
+        "threshold", "blocks/token", "top-1 differs", "mean KLD"
+    );
+    let step = (sweep.len() / 12).max(1);
+    for p in sweep.iter().step_by(step) {
+        println!(
+            "{:>10.4} {:>12.2} {:>13.2}% {:>10.4}",
+            p.threshold,
+            p.mean_blocks,
+            100.0 * p.disagreement,
+            p.mean_kld
+        );
+    }
+    println!(
+        "teacher-forced choice: {} ({:.2} blocks per token, top-1 differs at {:.2}%)",
+        predicted.threshold,
+        predicted.mean_blocks,
+        100.0 * predicted.disagreement
+    );
+    match &realized {
+        None => println!(
+            "chosen: never exit (decoded as in generation, no checked threshold met the budget with fewer than {n} blocks per token)"
+        ),
+        Some(r) => println!(
+            "chosen: --early-exit {} → decoded as in generation: {:.2} of {n} blocks per token, top-1 differs at {:.2}%, mean KLD {:.4}",
+            chosen.threshold,
+            r["mean_blocks"].as_f64().unwrap_or(f64::NAN),
+            100.0 * r["disagreement"].as_f64().unwrap_or(f64::NAN),
+            r["mean_kld"].as_f64().unwrap_or(f64::NAN)
+        ),
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -73,6 +209,9 @@ fn read_text(path: &Path) -> Result<String> {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if let Some(budget) = a.calibrate_exit {
+        return calibrate_exit(&a, budget);
+    }
     if a.ppl.is_none() && a.hellaswag.is_none() && a.mc.is_none() {
         anyhow::bail!("nothing to evaluate: give --ppl FILE, --hellaswag FILE or --mc FILE");
     }
@@ -250,7 +389,7 @@ pub fn run(a: Args) -> Result<()> {
         out.insert(label.into(), serde_json::to_value(&r)?);
     }
     if let Some(path) = &a.results {
-        let commit = git_commit();
+        let commit = super::git_commit();
         let records: Vec<Record> = records
             .into_iter()
             .map(|r| Record {
@@ -340,14 +479,4 @@ fn print_kld(k: &KldReport) {
         "  PPL base {:.4}, variant {:.4}, ratio {:.4}",
         k.ppl_base, k.ppl_variant, k.ppl_ratio
     );
-}
-
-fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

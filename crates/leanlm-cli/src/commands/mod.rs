@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod compare;
 pub mod distill;
 pub mod eval;
 pub mod generate;
@@ -6,6 +7,8 @@ pub mod info;
 pub mod output;
 pub mod prune;
 pub mod quantize;
+pub mod recipe;
+pub mod run;
 pub mod tokenize;
 
 use std::path::{Path, PathBuf};
@@ -93,6 +96,17 @@ pub fn read_utf8(path: &Path) -> Result<String> {
     })
 }
 
+/// The short commit of the working directory's git checkout, when there is one.
+pub fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 /// A progress bar on stderr: `what [bar] pos/len, ETA … message`.
 pub fn bar(what: &str) -> indicatif::ProgressBar {
     let b = indicatif::ProgressBar::new(0);
@@ -128,7 +142,12 @@ pub enum MeasureArg {
 
 impl ExitArgs {
     pub fn policy(&self) -> Option<leanlm::run::ExitPolicy> {
-        self.threshold.map(|threshold| leanlm::run::ExitPolicy {
+        self.threshold.map(|t| self.policy_at(t))
+    }
+
+    /// The policy with the given threshold (for calibration, which chooses it).
+    pub fn policy_at(&self, threshold: f32) -> leanlm::run::ExitPolicy {
+        leanlm::run::ExitPolicy {
             measure: match self.measure {
                 MeasureArg::Maxprob => leanlm::run::Confidence::MaxProb,
                 MeasureArg::Margin => leanlm::run::Confidence::Margin,
@@ -137,7 +156,7 @@ impl ExitArgs {
             threshold,
             min_layers: self.min_layers,
             every: self.every,
-        })
+        }
     }
 }
 

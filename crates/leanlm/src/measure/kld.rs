@@ -66,7 +66,8 @@ impl BaseLogits {
         let v = model.vocab_size();
         let mut positions = Vec::new();
         for c in 0..chunks.len() {
-            let (logits, targets) = chunks.score(model, &chunks.get(c))?;
+            // The base runs every block even when the variant exits early.
+            let (logits, targets) = chunks.score_full(model, &chunks.get(c))?;
             for (j, &target) in targets.iter().enumerate() {
                 let lp = log_softmax(&logits[j * v..(j + 1) * v]);
                 positions.push(BasePosition {

@@ -246,6 +246,14 @@ impl Chunks {
             }
             return Ok((logits, chunk[first..].to_vec()));
         }
+        self.score_full(model, chunk)
+    }
+
+    /// [`Self::score`] with every block run, whatever the early-exit policy: the
+    /// reference a base model's logits are taken from.
+    pub fn score_full(&self, model: &Model, chunk: &[u32]) -> Result<(Vec<f32>, Vec<u32>)> {
+        let first = self.protocol.first_target(self.ctx);
+        let mut cache = model.new_cache();
         // Positions first-1 .. ctx-2 predict tokens first .. ctx-1; the last position's
         // logits (predicting past the chunk) are computed and dropped.
         let mut logits = model.forward(chunk, &mut cache, Logits::Tail(self.ctx - first + 1))?;

@@ -152,7 +152,8 @@ pub fn generate_early_exit(
 }
 
 /// The two largest softmax probabilities.
-fn softmax_top2(logits: &[f32]) -> (f32, f32) {
+/// The softmax probabilities of the two largest logits.
+pub(crate) fn softmax_top2(logits: &[f32]) -> (f32, f32) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
     let mut sum = 0f64;

@@ -2,11 +2,13 @@
 
 pub mod chat;
 pub mod early_exit;
+pub mod exit_threshold;
 pub mod generate;
 pub mod sampler;
 pub mod speculative;
 
 pub use early_exit::{generate_early_exit, Confidence, ExitPolicy, ExitStats};
+pub use exit_threshold::{Budget, ExitProfile, ThresholdPoint};
 pub use generate::{generate, Generation};
 pub use sampler::{argmax, Sampler, SamplerConfig};
 pub use speculative::{generate_speculative, Drafter, SpecOptions, SpecStats};

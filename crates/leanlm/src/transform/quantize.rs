@@ -37,25 +37,48 @@ pub fn quantize_matrix(m: &Matrix, target: GgmlType) -> Result<Matrix> {
     )
 }
 
-/// Every matrix of `model` (blocks, embedding and LM head) in `target`.
-pub fn quantize_model(model: &Model, target: GgmlType) -> Result<Model> {
-    map_matrices(model, &|m| quantize_matrix(m, target))
+/// The type of the token embedding and LM head for a `target`: 4-bit types keep them at
+/// Q8_0, as llama.cpp keeps them above the blocks' precision (the head sees every token,
+/// and a tied one is also the embedding).
+pub fn embedding_type(target: GgmlType) -> GgmlType {
+    match target {
+        GgmlType::Q4_0 | GgmlType::Q4_1 => GgmlType::Q8_0,
+        t => t,
+    }
+}
+
+/// Every block matrix of `model` in `target`, the embedding and LM head in `embeddings`.
+pub fn quantize_model(model: &Model, target: GgmlType, embeddings: GgmlType) -> Result<Model> {
+    let mut out = map_blocks(model, &|m| quantize_matrix(m, target))?;
+    out.tok_embd = quantize_matrix(&model.tok_embd, embeddings)?;
+    out.output = if model.tied() {
+        out.tok_embd.clone()
+    } else {
+        quantize_matrix(&model.output, embeddings)?
+    };
+    Ok(out)
+}
+
+/// `model` with `f` applied to every block matrix.
+fn map_blocks(model: &Model, f: &dyn Fn(&Matrix) -> Result<Matrix>) -> Result<Model> {
+    let mut out = model.clone();
+    for l in out.layers.iter_mut() {
+        for (_, _, m) in l.matrices_mut() {
+            *m = f(m)?;
+        }
+    }
+    Ok(out)
 }
 
 /// `model` with `f` applied to every matrix (a tied head stays tied).
 pub fn map_matrices(model: &Model, f: &dyn Fn(&Matrix) -> Result<Matrix>) -> Result<Model> {
-    let mut out = model.clone();
+    let mut out = map_blocks(model, f)?;
     out.tok_embd = f(&model.tok_embd)?;
     out.output = if model.tied() {
         out.tok_embd.clone()
     } else {
         f(&model.output)?
     };
-    for l in out.layers.iter_mut() {
-        for (_, _, m) in l.matrices_mut() {
-            *m = f(m)?;
-        }
-    }
     Ok(out)
 }
 
@@ -77,7 +100,10 @@ pub fn for_output(model: &Model, out: OutType, source: GgmlType) -> Result<(Mode
     match out {
         OutType::F32 => Ok((map_matrices(model, &dense)?, GgmlType::F32)),
         OutType::F16 => Ok((map_matrices(model, &dense)?, GgmlType::F16)),
-        OutType::Q8_0 => Ok((quantize_model(model, GgmlType::Q8_0)?, GgmlType::F32)),
+        OutType::Q8_0 => Ok((
+            quantize_model(model, GgmlType::Q8_0, GgmlType::Q8_0)?,
+            GgmlType::F32,
+        )),
         OutType::Same => {
             let back = |m: &Matrix| match (m.dtype(), TARGETS.contains(&source)) {
                 (GgmlType::F32, true) => quantize_matrix(m, source),
