@@ -207,12 +207,7 @@ pub fn run(a: Args) -> Result<()> {
             .collect::<Result<_>>()?,
     );
     if !acc.exit_histogram.is_empty() {
-        let (sum, n) = acc
-            .exit_histogram
-            .iter()
-            .enumerate()
-            .fold((0, 0), |(s, n), (k, &c)| (s + k * c, n + c));
-        acc.mean_blocks = Some(sum as f64 / n.max(1) as f64);
+        acc.mean_blocks = Some(leanlm::run::early_exit::mean_blocks(&acc.exit_histogram));
         acc.blocks_per_token = acc.mean_blocks;
     } else if acc.decoded > 0 {
         acc.blocks_per_token = Some(acc.layer_evals as f64 / acc.decoded as f64);

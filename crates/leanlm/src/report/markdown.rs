@@ -50,12 +50,8 @@ pub fn cells(rows: &[Row], r: &Row) -> Vec<String> {
         notes.push(format!("{:.0}% of drafts accepted", 100.0 * a));
     }
     if !r.exit_histogram.is_empty() {
-        let (s, n) = r
-            .exit_histogram
-            .iter()
-            .enumerate()
-            .fold((0, 0), |(s, n), (k, &c)| (s + k * c, n + c));
-        notes.push(format!("{:.1} blocks/token", s as f64 / n.max(1) as f64));
+        let b = crate::run::early_exit::mean_blocks(&r.exit_histogram);
+        notes.push(format!("{b:.1} blocks/token"));
     }
     vec![
         r.variant.clone(),

@@ -181,6 +181,40 @@ pub fn quality_vs_cost_svg(rows: &[Row], axis: CostAxis, goal: Option<(f64, f64)
     Ok(buf)
 }
 
+type BlockChart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// Axes for a per-block figure: blocks 0..n on x, 0..top (percent) on y.
+fn per_block_chart<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    n: usize,
+    top: f64,
+    x_desc: &str,
+    y_desc: &str,
+) -> Result<BlockChart<'a, 'b>, String> {
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(root)
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(52)
+        .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..(top * 1.15).max(1.0))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .axis_desc_style(("sans-serif", 14))
+        .label_style(("sans-serif", 12))
+        .x_desc(x_desc)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc(y_desc)
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
+}
+
 /// Percentage of zero weights per block, one line per variant that has any.
 pub fn sparsity_svg(rows: &[Row]) -> Svg {
     let shown: Vec<&Row> = rows
@@ -203,23 +237,7 @@ pub fn sparsity_svg(rows: &[Row]) -> Svg {
     let mut buf = String::new();
     {
         let root = SVGBackend::with_string(&mut buf, (620, 360)).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(14)
-            .x_label_area_size(40)
-            .y_label_area_size(52)
-            .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..(top * 1.15).max(1.0))
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .axis_desc_style(("sans-serif", 14))
-            .label_style(("sans-serif", 12))
-            .x_desc("block")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_desc("zero weights %")
-            .light_line_style(WHITE.mix(0.0))
-            .draw()
-            .map_err(err)?;
+        let mut chart = per_block_chart(&root, n, top, "block", "zero weights %")?;
         for (k, r) in shown.iter().enumerate() {
             let color = PALETTE[k % PALETTE.len()];
             let pts: Vec<(f64, f64)> = r
@@ -268,26 +286,8 @@ pub fn exit_histogram_svg(row: &Row) -> Svg {
     let mut buf = String::new();
     {
         let root = SVGBackend::with_string(&mut buf, (620, 320)).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(14)
-            .x_label_area_size(40)
-            .y_label_area_size(52)
-            .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..(top * 1.15).max(1.0))
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .axis_desc_style(("sans-serif", 14))
-            .label_style(("sans-serif", 12))
-            .x_desc(format!(
-                "blocks run before the token was emitted ({})",
-                row.variant
-            ))
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_desc("decoded tokens %")
-            .light_line_style(WHITE.mix(0.0))
-            .draw()
-            .map_err(err)?;
+        let x_desc = format!("blocks run before the token was emitted ({})", row.variant);
+        let mut chart = per_block_chart(&root, n, top, &x_desc, "decoded tokens %")?;
         chart
             .draw_series(
                 shares

@@ -45,13 +45,17 @@ pub struct ExitStats {
 
 impl ExitStats {
     pub fn mean_layers(&self) -> f64 {
-        let (sum, n) = self
-            .histogram
-            .iter()
-            .enumerate()
-            .fold((0usize, 0usize), |(s, n), (k, &c)| (s + k * c, n + c));
-        sum as f64 / n.max(1) as f64
+        mean_blocks(&self.histogram)
     }
+}
+
+/// Mean blocks run per token of a histogram whose entry k counts tokens that ran k blocks.
+pub fn mean_blocks(histogram: &[usize]) -> f64 {
+    let (sum, n) = histogram
+        .iter()
+        .enumerate()
+        .fold((0usize, 0usize), |(s, n), (k, &c)| (s + k * c, n + c));
+    sum as f64 / n.max(1) as f64
 }
 
 impl ExitPolicy {
