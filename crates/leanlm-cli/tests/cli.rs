@@ -153,6 +153,59 @@ fn eval_bad_inputs() {
         "larger than the model",
     );
     assert_clean_error(&leanlm(&["eval", m]), "nothing to evaluate");
+    assert_clean_error(
+        &leanlm(&["eval", m, "--ppl", wiki, "--calibrate-exit=-0.5"]),
+        "budget ≥ 0",
+    );
+    assert_clean_error(
+        &leanlm(&[
+            "eval",
+            m,
+            "--ppl",
+            wiki,
+            "--calibrate-exit",
+            "0.01",
+            "--early-exit",
+            "0.9",
+        ]),
+        "leave out --early-exit",
+    );
+}
+
+#[test]
+fn calibrated_early_exit_meets_its_budget_as_decoded() {
+    let m = model();
+    let wiki = root().join("../shared/data/wikitext-2/valid.txt");
+    let out = leanlm(&[
+        "eval",
+        m.to_str().unwrap(),
+        "--ppl",
+        wiki.to_str().unwrap(),
+        "-c",
+        "128",
+        "--chunks",
+        "2",
+        "--calibrate-exit",
+        "0.05",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["positions"], 256);
+    assert!(j["sweep"].as_array().unwrap().len() > 2);
+    // Either a threshold whose decoded disagreement is within 5%, or never exiting.
+    match j["realized"].as_object() {
+        Some(r) => {
+            assert!(r["disagreement"].as_f64().unwrap() <= 0.05, "{r:?}");
+            assert_eq!(j["chosen"]["threshold"], r["threshold"]);
+            assert!(r["mean_blocks"].as_f64().unwrap() < 30.0);
+        }
+        None => assert_eq!(j["never_exits"], true),
+    }
 }
 
 #[test]

@@ -95,7 +95,7 @@ fn calibrate_exit(a: &Args, budget: f64) -> Result<()> {
         protocol: Protocol::LlamaCpp,
         max_chunks: Some(a.chunks.unwrap_or(4)),
     };
-    let chunks = Chunks::new(model, tok, &text, &opt)?;
+    let mut chunks = Chunks::new(model, tok, &text, &opt)?;
     let windows: Vec<Vec<u32>> = (0..chunks.len()).map(|c| chunks.get(c)).collect();
     let policy = a.exit.policy_at(0.0);
     let b = super::bar("profiling exits");
@@ -125,9 +125,8 @@ fn calibrate_exit(a: &Args, budget: f64) -> Result<()> {
     let b = super::bar("checking thresholds as decoded");
     b.set_length(ladder.len().min(8) as u64);
     for &t in ladder.iter().take(8) {
-        let exiting =
-            Chunks::new(model, tok, &text, &opt)?.with_early_exit(model, a.exit.policy_at(t))?;
-        let r = compare(&base, model, &exiting, |_, _| {})?;
+        chunks = chunks.with_early_exit(model, a.exit.policy_at(t))?;
+        let r = compare(&base, model, &chunks, |_, _| {})?;
         b.inc(1);
         let ok = match budget_kind {
             leanlm::run::Budget::Disagreement(f) => 1.0 - r.same_top <= f,
@@ -137,7 +136,7 @@ fn calibrate_exit(a: &Args, budget: f64) -> Result<()> {
             chosen = profile.at(t);
             realized = Some(
                 json!({"threshold": t, "disagreement": 1.0 - r.same_top, "mean_kld": r.mean_kld,
-                                   "mean_blocks": exiting.mean_exit_blocks()}),
+                                   "mean_blocks": chunks.mean_exit_blocks()}),
             );
             break;
         }

@@ -185,10 +185,13 @@ impl Chunks {
         })
     }
 
-    /// Score with early exit under `policy` (checked against `model`).
+    /// Score with early exit under `policy` (checked against `model`); the exit counts
+    /// start again from zero.
     pub fn with_early_exit(mut self, model: &Model, policy: ExitPolicy) -> Result<Self> {
         policy.check(model)?;
         self.early_exit = Some(policy);
+        self.exit_blocks.store(0, Ordering::Relaxed);
+        self.exit_positions.store(0, Ordering::Relaxed);
         Ok(self)
     }
 
