@@ -168,24 +168,33 @@ pub fn quality_vs_cost_svg(rows: &[Row], axis: CostAxis, goal: Option<(f64, f64)
                 ))
                 .map_err(err)?;
         }
-        chart
-            .configure_series_labels()
-            .label_font(("sans-serif", 13))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .position(SeriesLabelPosition::MiddleRight)
-            .draw()
-            .map_err(err)?;
+        legend(&mut chart, SeriesLabelPosition::MiddleRight)?;
         root.present().map_err(err)?;
     }
     Ok(buf)
 }
 
-type BlockChart<'a, 'b> = ChartContext<
+/// Axes of f64 × f64, drawn to SVG.
+type Chart<'a, 'b> = ChartContext<
     'a,
     SVGBackend<'b>,
     Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
 >;
+
+/// The series legend, framed on a translucent background.
+fn legend<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    position: SeriesLabelPosition,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .label_font(("sans-serif", 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .position(position)
+        .draw()
+        .map_err(err)
+}
 
 /// Axes for a per-block figure: blocks 0..n on x, 0..top (percent) on y.
 fn per_block_chart<'a, 'b>(
@@ -194,7 +203,7 @@ fn per_block_chart<'a, 'b>(
     top: f64,
     x_desc: &str,
     y_desc: &str,
-) -> Result<BlockChart<'a, 'b>, String> {
+) -> Result<Chart<'a, 'b>, String> {
     root.fill(&WHITE).map_err(err)?;
     let mut chart = ChartBuilder::on(root)
         .margin(14)
@@ -257,14 +266,7 @@ pub fn sparsity_svg(rows: &[Row]) -> Svg {
                 .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
                 .map_err(err)?;
         }
-        chart
-            .configure_series_labels()
-            .label_font(("sans-serif", 13))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(err)?;
+        legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         root.present().map_err(err)?;
     }
     Ok(buf)
