@@ -32,7 +32,8 @@ enum Command {
     Generate(commands::generate::Args),
     /// Measure quality: perplexity, KL divergence to a base model, HellaSwag / multiple choice.
     Eval(commands::eval::Args),
-    /// Re-encode every matrix as q8_0, q4_0 or q4_1 (like llama-quantize).
+    /// Re-encode every matrix as q8_0, q4_0, q4_1, q4_k or q6_k, optionally weighted by an
+    /// importance matrix (like llama-quantize).
     Quantize(commands::quantize::Args),
     /// Prune weights (magnitude, Wanda, SparseGPT; unstructured, N:M, OWL) or heads,
     /// MLP channels and layers, calibrated block by block.
@@ -52,6 +53,12 @@ enum Command {
 }
 
 fn main() {
+    // A reader that closes early (`leanlm compare … | head`) ends us quietly, as it does
+    // llama.cpp's tools, instead of making every later print fail.
+    // SAFETY: setting a signal's disposition to its default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         // One line, the whole chain of causes: what failed and why.

@@ -310,3 +310,151 @@ fn prune_writes_a_model_that_info_reports_as_two_four() {
     assert!(text.contains("2:4"), "{text}");
     std::fs::remove_file(&out).ok();
 }
+
+#[test]
+fn quantize_writes_k_quants_with_an_importance_matrix() {
+    let m = model();
+    let out = tmp("q4k.gguf");
+    let r = leanlm(&[
+        "quantize",
+        m.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--type",
+        "q4_k",
+        "--imatrix",
+        "../shared/data/wikitext-2/valid.txt",
+        "--imatrix-samples",
+        "2",
+        "--imatrix-seqlen",
+        "64",
+        "--json",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    // SmolLM2's 576-wide rows are not whole 256-value super-blocks: only ffn_down is Q4_K.
+    assert_eq!(v["block_matrices"]["Q4_K"], 30);
+    assert_eq!(v["block_matrices"]["Q4_1"], 180);
+    assert_eq!(v["imatrix"]["tokens"], 128);
+    let g = leanlm(&[
+        "generate",
+        out.to_str().unwrap(),
+        "-p",
+        "The capital of France is",
+        "-n",
+        "4",
+    ]);
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    std::fs::remove_file(&out).ok();
+}
+
+#[test]
+fn sparse_gguf_round_trips_and_decodes_like_its_dense_copy() {
+    let m = model();
+    let pruned = tmp("mag50.gguf");
+    let r = leanlm(&[
+        "prune",
+        m.to_str().unwrap(),
+        "-o",
+        pruned.to_str().unwrap(),
+        "--method",
+        "magnitude",
+        "--sparsity",
+        "0.5",
+        "--outtype",
+        "f32",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (dense, sparse) = (tmp("mag50.q8.gguf"), tmp("mag50.sparse.gguf"));
+    for (out, extra) in [(&dense, None), (&sparse, Some("--sparse"))] {
+        let mut args = vec![
+            "quantize",
+            pruned.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--type",
+            "q8_0",
+        ];
+        args.extend(extra);
+        let r = leanlm(&args);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    }
+    let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
+    assert!(
+        size(&sparse) * 10 < size(&dense) * 8,
+        "{} vs {}",
+        size(&sparse),
+        size(&dense)
+    );
+    let info = leanlm(&["info", sparse.to_str().unwrap(), "--json"]);
+    assert!(
+        info.status.success(),
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+    assert!(String::from_utf8_lossy(&info.stdout).contains("BITMAP_Q8"));
+    let gen = |p: &std::path::Path| {
+        let r = leanlm(&[
+            "generate",
+            p.to_str().unwrap(),
+            "-p",
+            "The history of",
+            "-n",
+            "16",
+            "--json",
+        ]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+        v["tokens"].clone()
+    };
+    assert_eq!(gen(&sparse), gen(&dense));
+    for p in [pruned, dense, sparse] {
+        std::fs::remove_file(p).ok();
+    }
+}
+
+#[test]
+fn quantize_bad_inputs() {
+    let m = model();
+    let out = tmp("never.gguf");
+    let o = out.to_str().unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (&["--type", "q4_0", "--sparse"], "--sparse"),
+        (
+            &["--type", "q4_k", "--imatrix", "no/such/file.txt"],
+            "no/such/file.txt",
+        ),
+        (
+            &[
+                "--type",
+                "q4_k",
+                "--imatrix",
+                "README.md",
+                "--imatrix-seqlen",
+                "100000",
+            ],
+            "context",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut all = vec!["quantize", m.to_str().unwrap(), "-o", o];
+        all.extend_from_slice(args);
+        assert_clean_error(&leanlm(&all), needle);
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn hostile_sparse_metadata_is_a_clean_error() {
+    // A dense tensor claimed to be sparse: its layout check must refuse it by name.
+    let p = rewritten("fake-sparse.gguf", |md| {
+        md.push((
+            "leanlm.sparse.blk.0.attn_q.weight.format".into(),
+            Value::String("S24_Q8".into()),
+        ));
+    });
+    assert_clean_error(
+        &leanlm(&["info", p.to_str().unwrap()]),
+        "blk.0.attn_q.weight",
+    );
+}

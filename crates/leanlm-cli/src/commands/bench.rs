@@ -21,6 +21,10 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also measure this machine's memory read bandwidth with the same threads (1 GiB
+    /// buffer, best of 5 passes), to see how close decoding comes to the physical limit.
+    #[arg(long)]
+    bandwidth: bool,
     /// Real text for the decode test with early exit or speculation, whose speed depends
     /// on the tokens: each repetition decodes -n tokens greedily after 64 tokens of it.
     #[arg(long, value_name = "FILE")]
@@ -226,6 +230,10 @@ pub fn run(a: Args) -> Result<()> {
     let (rss, peak) = cost::memory().unwrap_or((0, 0));
     let weight_bytes = c.weight_bytes_per_token;
     let ttft = a.n_prompt as f64 / pp.median;
+    let weight_rate = weight_bytes as f64 * tg.median;
+    let bandwidth = a
+        .bandwidth
+        .then(|| leanlm::measure::bandwidth::read_bandwidth(1 << 30, 5));
     if a.json {
         let s = |name: &str, n: usize, st: &Stat| json!({"test": name, "n": n, "tokens_per_sec": st.median, "min": st.min, "max": st.max, "reps": a.reps});
         println!(
@@ -235,6 +243,7 @@ pub fn run(a: Args) -> Result<()> {
                 "cost": c, "file_bytes": loaded.file_bytes(), "rss_bytes": rss, "peak_rss_bytes": peak,
             "time_to_first_token_s": ttft, "cpu_hours_per_million_tokens": cpu_hours_per_mtok,
             "weight_bytes_per_token": weight_bytes,
+            "weight_bytes_per_sec_at_tg": weight_rate, "memory_read_bytes_per_sec": bandwidth,
                 "adaptive": adaptive.then_some(&acc),
                 "results": [s(&format!("pp{}", a.n_prompt), a.n_prompt, &pp), s(&format!("tg{}", a.n_gen), a.n_gen, &tg)]
             })
@@ -271,9 +280,14 @@ pub fn run(a: Args) -> Result<()> {
             );
         }
         println!(
-            "decode streams {:.1} MB of weights per token: {:.1} GB/s at tg median",
+            "decode streams {:.1} MB of weights per token: {:.1} GB/s at tg median{}",
             weight_bytes as f64 / 1e6,
-            weight_bytes as f64 * tg.median / 1e9
+            weight_rate / 1e9,
+            bandwidth.map_or(String::new(), |b| format!(
+                " ({:.0}% of the {:.1} GB/s this machine reads with {threads} threads)",
+                100.0 * weight_rate / b,
+                b / 1e9
+            ))
         );
         println!(
             "params {:.2} M ({:.2} M non-zero) | {:.1} MB on disk | FLOPs/token {:.1} M dense, {:.1} M effective (ctx {})",

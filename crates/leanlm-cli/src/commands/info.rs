@@ -1,6 +1,5 @@
 use anyhow::Result;
 use leanlm::model::Source;
-use leanlm::quant::GgmlType;
 use serde_json::json;
 
 #[derive(clap::Args)]
@@ -20,7 +19,7 @@ pub struct Args {
 
 struct MatrixStat {
     name: String,
-    dtype: GgmlType,
+    dtype: &'static str,
     rows: usize,
     cols: usize,
     bytes: usize,
@@ -47,7 +46,7 @@ pub fn run(a: Args) -> Result<()> {
             let w = mat.to_f32();
             stats.push(MatrixStat {
                 name: format!("blk.{i}.{name}"),
-                dtype: mat.dtype(),
+                dtype: mat.type_name(),
                 rows: mat.rows,
                 cols: mat.cols,
                 bytes: mat.nbytes(),
@@ -65,7 +64,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let mut types: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
     for s in &stats {
-        let e = types.entry(s.dtype.name()).or_default();
+        let e = types.entry(s.dtype).or_default();
         e.0 += 1;
         e.1 += s.bytes;
     }
@@ -75,7 +74,7 @@ pub fn run(a: Args) -> Result<()> {
         let per_matrix: Vec<_> = stats
             .iter()
             .map(|s| {
-                json!({"name": s.name, "type": s.dtype.name(), "shape": [s.rows, s.cols], "bytes": s.bytes,
+                json!({"name": s.name, "type": s.dtype, "shape": [s.rows, s.cols], "bytes": s.bytes,
                        "sparsity": s.zeros as f64 / (s.rows * s.cols) as f64,
                        "nm_pattern": s.nm.map(|(n, m)| format!("{n}:{m}"))})
             })
@@ -130,7 +129,7 @@ pub fn run(a: Args) -> Result<()> {
     println!("block types  {}", t.join(", "));
     println!(
         "embeddings   {} ({:.1} MB)",
-        m.tok_embd.dtype(),
+        m.tok_embd.type_name(),
         m.tok_embd.nbytes() as f64 / 1e6
     );
     println!(
@@ -162,7 +161,7 @@ pub fn run(a: Args) -> Result<()> {
             println!(
                 "{:<22} {:>6} {:>13} {:>10} {:>8.2}% {:>5}",
                 s.name,
-                s.dtype.name(),
+                s.dtype,
                 format!("{}×{}", s.rows, s.cols),
                 s.bytes,
                 100.0 * s.zeros as f64 / (s.rows * s.cols) as f64,

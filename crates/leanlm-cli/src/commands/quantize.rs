@@ -1,11 +1,21 @@
+//! `leanlm quantize`: re-encode a model's matrices (like llama-quantize), optionally
+//! weighting rounding errors by an importance matrix gathered from calibration text.
+
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use leanlm::calibrate::{Calibration, Importance};
 use leanlm::model::save_gguf;
 use leanlm::quant::GgmlType;
 use leanlm::transform::quantize::{embedding_type, quantize_model};
 
 #[derive(clap::Args)]
+#[command(after_help = "Examples:\n  \
+    leanlm quantize -o q8.gguf --type q8_0\n  \
+    leanlm quantize -o q4k.gguf --type q4_k --imatrix ../shared/data/wikitext-2/valid.txt\n\n\
+    K-quants need rows of whole 256-value super-blocks: narrower matrices fall back to q4_1\n\
+    (for q4_k) or q8_0 (for q6_k), as llama-quantize falls back to 32-value block types.")]
 pub struct Args {
     #[command(flatten)]
     model: super::ModelArg,
@@ -19,16 +29,27 @@ pub struct Args {
     /// --type], like llama-quantize's --token-embedding-type / --output-tensor-type.
     #[arg(long = "token-embedding-type", value_enum)]
     embedding: Option<TypeArg>,
-}
-
-impl TypeArg {
-    fn ggml(self) -> GgmlType {
-        match self {
-            TypeArg::Q8_0 => GgmlType::Q8_0,
-            TypeArg::Q4_0 => GgmlType::Q4_0,
-            TypeArg::Q4_1 => GgmlType::Q4_1,
-        }
-    }
+    /// Calibration text for an importance matrix: each weight's rounding error is weighted
+    /// by the mean square of the activation it multiplies (llama.cpp's imatrix idea).
+    #[arg(long, value_name = "TEXT_FILE")]
+    imatrix: Option<PathBuf>,
+    /// Calibration windows for --imatrix.
+    #[arg(long, default_value_t = 32)]
+    imatrix_samples: usize,
+    /// Tokens per calibration window for --imatrix.
+    #[arg(long, default_value_t = 512)]
+    imatrix_seqlen: usize,
+    /// Seed of the calibration windows' positions.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Store pruned block matrices without their zeros (2:4 or a bitmap of non-zeros,
+    /// 8-bit values) where that reads fewer bytes than dense Q8_0; needs --type q8_0.
+    /// leanlm runs such files faster; llama.cpp cannot read them (keep a dense copy).
+    #[arg(long)]
+    sparse: bool,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -39,22 +60,92 @@ enum TypeArg {
     Q4_0,
     #[value(name = "q4_1")]
     Q4_1,
+    #[value(name = "q4_k")]
+    Q4K,
+    #[value(name = "q6_k")]
+    Q6K,
+}
+
+impl TypeArg {
+    fn ggml(self) -> GgmlType {
+        match self {
+            TypeArg::Q8_0 => GgmlType::Q8_0,
+            TypeArg::Q4_0 => GgmlType::Q4_0,
+            TypeArg::Q4_1 => GgmlType::Q4_1,
+            TypeArg::Q4K => GgmlType::Q4K,
+            TypeArg::Q6K => GgmlType::Q6K,
+        }
+    }
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let started = std::time::Instant::now();
     let loaded = a.model.load()?;
+    let model = &loaded.model;
     let target = a.ty.ggml();
     let embeddings = a
         .embedding
         .map_or_else(|| embedding_type(target), TypeArg::ggml);
-    let q = quantize_model(&loaded.model, target, embeddings)?;
+    if a.sparse && target != GgmlType::Q8_0 {
+        anyhow::bail!("--sparse stores 8-bit values: use it with --type q8_0");
+    }
+    let importance = match &a.imatrix {
+        None => None,
+        Some(path) => {
+            if a.imatrix_seqlen > model.config.context_len {
+                anyhow::bail!(
+                    "--imatrix-seqlen {} exceeds the model's context of {}",
+                    a.imatrix_seqlen,
+                    model.config.context_len
+                );
+            }
+            let text = super::read_utf8(path)?;
+            let tokens = loaded.tokenizer.encode(&text, false, false)?;
+            let calib = Calibration::sample(&tokens, a.imatrix_samples, a.imatrix_seqlen, a.seed)
+                .with_context(|| format!("importance matrix from {}", path.display()))?;
+            let bar = super::bar("imatrix");
+            bar.set_length(model.layers.len() as u64);
+            let imp = Importance::collect(model, &calib, &mut |l| bar.set_position(l as u64 + 1))?;
+            bar.finish_and_clear();
+            Some(imp)
+        }
+    };
+    let q = quantize_model(model, target, embeddings, importance.as_ref(), a.sparse)?;
     save_gguf(&q, loaded.metadata_to_carry()?, &a.output, GgmlType::F32)
         .with_context(|| format!("writing {}", a.output.display()))?;
     let bytes = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
+
+    // Matrices per type actually written (K-quants fall back on narrow rows).
+    let mut types: BTreeMap<String, usize> = BTreeMap::new();
+    for layer in &q.layers {
+        for (_, _, m) in layer.matrices() {
+            *types.entry(m.type_name().to_string()).or_default() += 1;
+        }
+    }
+    let summary: Vec<String> = types.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    if a.json {
+        let j = serde_json::json!({
+            "output": a.output, "type": target.name(), "embeddings": q.tok_embd.type_name(), "sparse": a.sparse,
+            "block_matrices": types, "bytes": bytes,
+            "imatrix": a.imatrix.as_ref().map(|p| serde_json::json!({
+                "text": p, "tokens": importance.as_ref().map_or(0, |i| i.tokens),
+            })),
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    }
     eprintln!(
-        "wrote {} ({target} blocks, {embeddings} embeddings, {:.1} MB)",
+        "wrote {} (block matrices: {}; {} embeddings{}; {:.1} MB) in {:.1} s",
         a.output.display(),
-        bytes as f64 / 1e6
+        summary.join(", "),
+        q.tok_embd.type_name(),
+        if importance.is_some() {
+            "; importance-weighted"
+        } else {
+            ""
+        },
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }

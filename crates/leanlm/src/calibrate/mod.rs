@@ -4,8 +4,11 @@
 //! Windows are drawn as in the Wanda and SparseGPT code: `nsamples` random spans of
 //! `seqlen` tokens from one tokenized text, reproducible from a seed, with no BOS.
 
+mod importance;
 mod stats;
 mod sweep;
+
+pub use importance::Importance;
 
 pub use stats::{BlockStats, SiteStats};
 pub use sweep::Sweep;

@@ -1,5 +1,6 @@
 //! Measuring a model: quality metrics computed from its log-probabilities.
 
+pub mod bandwidth;
 pub mod cost;
 pub mod kld;
 pub mod multiple_choice;

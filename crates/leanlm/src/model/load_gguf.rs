@@ -3,8 +3,10 @@
 use super::config::{Arch, Config, RopeStyle};
 use super::gguf::{GgufFile, TensorInfo, Value};
 use super::llama::{Layer, Model};
+use super::save_gguf::sparse_key;
 use crate::error::{Error, Result};
-use crate::quant::{blocks::dequantize, Matrix};
+use crate::quant::sparse::{Sparse, SparseFormat};
+use crate::quant::{blocks::dequantize, GgmlType, Matrix};
 
 pub fn config_from_gguf(f: &GgufFile) -> Result<Config> {
     let arch_name = f.get_str("general.architecture")?;
@@ -92,6 +94,9 @@ pub fn load_gguf(f: &GgufFile) -> Result<Model> {
 }
 
 fn matrix_of(f: &GgufFile, t: &TensorInfo) -> Result<Matrix> {
+    if let Some(format) = f.get(&sparse_key(&t.name, "format")) {
+        return sparse_matrix_of(f, t, format);
+    }
     if t.dims.len() != 2 {
         return Err(Error::BadTensor {
             path: f.path.clone(),
@@ -100,6 +105,36 @@ fn matrix_of(f: &GgufFile, t: &TensorInfo) -> Result<Matrix> {
         });
     }
     Matrix::from_ggml(t.dims[1], t.dims[0], t.dtype, f.tensor_shared(t))
+}
+
+/// A sparse matrix: a 1-D I8 tensor of its bytes, with its layout and shape in metadata.
+fn sparse_matrix_of(f: &GgufFile, t: &TensorInfo, format: &Value) -> Result<Matrix> {
+    let bad = |reason: String| Error::BadTensor {
+        path: f.path.clone(),
+        tensor: t.name.clone(),
+        reason,
+    };
+    let format = format
+        .as_str()
+        .and_then(SparseFormat::parse)
+        .ok_or_else(|| bad(format!("unknown sparse layout {}", format.summary())))?;
+    let shape: Vec<usize> = f
+        .get(&sparse_key(&t.name, "shape"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_u64().map(|x| x as usize))
+                .collect()
+        })
+        .unwrap_or_default();
+    if shape.len() != 2 || t.dtype != GgmlType::I8 || t.dims.len() != 1 {
+        return Err(bad(
+            "sparse tensors are 1-D I8 with a 2-D shape in metadata".into(),
+        ));
+    }
+    let s = Sparse::new(format, shape[1], shape[0], f.tensor_shared(t))
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(Matrix::from_sparse(s))
 }
 
 fn vector_of(f: &GgufFile, t: &TensorInfo) -> Result<Vec<f32>> {

@@ -70,16 +70,18 @@ pub fn save_gguf(
     }
     // llama.cpp reads Llama Q/K rows in adjacent-pair order; HF checkpoints use halves.
     let permute = c.arch == Arch::Llama && c.rope_style == RopeStyle::Halves;
-    let mt = |name: &str, m: &Matrix, p: Option<usize>| matrix_tensor(name, m, p, dense_as);
-    w.add_tensor(mt("token_embd.weight", &model.tok_embd, None))?;
+    let mt = |w: &mut GgufWriter, name: &str, m: &Matrix, p: Option<usize>| {
+        add_matrix(w, name, m, p, dense_as)
+    };
+    mt(&mut w, "token_embd.weight", &model.tok_embd, None)?;
     for (i, l) in model.layers.iter().enumerate() {
         let n = |s: &str| format!("blk.{i}.{s}");
         w.add_tensor(vector_tensor(&n("attn_norm.weight"), &l.attn_norm))?;
         let pq = permute.then_some(hd);
-        w.add_tensor(mt(&n("attn_q.weight"), &l.wq, pq))?;
-        w.add_tensor(mt(&n("attn_k.weight"), &l.wk, pq))?;
-        w.add_tensor(mt(&n("attn_v.weight"), &l.wv, None))?;
-        w.add_tensor(mt(&n("attn_output.weight"), &l.wo, None))?;
+        mt(&mut w, &n("attn_q.weight"), &l.wq, pq)?;
+        mt(&mut w, &n("attn_k.weight"), &l.wk, pq)?;
+        mt(&mut w, &n("attn_v.weight"), &l.wv, None)?;
+        mt(&mut w, &n("attn_output.weight"), &l.wo, None)?;
         for (name, b) in [
             ("attn_q.bias", &l.bq),
             ("attn_k.bias", &l.bk),
@@ -90,13 +92,13 @@ pub fn save_gguf(
             }
         }
         w.add_tensor(vector_tensor(&n("ffn_norm.weight"), &l.ffn_norm))?;
-        w.add_tensor(mt(&n("ffn_gate.weight"), &l.w_gate, None))?;
-        w.add_tensor(mt(&n("ffn_up.weight"), &l.w_up, None))?;
-        w.add_tensor(mt(&n("ffn_down.weight"), &l.w_down, None))?;
+        mt(&mut w, &n("ffn_gate.weight"), &l.w_gate, None)?;
+        mt(&mut w, &n("ffn_up.weight"), &l.w_up, None)?;
+        mt(&mut w, &n("ffn_down.weight"), &l.w_down, None)?;
     }
     w.add_tensor(vector_tensor("output_norm.weight", &model.out_norm))?;
     if !model.tied() {
-        w.add_tensor(mt("output.weight", &model.output, None))?;
+        mt(&mut w, "output.weight", &model.output, None)?;
     }
     w.write(path)
 }
@@ -110,14 +112,54 @@ fn vector_tensor(name: &str, v: &[f32]) -> TensorData {
     }
 }
 
-/// A matrix in its own storage type; with `permute_head_dim`, each head's rows go from
-/// halves order (i, i + d/2) to adjacent pairs (2i, 2i + 1).
-fn matrix_tensor(
+/// Row `dst` of the permuted matrix is row `perm[dst]` of the source: each head's rows go
+/// from halves order (i, i + d/2) to adjacent pairs (2i, 2i + 1).
+fn head_permutation(rows: usize, hd: usize) -> Vec<usize> {
+    let half = hd / 2;
+    let mut perm = vec![0; rows];
+    for (r, _) in perm.clone().iter().enumerate() {
+        let (head, j) = (r / hd, r % hd);
+        let (s, i) = (j / half, j % half); // halves order: j = s·half + i
+        perm[head * hd + 2 * i + s] = r;
+    }
+    perm
+}
+
+/// Key of a sparse tensor's layout and 2-D shape (GGUF has no sparse types: the bytes are
+/// stored as a 1-D I8 tensor, which llama.cpp refuses, by name, instead of misreading).
+pub fn sparse_key(tensor: &str, field: &str) -> String {
+    format!("leanlm.sparse.{tensor}.{field}")
+}
+
+/// Add a matrix in its own storage type, its rows permuted for RoPE when
+/// `permute_head_dim` is given.
+fn add_matrix(
+    w: &mut GgufWriter,
     name: &str,
     m: &Matrix,
     permute_head_dim: Option<usize>,
     dense_as: GgmlType,
-) -> TensorData {
+) -> Result<()> {
+    if let Storage::Sparse(s) = &m.storage {
+        let s = match permute_head_dim {
+            Some(hd) => s.permute_rows(&head_permutation(m.rows, hd))?,
+            None => s.clone(),
+        };
+        w.set(
+            &sparse_key(name, "format"),
+            Value::String(s.format.name().into()),
+        );
+        w.set(
+            &sparse_key(name, "shape"),
+            Value::Array(vec![Value::U32(m.cols as u32), Value::U32(m.rows as u32)]),
+        );
+        return w.add_tensor(TensorData {
+            name: name.into(),
+            dims: vec![s.nbytes()],
+            dtype: GgmlType::I8,
+            bytes: s.bytes.as_slice().to_vec(),
+        });
+    }
     let (dtype, bytes) = match &m.storage {
         Storage::F32(v) if dense_as == GgmlType::F16 => (
             GgmlType::F16,
@@ -130,26 +172,23 @@ fn matrix_tensor(
             v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
         ),
         Storage::Quant { dtype, bytes } => (*dtype, bytes.as_slice().to_vec()),
+        Storage::Sparse(_) => unreachable!("handled above"),
     };
     let bytes = match permute_head_dim {
         None => bytes,
         Some(hd) => {
             let rb = bytes.len() / m.rows;
-            let half = hd / 2;
             let mut out = vec![0u8; bytes.len()];
-            for r in 0..m.rows {
-                let (head, j) = (r / hd, r % hd);
-                let (s, i) = (j / half, j % half); // halves order: j = s·half + i
-                let dst = head * hd + 2 * i + s;
-                out[dst * rb..(dst + 1) * rb].copy_from_slice(&bytes[r * rb..(r + 1) * rb]);
+            for (dst, &src) in head_permutation(m.rows, hd).iter().enumerate() {
+                out[dst * rb..(dst + 1) * rb].copy_from_slice(&bytes[src * rb..(src + 1) * rb]);
             }
             out
         }
     };
-    TensorData {
+    w.add_tensor(TensorData {
         name: name.into(),
         dims: vec![m.cols, m.rows],
         dtype,
         bytes,
-    }
+    })
 }

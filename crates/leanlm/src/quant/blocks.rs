@@ -6,7 +6,8 @@
 //! - Q4_1: f16 d, f16 m, 16 bytes of nibbles; x = q·d + m.
 //! - Q8_0: f16 d, 32 signed bytes; x = q·d.
 //!
-//! Other types (K-quants, Q5_x) are decoded through candle's implementation.
+//! Q4_K and Q6_K live in `kquants`; the other types (Q2_K, Q3_K, Q5_K, Q5_x, Q8_1) are
+//! decoded through candle's implementation.
 
 use half::{bf16, f16};
 
@@ -41,6 +42,11 @@ pub fn dequantize(dtype: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> 
                 *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
             }
         }
+        GgmlType::I8 => {
+            for (o, &b) in out.iter_mut().zip(bytes) {
+                *o = b as i8 as f32;
+            }
+        }
         GgmlType::BF16 => {
             for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
                 *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
@@ -72,6 +78,8 @@ pub fn dequantize(dtype: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> 
                 }
             }
         }
+        GgmlType::Q4K => super::kquants::dequantize_q4_k(bytes, out),
+        GgmlType::Q6K => super::kquants::dequantize_q6_k(bytes, out),
         other => dequantize_with_candle(other, bytes, out)?,
     }
     Ok(())
@@ -85,9 +93,7 @@ fn dequantize_with_candle(dtype: GgmlType, bytes: &[u8], out: &mut [f32]) -> Res
         GgmlType::Q8_1 => GgmlDType::Q8_1,
         GgmlType::Q2K => GgmlDType::Q2K,
         GgmlType::Q3K => GgmlDType::Q3K,
-        GgmlType::Q4K => GgmlDType::Q4K,
         GgmlType::Q5K => GgmlDType::Q5K,
-        GgmlType::Q6K => GgmlDType::Q6K,
         GgmlType::Q8K => GgmlDType::Q8K,
         other => return Err(Error::UnsupportedType(other.to_string())),
     };
@@ -139,6 +145,47 @@ pub fn quantize_q4_1(x: &[f32]) -> Vec<u8> {
         out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
         out.extend_from_slice(&f16::from_f32(min).to_le_bytes());
         let q = |v: f32| (((v - min) * id + 0.5) as i32).clamp(0, 15) as u8;
+        for j in 0..16 {
+            out.push(q(blk[j]) | (q(blk[j + 16]) << 4));
+        }
+    }
+    out
+}
+
+/// Q4_0 with the scale chosen by weighted least squares (`w` weighs each value's error).
+pub fn quantize_q4_0_weighted(x: &[f32], w: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(x.len() / QK * 18);
+    let mut levels = [0i8; QK];
+    for (blk, wb) in x.chunks_exact(QK).zip(w.chunks_exact(QK)) {
+        let d = f16::from_f32(super::fit::fit_symmetric(blk, wb, 8, &mut levels));
+        let id = if d.to_f32() != 0.0 {
+            1.0 / d.to_f32()
+        } else {
+            0.0
+        };
+        out.extend_from_slice(&d.to_le_bytes());
+        let q = |v: f32| ((v * id).round().clamp(-8.0, 7.0) as i32 + 8) as u8;
+        for j in 0..16 {
+            out.push(q(blk[j]) | (q(blk[j + 16]) << 4));
+        }
+    }
+    out
+}
+
+/// Q4_1 with scale and offset chosen by weighted least squares.
+pub fn quantize_q4_1_weighted(x: &[f32], w: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(x.len() / QK * 20);
+    for (blk, wb) in x.chunks_exact(QK).zip(w.chunks_exact(QK)) {
+        let (d, m) = super::fit::fit_affine(blk, wb, 15, false);
+        let (d, m) = (f16::from_f32(d), f16::from_f32(m));
+        let id = if d.to_f32() != 0.0 {
+            1.0 / d.to_f32()
+        } else {
+            0.0
+        };
+        out.extend_from_slice(&d.to_le_bytes());
+        out.extend_from_slice(&m.to_le_bytes());
+        let q = |v: f32| ((v - m.to_f32()) * id).round().clamp(0.0, 15.0) as u8;
         for j in 0..16 {
             out.push(q(blk[j]) | (q(blk[j + 16]) << 4));
         }
@@ -222,7 +269,7 @@ mod tests {
         assert_eq!(out[1], -1.0);
     }
 
-    /// K-quants go through candle's decoder: bytes candle encoded decode to candle's values.
+    /// Types we do not decode ourselves go through candle's decoder.
     #[test]
     fn k_quants_decode_through_candle() {
         use candle_core::quantized::{GgmlDType, QTensor};
@@ -231,6 +278,7 @@ mod tests {
         let t = Tensor::from_vec(x, 512, &Device::Cpu).unwrap();
         for (cdt, dt) in [
             (GgmlDType::Q4K, GgmlType::Q4K),
+            (GgmlDType::Q5K, GgmlType::Q5K),
             (GgmlDType::Q6K, GgmlType::Q6K),
         ] {
             let q = QTensor::quantize(&t, cdt).unwrap();

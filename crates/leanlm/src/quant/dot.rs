@@ -5,6 +5,7 @@
 
 use super::activation::Q8Row;
 use super::blocks::{f16_at, QK};
+pub use super::kquants::{dot_q4_k_ref, dot_q6_k_ref};
 
 #[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {
@@ -55,6 +56,54 @@ pub fn dot_q4_0(w: &[u8], x: Q8Row) -> f32 {
 pub fn dot_q8_0(w: &[u8], x: Q8Row) -> f32 {
     debug_assert_eq!(w.len(), x.d.len() * 34);
     dispatch!(dot_q8_0, dot_q8_0_ref, w, x)
+}
+
+/// Q4_K row (144-byte super-blocks) · Q8 activations.
+pub fn dot_q4_k(w: &[u8], x: Q8Row) -> f32 {
+    debug_assert_eq!(w.len() * 8, x.d.len() * 144);
+    dispatch!(dot_q4_k, dot_q4_k_ref, w, x)
+}
+
+/// Q6_K row (210-byte super-blocks) · Q8 activations.
+pub fn dot_q6_k(w: &[u8], x: Q8Row) -> f32 {
+    debug_assert_eq!(w.len() * 8, x.d.len() * 210);
+    dispatch!(dot_q6_k, dot_q6_k_ref, w, x)
+}
+
+/// K-quant blocks are large; four tokens simply take four passes.
+pub fn dot4_q4_k(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
+    x.map(|r| dot_q4_k(w, r))
+}
+
+pub fn dot4_q6_k(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
+    x.map(|r| dot_q6_k(w, r))
+}
+
+/// F16 row (little-endian halves) · f32: half-precision weights meet full-precision
+/// activations, as in llama.cpp's f16 path up to the activations' rounding.
+pub fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
+    debug_assert_eq!(w.len(), 2 * x.len());
+    dispatch!(dot_f16, dot_f16_ref, w, x)
+}
+
+/// BF16 row · f32.
+pub fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
+    debug_assert_eq!(w.len(), 2 * x.len());
+    dispatch!(dot_bf16, dot_bf16_ref, w, x)
+}
+
+pub fn dot_f16_ref(w: &[u8], x: &[f32]) -> f32 {
+    w.chunks_exact(2)
+        .zip(x)
+        .map(|(h, v)| f16_at(h, 0) * v)
+        .sum()
+}
+
+pub fn dot_bf16_ref(w: &[u8], x: &[f32]) -> f32 {
+    w.chunks_exact(2)
+        .zip(x)
+        .map(|(h, v)| f32::from_bits((u16::from_le_bytes([h[0], h[1]]) as u32) << 16) * v)
+        .sum()
 }
 
 /// One weight row against one activation vector.
@@ -142,23 +191,8 @@ pub fn dot_f32_ref(w: &[f32], x: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::Q8Row;
+    use crate::quant::simd::{half, hsum, pair_lanes, pair_scale};
     use std::arch::x86_64::*;
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn half(p: *const u8) -> f32 {
-        let bits = u16::from_le_bytes([*p, *p.add(1)]) as i32;
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
-    }
 
     /// Sixteen bytes of nibbles to 32 unsigned bytes: low nibbles first (elements 0..16),
     /// then high nibbles (elements 16..32).
@@ -211,17 +245,32 @@ mod x86 {
         hsum(acc) + offset
     }
 
+    /// Two blocks per step through [`pair_lanes`], the layout the sparse kernels share,
+    /// so that a sparse copy of the same values gives bit-identical products.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q8_0(w: &[u8], x: Q8Row) -> f32 {
+        let nb = x.d.len();
         let mut acc = _mm256_setzero_ps();
-        for b in 0..x.d.len() {
-            let blk = w.as_ptr().add(b * 34);
-            let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-            let xv = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32) as *const __m256i);
-            // maddubs wants one unsigned operand: move w's sign onto x.
-            let aw = _mm256_sign_epi8(wv, wv);
-            let sx = _mm256_sign_epi8(xv, wv);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(half(blk) * x.d[b]), dot_u8_i8(aw, sx), acc);
+        let mut b = 0;
+        while b < nb {
+            let ba = w.as_ptr().add(b * 34);
+            let wa = _mm256_loadu_si256(ba.add(2) as *const __m256i);
+            let xa = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32) as *const __m256i);
+            let sa = half(ba) * x.d[b];
+            // An odd last block pairs with zeros.
+            let (wb, xb, sb) = if b + 1 < nb {
+                let bb = ba.add(34);
+                (
+                    _mm256_loadu_si256(bb.add(2) as *const __m256i),
+                    _mm256_loadu_si256(x.qs.as_ptr().add(b * 32 + 32) as *const __m256i),
+                    half(bb) * x.d[b + 1],
+                )
+            } else {
+                (_mm256_setzero_si256(), _mm256_setzero_si256(), 0.0)
+            };
+            let lanes = _mm256_cvtepi32_ps(pair_lanes(wa, xa, wb, xb));
+            acc = _mm256_fmadd_ps(pair_scale(sa, sb), lanes, acc);
+            b += 2;
         }
         hsum(acc)
     }
@@ -260,21 +309,159 @@ mod x86 {
         [0, 1, 2, 3].map(|t| hsum(acc[t]) + offset[t])
     }
 
+    /// Four tokens share each pair of weight blocks; per token, exactly [`dot_q8_0`]'s
+    /// operations.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot4_q8_0(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
+        let nb = x[0].d.len();
         let mut acc = [_mm256_setzero_ps(); 4];
-        for b in 0..x[0].d.len() {
-            let blk = w.as_ptr().add(b * 34);
-            let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-            let aw = _mm256_sign_epi8(wv, wv);
-            let dw = half(blk);
+        let mut b = 0;
+        while b < nb {
+            let ba = w.as_ptr().add(b * 34);
+            let wa = _mm256_loadu_si256(ba.add(2) as *const __m256i);
+            let da = half(ba);
+            let pair = b + 1 < nb;
+            let (wb, db) = if pair {
+                let bb = ba.add(34);
+                (_mm256_loadu_si256(bb.add(2) as *const __m256i), half(bb))
+            } else {
+                (_mm256_setzero_si256(), 0.0)
+            };
             for t in 0..4 {
-                let xv = _mm256_loadu_si256(x[t].qs.as_ptr().add(b * 32) as *const __m256i);
-                let sx = _mm256_sign_epi8(xv, wv);
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[t].d[b]), dot_u8_i8(aw, sx), acc[t]);
+                let xa = _mm256_loadu_si256(x[t].qs.as_ptr().add(b * 32) as *const __m256i);
+                let (xb, sb) = if pair {
+                    (
+                        _mm256_loadu_si256(x[t].qs.as_ptr().add(b * 32 + 32) as *const __m256i),
+                        db * x[t].d[b + 1],
+                    )
+                } else {
+                    (_mm256_setzero_si256(), 0.0)
+                };
+                let lanes = _mm256_cvtepi32_ps(pair_lanes(wa, xa, wb, xb));
+                acc[t] = _mm256_fmadd_ps(pair_scale(da * x[t].d[b], sb), lanes, acc[t]);
             }
+            b += 2;
         }
         [0, 1, 2, 3].map(|t| hsum(acc[t]))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q4_k(w: &[u8], x: Q8Row) -> f32 {
+        let m4 = _mm256_set1_epi8(0x0f);
+        let mut acc = _mm256_setzero_ps();
+        let mut offset = 0f32;
+        for b in 0..x.d.len() / 8 {
+            let blk = w.as_ptr().add(b * 144);
+            let (d, dmin) = (half(blk), half(blk.add(2)));
+            let scales = std::slice::from_raw_parts(blk.add(4), 12);
+            for c in 0..4 {
+                let q = _mm256_loadu_si256(blk.add(16 + 32 * c) as *const __m256i);
+                let halves = [
+                    _mm256_and_si256(q, m4),
+                    _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+                ];
+                for (h, wv) in halves.into_iter().enumerate() {
+                    let (j, a) = (2 * c + h, 8 * b + 2 * c + h);
+                    let (sc, m) = super::super::kquants::q4k_scale_min(j, scales);
+                    let xv = _mm256_loadu_si256(x.qs.as_ptr().add(a * 32) as *const __m256i);
+                    let scale = _mm256_set1_ps(d * sc as f32 * x.d[a]);
+                    acc = _mm256_fmadd_ps(scale, dot_u8_i8(wv, xv), acc);
+                    offset -= dmin * m as f32 * x.s[a];
+                }
+            }
+        }
+        hsum(acc) + offset
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q6_k(w: &[u8], x: Q8Row) -> f32 {
+        let m4 = _mm256_set1_epi8(0x0f);
+        let m2 = _mm256_set1_epi8(3);
+        let bias = _mm256_set1_epi8(32);
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..x.d.len() / 8 {
+            let blk = w.as_ptr().add(b * 210);
+            let d = half(blk.add(208));
+            for i in 0..8 {
+                // Activation block i: half i/4, quarter r = i%4 (low/high nibble of the
+                // first/second 32 low bytes, and bit pair r of the high bytes).
+                let (hf, r, a) = (i / 4, i % 4, 8 * b + i);
+                let low = _mm256_loadu_si256(blk.add(64 * hf + 32 * (r & 1)) as *const __m256i);
+                let low = if r < 2 {
+                    low
+                } else {
+                    _mm256_srli_epi16(low, 4)
+                };
+                let high = _mm256_loadu_si256(blk.add(128 + 32 * hf) as *const __m256i);
+                let high = match r {
+                    0 => high,
+                    1 => _mm256_srli_epi16(high, 2),
+                    2 => _mm256_srli_epi16(high, 4),
+                    _ => _mm256_srli_epi16(high, 6),
+                };
+                let q = _mm256_or_si256(
+                    _mm256_and_si256(low, m4),
+                    _mm256_slli_epi16(_mm256_and_si256(high, m2), 4),
+                );
+                let wv = _mm256_sub_epi8(q, bias);
+                let xv = _mm256_loadu_si256(x.qs.as_ptr().add(a * 32) as *const __m256i);
+                let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+                // 16-bit lanes 0..8 hold values 0..16 (scale 2i), lanes 8..16 the rest.
+                let sc = _mm256_set_m128i(
+                    _mm_set1_epi16(*blk.add(192 + 2 * i + 1) as i8 as i16),
+                    _mm_set1_epi16(*blk.add(192 + 2 * i) as i8 as i16),
+                );
+                let p32 = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, sc));
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[a]), p32, acc);
+            }
+        }
+        hsum(acc)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
+        let n = x.len();
+        let (pw, px) = (w.as_ptr(), x.as_ptr());
+        let mut a = [_mm256_setzero_ps(); 2];
+        let mut i = 0;
+        while i + 16 <= n {
+            for (k, acc) in a.iter_mut().enumerate() {
+                let o = i + 8 * k;
+                let wv = _mm256_cvtph_ps(_mm_loadu_si128(pw.add(2 * o) as *const __m128i));
+                *acc = _mm256_fmadd_ps(wv, _mm256_loadu_ps(px.add(o)), *acc);
+            }
+            i += 16;
+        }
+        let mut sum = hsum(_mm256_add_ps(a[0], a[1]));
+        while i < n {
+            sum += half(pw.add(2 * i)) * *px.add(i);
+            i += 1;
+        }
+        sum
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
+        let n = x.len();
+        let (pw, px) = (w.as_ptr(), x.as_ptr());
+        let mut a = [_mm256_setzero_ps(); 2];
+        let mut i = 0;
+        while i + 16 <= n {
+            for (k, acc) in a.iter_mut().enumerate() {
+                let o = i + 8 * k;
+                let h = _mm_loadu_si128(pw.add(2 * o) as *const __m128i);
+                let wv = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+                *acc = _mm256_fmadd_ps(wv, _mm256_loadu_ps(px.add(o)), *acc);
+            }
+            i += 16;
+        }
+        let mut sum = hsum(_mm256_add_ps(a[0], a[1]));
+        while i < n {
+            let bits = u16::from_le_bytes([*pw.add(2 * i), *pw.add(2 * i + 1)]) as u32;
+            sum += f32::from_bits(bits << 16) * *px.add(i);
+            i += 1;
+        }
+        sum
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -355,6 +542,63 @@ mod tests {
                 assert!(
                     (b - exact).abs() <= bound,
                     "{dt} n={n}: {b} vs {exact} (bound {bound})"
+                );
+            }
+        }
+    }
+
+    /// K-quant SIMD kernels against their references, over 1..3 super-blocks.
+    #[test]
+    fn k_quant_dots_match_reference() {
+        use crate::quant::kquants::{quantize_q4_k, quantize_q6_k};
+        for supers in [1, 2, 3] {
+            let n = supers * 256;
+            let (w, x) = (data(n, 21 + supers as u32), data(n, 5));
+            let ones = vec![1f32; n];
+            let row = Q8Act::quantize(&x);
+            let row = row.row(0, n / 32);
+            for (bytes, fast, reference) in [
+                (
+                    quantize_q4_k(&w, &ones),
+                    dot_q4_k as Dot,
+                    dot_q4_k_ref as Dot,
+                ),
+                (quantize_q6_k(&w, &ones), dot_q6_k, dot_q6_k_ref),
+            ] {
+                let (a, b) = (fast(&bytes, row), reference(&bytes, row));
+                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "n={n}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// Half-precision rows on lengths that leave a scalar tail.
+    #[test]
+    fn half_dots_match_reference_on_odd_lengths() {
+        for n in [0, 1, 15, 16, 17, 100, 577] {
+            let (w, x) = (data(n, 8), data(n, 9));
+            let f16s: Vec<u8> = w
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect();
+            let bf16s: Vec<u8> = w
+                .iter()
+                .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                .collect();
+            for (bytes, fast, reference) in [
+                (
+                    &f16s,
+                    dot_f16 as fn(&[u8], &[f32]) -> f32,
+                    dot_f16_ref as fn(&[u8], &[f32]) -> f32,
+                ),
+                (&bf16s, dot_bf16, dot_bf16_ref),
+            ] {
+                let (a, b) = (fast(bytes, &x), reference(bytes, &x));
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "n={n}: {a} vs {b}");
+                // and the reference is the decoded row's product
+                let decoded = dot_f32_ref(&w, &x);
+                assert!(
+                    (b - decoded).abs() <= 0.01 * (1.0 + decoded.abs()),
+                    "n={n}: {b} vs {decoded}"
                 );
             }
         }

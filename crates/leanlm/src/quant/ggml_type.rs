@@ -20,6 +20,7 @@ pub enum GgmlType {
     Q5K,
     Q6K,
     Q8K,
+    I8,
     BF16,
 }
 
@@ -40,6 +41,7 @@ impl GgmlType {
             13 => Self::Q5K,
             14 => Self::Q6K,
             15 => Self::Q8K,
+            24 => Self::I8,
             30 => Self::BF16,
             other => return Err(Error::UnsupportedType(format!("ggml type id {other}"))),
         })
@@ -61,6 +63,7 @@ impl GgmlType {
             Self::Q5K => 13,
             Self::Q6K => 14,
             Self::Q8K => 15,
+            Self::I8 => 24,
             Self::BF16 => 30,
         }
     }
@@ -68,7 +71,7 @@ impl GgmlType {
     /// Elements per block.
     pub fn block_len(self) -> usize {
         match self {
-            Self::F32 | Self::F16 | Self::BF16 => 1,
+            Self::F32 | Self::F16 | Self::BF16 | Self::I8 => 1,
             Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 | Self::Q8_1 => 32,
             Self::Q2K | Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K | Self::Q8K => 256,
         }
@@ -79,6 +82,7 @@ impl GgmlType {
         match self {
             Self::F32 => 4,
             Self::F16 | Self::BF16 => 2,
+            Self::I8 => 1,
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
             Self::Q5_0 => 22,
@@ -116,6 +120,7 @@ impl GgmlType {
             Self::Q5K => "Q5_K",
             Self::Q6K => "Q6_K",
             Self::Q8K => "Q8_K",
+            Self::I8 => "I8",
             Self::BF16 => "BF16",
         }
     }

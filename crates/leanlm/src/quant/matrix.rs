@@ -8,9 +8,11 @@ use rayon::prelude::*;
 use super::activation::Q8Act;
 use super::blocks::{dequantize, QK};
 use super::dot::{
-    dot4_q4_0, dot4_q4_1, dot4_q8_0, dot_f32, dot_q4_0, dot_q4_1, dot_q8_0, Dot, Dot4,
+    dot4_q4_0, dot4_q4_1, dot4_q4_k, dot4_q6_k, dot4_q8_0, dot_bf16, dot_f16, dot_f32, dot_q4_0,
+    dot_q4_1, dot_q4_k, dot_q6_k, dot_q8_0, Dot, Dot4,
 };
 use super::gemm::{self, View};
+use super::sparse::Sparse;
 use super::GgmlType;
 use crate::error::{Error, Result};
 
@@ -38,11 +40,14 @@ impl Bytes {
 #[derive(Clone)]
 pub enum Storage {
     F32(Arc<Vec<f32>>),
-    /// Q4_0, Q4_1 or Q8_0 blocks; other GGML types are converted at load time.
+    /// Blocks of a type with a kernel ([`KERNEL_TYPES`]); other GGML types are converted
+    /// to f32 at load time.
     Quant {
         dtype: GgmlType,
         bytes: Bytes,
     },
+    /// Pruned weights without their zeros (8-bit values, see [`super::sparse`]).
+    Sparse(Sparse),
 }
 
 #[derive(Clone)]
@@ -51,6 +56,17 @@ pub struct Matrix {
     pub cols: usize,
     pub storage: Storage,
 }
+
+/// GGML types the kernels compute with directly, as stored.
+pub const KERNEL_TYPES: [GgmlType; 7] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4K,
+    GgmlType::Q6K,
+    GgmlType::F16,
+    GgmlType::BF16,
+];
 
 /// Rows computed per parallel task: large enough to amortise scheduling, small enough to
 /// balance two threads on the narrowest matrix (576 rows).
@@ -93,7 +109,7 @@ impl Matrix {
             });
         }
         match dtype {
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => Ok(Self {
+            t if KERNEL_TYPES.contains(&t) => Ok(Self {
                 rows,
                 cols,
                 storage: Storage::Quant { dtype, bytes },
@@ -106,10 +122,28 @@ impl Matrix {
         }
     }
 
+    pub fn from_sparse(s: Sparse) -> Self {
+        Self {
+            rows: s.rows,
+            cols: s.cols,
+            storage: Storage::Sparse(s),
+        }
+    }
+
+    /// The element type of the values (a sparse matrix's values are Q8_0's).
     pub fn dtype(&self) -> GgmlType {
         match &self.storage {
             Storage::F32(_) => GgmlType::F32,
             Storage::Quant { dtype, .. } => *dtype,
+            Storage::Sparse(_) => GgmlType::Q8_0,
+        }
+    }
+
+    /// The storage's name: the GGML type, or the sparse layout.
+    pub fn type_name(&self) -> &'static str {
+        match &self.storage {
+            Storage::Sparse(s) => s.format.name(),
+            _ => self.dtype().name(),
         }
     }
 
@@ -118,6 +152,7 @@ impl Matrix {
         match &self.storage {
             Storage::F32(v) => v.len() * 4,
             Storage::Quant { bytes, .. } => bytes.as_slice().len(),
+            Storage::Sparse(s) => s.nbytes(),
         }
     }
 
@@ -131,6 +166,7 @@ impl Matrix {
                     .expect("sizes checked at construction");
                 out
             }
+            Storage::Sparse(s) => s.to_f32(),
         }
     }
 
@@ -143,6 +179,11 @@ impl Matrix {
                 let mut out = vec![0f32; self.cols];
                 dequantize(*dtype, &bytes.as_slice()[r * rb..(r + 1) * rb], &mut out)
                     .expect("sizes checked at construction");
+                out
+            }
+            Storage::Sparse(s) => {
+                let mut out = vec![0f32; self.cols];
+                s.decode_row(r, &mut out);
                 out
             }
         }
@@ -181,6 +222,14 @@ impl Matrix {
                 let (xv, wv) = (View::new(x, n, cols), View::new(&w, rows, cols).t());
                 return gemm::matmul(xv, wv, y, 0.0);
             }
+            Storage::Sparse(s) if n >= GEMM_MIN_TOKENS => {
+                let mut w = vec![0f32; rows * cols];
+                w.par_chunks_mut(cols)
+                    .enumerate()
+                    .for_each(|(r, out)| s.decode_row(r, out));
+                let (xv, wv) = (View::new(x, n, cols), View::new(&w, rows, cols).t());
+                return gemm::matmul(xv, wv, y, 0.0);
+            }
             _ => {}
         }
         // Each task owns a band of rows and fills `band[r][t]`; one transpose at the end
@@ -200,6 +249,40 @@ impl Matrix {
                         }
                     });
             }
+            Storage::Sparse(s) => {
+                let xq = Q8Act::quantize(x);
+                let bpr = cols / QK;
+                yt.par_chunks_mut(ROWS_PER_TASK * n)
+                    .enumerate()
+                    .for_each(|(task, band)| {
+                        for (i, out) in band.chunks_exact_mut(n).enumerate() {
+                            let r = task * ROWS_PER_TASK + i;
+                            for (t, o) in out.iter_mut().enumerate() {
+                                *o = s.dot(r, xq.row(t, bpr));
+                            }
+                        }
+                    });
+            }
+            Storage::Quant { dtype, bytes } if matches!(dtype, GgmlType::F16 | GgmlType::BF16) => {
+                // Half-precision weights meet f32 activations: nothing to quantize.
+                let dot = if *dtype == GgmlType::F16 {
+                    dot_f16
+                } else {
+                    dot_bf16
+                };
+                let (w, rb) = (bytes.as_slice(), 2 * cols);
+                yt.par_chunks_mut(ROWS_PER_TASK * n)
+                    .enumerate()
+                    .for_each(|(task, band)| {
+                        for (i, out) in band.chunks_exact_mut(n).enumerate() {
+                            let r = task * ROWS_PER_TASK + i;
+                            let wr = &w[r * rb..(r + 1) * rb];
+                            for (t, o) in out.iter_mut().enumerate() {
+                                *o = dot(wr, &x[t * cols..(t + 1) * cols]);
+                            }
+                        }
+                    });
+            }
             Storage::Quant { dtype, bytes } => {
                 let xq = Q8Act::quantize(x);
                 let bpr = cols / QK;
@@ -207,7 +290,10 @@ impl Matrix {
                 let (dot, dot4): (Dot, Dot4) = match dtype {
                     GgmlType::Q4_1 => (dot_q4_1, dot4_q4_1),
                     GgmlType::Q4_0 => (dot_q4_0, dot4_q4_0),
-                    _ => (dot_q8_0, dot4_q8_0),
+                    GgmlType::Q4K => (dot_q4_k, dot4_q4_k),
+                    GgmlType::Q6K => (dot_q6_k, dot4_q6_k),
+                    GgmlType::Q8_0 => (dot_q8_0, dot4_q8_0),
+                    other => unreachable!("{other} has no kernel and is stored as f32"),
                 };
                 let w = bytes.as_slice();
                 yt.par_chunks_mut(ROWS_PER_TASK * n)
@@ -249,7 +335,8 @@ impl Matrix {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::blocks::{quantize_q4_1, quantize_q8_0};
+    use crate::quant::blocks::{quantize_q4_0, quantize_q4_1, quantize_q8_0};
+    use crate::quant::kquants::{quantize_q4_k, quantize_q6_k};
 
     fn reference(w: &[f32], rows: usize, cols: usize, x: &[f32], n: usize) -> Vec<f32> {
         let mut y = vec![0f32; n * rows];
@@ -288,20 +375,50 @@ mod tests {
         }
     }
 
-    fn quantized(w: &[f32], rows: usize, cols: usize) -> [Matrix; 2] {
-        [
+    /// `w` in every kernel type whose block fits `cols`.
+    fn quantized(w: &[f32], rows: usize, cols: usize) -> Vec<Matrix> {
+        let ones = vec![1f32; w.len()];
+        let mut out = vec![
             (GgmlType::Q8_0, quantize_q8_0(w)),
             (GgmlType::Q4_1, quantize_q4_1(w)),
-        ]
-        .map(|(dtype, bytes)| {
-            Matrix::from_ggml(rows, cols, dtype, Bytes::Owned(Arc::new(bytes))).unwrap()
-        })
+            (GgmlType::Q4_0, quantize_q4_0(w)),
+            (
+                GgmlType::F16,
+                w.iter()
+                    .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                    .collect(),
+            ),
+            (
+                GgmlType::BF16,
+                w.iter()
+                    .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                    .collect(),
+            ),
+        ];
+        if cols.is_multiple_of(256) {
+            out.push((GgmlType::Q4K, quantize_q4_k(w, &ones)));
+            out.push((GgmlType::Q6K, quantize_q6_k(w, &ones)));
+        }
+        out.into_iter()
+            .map(|(dtype, bytes)| {
+                let m =
+                    Matrix::from_ggml(rows, cols, dtype, Bytes::Owned(Arc::new(bytes))).unwrap();
+                assert_eq!(m.dtype(), dtype, "kept as stored");
+                m
+            })
+            .collect()
     }
 
     /// Odd row counts (not a multiple of the task band) and several batch sizes.
     #[test]
     fn matmul_matches_dense_reference_on_odd_shapes() {
-        for (rows, cols, n) in [(1, 32, 1), (33, 64, 3), (70, 96, 5), (65, 32, 2)] {
+        for (rows, cols, n) in [
+            (1, 32, 1),
+            (33, 64, 3),
+            (70, 96, 5),
+            (65, 32, 2),
+            (37, 512, 6),
+        ] {
             let (w, x) = inputs(rows, cols, n);
             for m in quantized(&w, rows, cols) {
                 // 8-bit activations: error ≤ Σ|w|·amax(x)/254 ≤ cols·1·1/254
@@ -315,7 +432,7 @@ mod tests {
     /// f32 summation order separates it from the reference.
     #[test]
     fn long_prompts_through_the_gemm_path_match_the_reference() {
-        let (rows, cols, n) = (45, 96, GEMM_MIN_TOKENS + 3);
+        let (rows, cols, n) = (45, 256, GEMM_MIN_TOKENS + 3);
         let (w, x) = inputs(rows, cols, n);
         for m in quantized(&w, rows, cols) {
             check(&m, &x, n, 1e-4);

@@ -8,9 +8,13 @@
 pub mod activation;
 pub mod blocks;
 pub mod dot;
+pub mod fit;
 pub mod gemm;
 mod ggml_type;
+pub mod kquants;
 pub mod matrix;
+mod simd;
+pub mod sparse;
 
 pub use ggml_type::GgmlType;
 pub use matrix::{Bytes, Matrix};

@@ -365,10 +365,10 @@ fn check_stage(stage: &Stage, bad: &mut impl FnMut(&str, String)) {
             }
         }
         Stage::Quantize(q) => {
-            if q.imatrix.is_some() {
+            if q.imatrix.is_some() && (q.imatrix_samples == 0 || q.imatrix_seqlen < 2) {
                 bad(
-                    "imatrix",
-                    "importance matrices are not supported yet by `leanlm quantize`".into(),
+                    "imatrix_samples",
+                    "the importance matrix needs at least 1 sample of at least 2 tokens".into(),
                 );
             }
         }
@@ -480,6 +480,11 @@ pub fn check_files(plan: &Plan, text: &str, file: &Path) -> Result<(), RecipeErr
         let span = p.span.clone();
         match &p.stage {
             Stage::Prune(s) => wanted.push((field_line(text, span, "calib"), "calib", &s.calib)),
+            Stage::Quantize(q) => {
+                if let Some(f) = &q.imatrix {
+                    wanted.push((field_line(text, span, "imatrix"), "imatrix", f));
+                }
+            }
             Stage::Distill(d) => {
                 for f in &d.data {
                     wanted.push((field_line(text, span.clone(), "data"), "data", f));
@@ -533,7 +538,11 @@ impl Plan {
                     d.accum = 1;
                     d.warmup = d.warmup.min(1);
                 }
-                Stage::Quantize(_) | Stage::Decode(_) => {}
+                Stage::Quantize(q) => {
+                    q.imatrix_samples = q.imatrix_samples.min(2);
+                    q.imatrix_seqlen = q.imatrix_seqlen.min(64);
+                }
+                Stage::Decode(_) => {}
             }
         }
     }

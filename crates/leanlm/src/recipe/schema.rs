@@ -154,6 +154,14 @@ pub struct Distill {
     pub seed: u64,
 }
 
+fn default_imatrix_samples() -> usize {
+    32
+}
+
+fn default_imatrix_seqlen() -> usize {
+    512
+}
+
 /// The quantization types `leanlm quantize` writes.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -161,6 +169,10 @@ pub enum QuantType {
     Q8_0,
     Q4_0,
     Q4_1,
+    #[serde(rename = "q4_k")]
+    Q4K,
+    #[serde(rename = "q6_k")]
+    Q6K,
 }
 
 impl QuantType {
@@ -169,6 +181,8 @@ impl QuantType {
             QuantType::Q8_0 => "q8_0",
             QuantType::Q4_0 => "q4_0",
             QuantType::Q4_1 => "q4_1",
+            QuantType::Q4K => "q4_k",
+            QuantType::Q6K => "q6_k",
         }
     }
 }
@@ -182,9 +196,14 @@ pub struct Quantize {
     pub input: Option<String>,
     /// Target type of every matrix (`type` names the stage kind).
     pub quant: QuantType,
-    /// Importance matrix (not supported yet: rejected by the checker).
+    /// Calibration text for an importance matrix (`leanlm quantize --imatrix`).
     #[serde(default)]
     pub imatrix: Option<PathBuf>,
+    /// Calibration windows and their length for the importance matrix.
+    #[serde(default = "default_imatrix_samples")]
+    pub imatrix_samples: usize,
+    #[serde(default = "default_imatrix_seqlen")]
+    pub imatrix_seqlen: usize,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -86,13 +86,16 @@ fn a_teacher_that_does_not_exist_is_rejected() {
 }
 
 #[test]
-fn unsupported_quantize_types_and_imatrix_are_rejected() {
-    let p = problem(&GOOD.replace("\"q4_0\"", "\"q4_k\""));
-    assert!(p.message.contains("q4_k"), "{p:?}");
+fn unsupported_quantize_types_and_empty_imatrix_calibration_are_rejected() {
+    let p = problem(&GOOD.replace("\"q4_0\"", "\"q5_k\""));
+    assert!(p.message.contains("q5_k"), "{p:?}");
     assert_eq!(p.line, 24);
-    let p = problem(&GOOD.replace("quant = \"q4_0\"", "quant = \"q4_0\"\nimatrix = \"i.dat\""));
-    assert_eq!(p.field.as_deref(), Some("imatrix"));
-    assert_eq!(p.line, 25);
+    let p = problem(&GOOD.replace(
+        "quant = \"q4_0\"",
+        "quant = \"q4_k\"\nimatrix = \"i.txt\"\nimatrix_samples = 0",
+    ));
+    assert_eq!(p.field.as_deref(), Some("imatrix_samples"));
+    assert_eq!(p.line, 26);
 }
 
 #[test]

@@ -1,40 +1,119 @@
-//! Re-encode a model's matrices in another GGML type (round to nearest; no importance
-//! matrix yet). Norm vectors stay f32.
+//! Re-encode a model's matrices in another GGML type, optionally weighting each weight's
+//! rounding error by an importance matrix. Norm vectors stay f32.
 
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
+use crate::calibrate::Importance;
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::quant::blocks::{quantize_q4_0, quantize_q4_1, quantize_q8_0};
+use crate::quant::blocks::{
+    quantize_q4_0, quantize_q4_0_weighted, quantize_q4_1, quantize_q4_1_weighted, quantize_q8_0,
+};
+use crate::quant::kquants::{quantize_q4_k, quantize_q6_k, QK_K};
+use crate::quant::sparse::{sizes, Sparse, SparseFormat};
 use crate::quant::{Bytes, GgmlType, Matrix};
 
 /// The types `quantize` writes.
-pub const TARGETS: [GgmlType; 3] = [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1];
+pub const TARGETS: [GgmlType; 5] = [
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q4K,
+    GgmlType::Q6K,
+];
 
-pub fn quantize_matrix(m: &Matrix, target: GgmlType) -> Result<Matrix> {
-    let encode = match target {
-        GgmlType::Q8_0 => quantize_q8_0,
-        GgmlType::Q4_0 => quantize_q4_0,
-        GgmlType::Q4_1 => quantize_q4_1,
-        GgmlType::F32 => return Matrix::from_f32(m.rows, m.cols, m.to_f32()),
-        other => {
-            return Err(Error::UnsupportedType(format!(
-                "{other} as a quantization target (use q8_0, q4_0, q4_1)"
-            )))
-        }
-    };
+/// The type a matrix with `cols` columns gets for `target`. K-quants need rows of whole
+/// 256-value super-blocks; narrower rows (SmolLM2's 576) fall back to a 32-value block
+/// type of at least the same precision, as llama-quantize does (it picks Q5_0 for Q4_K,
+/// which we have no kernel for; Q4_1 is our nearest).
+pub fn type_for(target: GgmlType, cols: usize) -> GgmlType {
+    match target {
+        GgmlType::Q4K if !cols.is_multiple_of(QK_K) => GgmlType::Q4_1,
+        GgmlType::Q6K if !cols.is_multiple_of(QK_K) => GgmlType::Q8_0,
+        t => t,
+    }
+}
+
+/// `m` in `target` (or its fallback for `m`'s width). `importance`, one value per input
+/// column, weighs each weight's squared rounding error; Q8_0 ignores it (its error is
+/// already far below what the weights need), as llama.cpp does.
+pub fn quantize_matrix(m: &Matrix, target: GgmlType, importance: Option<&[f32]>) -> Result<Matrix> {
+    if target == GgmlType::F32 {
+        return Matrix::from_f32(m.rows, m.cols, m.to_f32());
+    }
+    if !TARGETS.contains(&target) {
+        return Err(Error::UnsupportedType(format!(
+            "{target} as a quantization target (use q8_0, q4_0, q4_1, q4_k, q6_k)"
+        )));
+    }
     if !m.cols.is_multiple_of(32) {
         return Err(Error::InvalidInput(format!(
             "{} columns is not a multiple of the 32-element block",
             m.cols
         )));
     }
+    if let Some(w) = importance {
+        if w.len() != m.cols {
+            return Err(Error::Shape {
+                what: "importance vector".into(),
+                expected: vec![m.cols],
+                found: vec![w.len()],
+            });
+        }
+    }
+    let target = type_for(target, m.cols);
+    let ones;
+    let w = match importance {
+        Some(w) => w,
+        None => {
+            ones = vec![1f32; m.cols];
+            &ones
+        }
+    };
+    let weighted = importance.is_some();
+    let encode = |row: &[f32]| -> Vec<u8> {
+        match target {
+            GgmlType::Q4_0 if weighted => quantize_q4_0_weighted(row, w),
+            GgmlType::Q4_0 => quantize_q4_0(row),
+            GgmlType::Q4_1 if weighted => quantize_q4_1_weighted(row, w),
+            GgmlType::Q4_1 => quantize_q4_1(row),
+            GgmlType::Q4K => quantize_q4_k(row, w),
+            GgmlType::Q6K => quantize_q6_k(row, w),
+            _ => quantize_q8_0(row),
+        }
+    };
+    let dense = m.to_f32();
+    let rows: Vec<Vec<u8>> = dense.par_chunks(m.cols).map(encode).collect();
     Matrix::from_ggml(
         m.rows,
         m.cols,
         target,
-        Bytes::Owned(Arc::new(encode(&m.to_f32()))),
+        Bytes::Owned(Arc::new(rows.concat())),
     )
+}
+
+/// `m` with 8-bit values in the layout that reads the fewest bytes: dense Q8_0, 2:4
+/// (when every group of 4 columns has at most 2 non-zeros) or a bitmap of non-zeros.
+/// Every layout holds Q8_0's values, so the choice changes speed, never results.
+pub fn q8_0_or_sparse(m: &Matrix) -> Result<Matrix> {
+    let w = m.to_f32();
+    let (dense, s24, bitmap) = sizes(&w, m.rows, m.cols);
+    let best = [
+        (Some(dense), None),
+        (s24, Some(SparseFormat::S24Q8)),
+        (Some(bitmap), Some(SparseFormat::BitmapQ8)),
+    ]
+    .into_iter()
+    .filter_map(|(b, f)| b.map(|b| (b, f)))
+    .min_by_key(|(b, _)| *b);
+    match best {
+        Some((_, Some(format))) => Ok(Matrix::from_sparse(Sparse::encode(
+            format, &w, m.rows, m.cols,
+        )?)),
+        _ => quantize_matrix(m, GgmlType::Q8_0, None),
+    }
 }
 
 /// The type of the token embedding and LM head for a `target`: 4-bit types keep them at
@@ -42,37 +121,54 @@ pub fn quantize_matrix(m: &Matrix, target: GgmlType) -> Result<Matrix> {
 /// and a tied one is also the embedding).
 pub fn embedding_type(target: GgmlType) -> GgmlType {
     match target {
-        GgmlType::Q4_0 | GgmlType::Q4_1 => GgmlType::Q8_0,
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4K => GgmlType::Q8_0,
         t => t,
     }
 }
 
-/// Every block matrix of `model` in `target`, the embedding and LM head in `embeddings`.
-pub fn quantize_model(model: &Model, target: GgmlType, embeddings: GgmlType) -> Result<Model> {
-    let mut out = map_blocks(model, &|m| quantize_matrix(m, target))?;
-    out.tok_embd = quantize_matrix(&model.tok_embd, embeddings)?;
+/// Every block matrix of `model` in `target` (weighted by `importance` when given), the
+/// embedding and LM head in `embeddings`. With `sparse` (Q8_0 only), block matrices with
+/// enough zeros are stored without them (see [`q8_0_or_sparse`]).
+pub fn quantize_model(
+    model: &Model,
+    target: GgmlType,
+    embeddings: GgmlType,
+    importance: Option<&Importance>,
+    sparse: bool,
+) -> Result<Model> {
+    if sparse && target != GgmlType::Q8_0 {
+        return Err(Error::InvalidInput(format!(
+            "sparse storage holds 8-bit values: use q8_0, not {target}"
+        )));
+    }
+    let mut out = model.clone();
+    for (l, layer) in out.layers.iter_mut().enumerate() {
+        for (_, site, m) in layer.matrices_mut() {
+            let w = importance.map(|imp| imp.site(l, site));
+            *m = if sparse {
+                q8_0_or_sparse(m)?
+            } else {
+                quantize_matrix(m, target, w)?
+            };
+        }
+    }
+    out.tok_embd = quantize_matrix(&model.tok_embd, embeddings, None)?;
     out.output = if model.tied() {
         out.tok_embd.clone()
     } else {
-        quantize_matrix(&model.output, embeddings)?
+        quantize_matrix(&model.output, embeddings, None)?
     };
     Ok(out)
 }
 
-/// `model` with `f` applied to every block matrix.
-fn map_blocks(model: &Model, f: &dyn Fn(&Matrix) -> Result<Matrix>) -> Result<Model> {
+/// `model` with `f` applied to every matrix (a tied head stays tied).
+pub fn map_matrices(model: &Model, f: &dyn Fn(&Matrix) -> Result<Matrix>) -> Result<Model> {
     let mut out = model.clone();
     for l in out.layers.iter_mut() {
         for (_, _, m) in l.matrices_mut() {
             *m = f(m)?;
         }
     }
-    Ok(out)
-}
-
-/// `model` with `f` applied to every matrix (a tied head stays tied).
-pub fn map_matrices(model: &Model, f: &dyn Fn(&Matrix) -> Result<Matrix>) -> Result<Model> {
-    let mut out = map_blocks(model, f)?;
     out.tok_embd = f(&model.tok_embd)?;
     out.output = if model.tied() {
         out.tok_embd.clone()
@@ -101,12 +197,12 @@ pub fn for_output(model: &Model, out: OutType, source: GgmlType) -> Result<(Mode
         OutType::F32 => Ok((map_matrices(model, &dense)?, GgmlType::F32)),
         OutType::F16 => Ok((map_matrices(model, &dense)?, GgmlType::F16)),
         OutType::Q8_0 => Ok((
-            quantize_model(model, GgmlType::Q8_0, GgmlType::Q8_0)?,
+            quantize_model(model, GgmlType::Q8_0, GgmlType::Q8_0, None, false)?,
             GgmlType::F32,
         )),
         OutType::Same => {
             let back = |m: &Matrix| match (m.dtype(), TARGETS.contains(&source)) {
-                (GgmlType::F32, true) => quantize_matrix(m, source),
+                (GgmlType::F32, true) => quantize_matrix(m, source, None),
                 _ => Ok(m.clone()),
             };
             let dense_as = match source {
@@ -128,13 +224,94 @@ mod tests {
             .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
             .collect();
         let m = Matrix::from_f32(3, 64, w.clone()).unwrap();
-        let q = quantize_matrix(&m, GgmlType::Q8_0).unwrap();
+        let q = quantize_matrix(&m, GgmlType::Q8_0, None).unwrap();
         assert_eq!(q.dtype(), GgmlType::Q8_0);
         for (a, b) in w.iter().zip(q.to_f32()) {
             assert!((a - b).abs() <= 2.0 / 127.0 * 0.5 + 1e-3);
         }
-        assert!(quantize_matrix(&m, GgmlType::Q6K).is_err());
+        assert!(quantize_matrix(&m, GgmlType::Q5K, None).is_err());
         let odd = Matrix::from_f32(1, 33, vec![0.0; 33]).unwrap();
-        assert!(quantize_matrix(&odd, GgmlType::Q8_0).is_err());
+        assert!(quantize_matrix(&odd, GgmlType::Q8_0, None).is_err());
+        assert!(quantize_matrix(&m, GgmlType::Q4_0, Some(&[1.0; 3])).is_err());
+    }
+
+    /// The smallest layout is chosen, and every layout decodes to Q8_0's values.
+    #[test]
+    fn sparse_choice_follows_bytes() {
+        let cols = 64;
+        let dense: Vec<f32> = (0..2 * cols)
+            .map(|i| (i as f32 - 60.0) / 50.0 + 0.01)
+            .collect();
+        let two_four: Vec<f32> = dense
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| if i % 4 < 2 { v } else { 0.0 })
+            .collect();
+        let mostly_zero: Vec<f32> = dense
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| if i % 8 == 0 { v } else { 0.0 })
+            .collect();
+        for (w, want) in [
+            (&dense, "Q8_0"),
+            (&two_four, "S24_Q8"),
+            (&mostly_zero, "BITMAP_Q8"),
+        ] {
+            let m = Matrix::from_f32(2, cols, w.clone()).unwrap();
+            let s = q8_0_or_sparse(&m).unwrap();
+            assert_eq!(s.type_name(), want);
+            let q8 = quantize_matrix(&m, GgmlType::Q8_0, None).unwrap();
+            assert_eq!(s.to_f32(), q8.to_f32());
+        }
+    }
+
+    #[test]
+    fn k_quants_fall_back_on_rows_that_are_not_whole_super_blocks() {
+        let m = Matrix::from_f32(2, 576, vec![0.5; 1152]).unwrap();
+        assert_eq!(
+            quantize_matrix(&m, GgmlType::Q4K, None).unwrap().dtype(),
+            GgmlType::Q4_1
+        );
+        assert_eq!(
+            quantize_matrix(&m, GgmlType::Q6K, None).unwrap().dtype(),
+            GgmlType::Q8_0
+        );
+        let m = Matrix::from_f32(2, 512, vec![0.5; 1024]).unwrap();
+        assert_eq!(
+            quantize_matrix(&m, GgmlType::Q4K, None).unwrap().dtype(),
+            GgmlType::Q4K
+        );
+    }
+
+    /// With an importance vector, the error weighted by it is lower than without: the
+    /// encoder spends its levels on the columns that matter.
+    #[test]
+    fn importance_lowers_the_weighted_error() {
+        let (rows, cols) = (8, 512);
+        let mut s = 3u32;
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|_| {
+                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+                ((s >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0).powi(3)
+            })
+            .collect();
+        // A few columns carry large activations, as real layers' outlier features do.
+        let imp: Vec<f32> = (0..cols)
+            .map(|c| if c % 37 == 0 { 100.0 } else { 1.0 })
+            .collect();
+        let m = Matrix::from_f32(rows, cols, w.clone()).unwrap();
+        let werr = |q: &Matrix| -> f64 {
+            q.to_f32()
+                .iter()
+                .zip(&w)
+                .enumerate()
+                .map(|(i, (a, b))| imp[i % cols] as f64 * ((a - b) as f64).powi(2))
+                .sum()
+        };
+        for t in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q4K, GgmlType::Q6K] {
+            let plain = werr(&quantize_matrix(&m, t, None).unwrap());
+            let weighted = werr(&quantize_matrix(&m, t, Some(&imp)).unwrap());
+            assert!(weighted < plain, "{t}: {weighted} vs {plain}");
+        }
     }
 }

@@ -300,6 +300,11 @@ pub fn jobs(plan: &Plan, dir: &Path, files: &mut FileKeys) -> Result<(Vec<Varian
         let teacher = p.teacher.map(|t| model_of(&models, t));
         let data: Vec<String> = match &p.stage {
             Stage::Prune(s) => vec![files.of(&s.calib)?],
+            Stage::Quantize(q) => q
+                .imatrix
+                .iter()
+                .map(|f| files.of(f))
+                .collect::<Result<_>>()?,
             Stage::Distill(d) => d.data.iter().map(|f| files.of(f)).collect::<Result<_>>()?,
             _ => vec![],
         };
@@ -416,7 +421,14 @@ fn stage_job(
         Stage::Quantize(q) => {
             let mut a = os(&[&"quantize", &input, &"-o", &out]);
             push(&mut a, "--type", q.quant.name());
-            (a, 5_000.0, vec![])
+            let mut work = 5_000.0;
+            if let Some(f) = &q.imatrix {
+                push(&mut a, "--imatrix", f.display());
+                push(&mut a, "--imatrix-samples", q.imatrix_samples);
+                push(&mut a, "--imatrix-seqlen", q.imatrix_seqlen);
+                work += (q.imatrix_samples * q.imatrix_seqlen) as f64;
+            }
+            (a, work, vec![])
         }
         Stage::Decode(_) => unreachable!("decode stages write no model"),
     }

@@ -1,0 +1,51 @@
+//! x86-64 building blocks shared by the dense and sparse kernels.
+//!
+//! Dense Q8_0 and the sparse layouts hold the same 8-bit values; for their products to be
+//! bit-identical (so that greedy decoding gives the same tokens), both reduce two blocks
+//! at a time to the same eight integer lanes ([`pair_lanes`]) and scale and accumulate
+//! them with the same float operations.
+#![cfg(target_arch = "x86_64")]
+
+use std::arch::x86_64::*;
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// The f16 at `p` as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn half(p: *const u8) -> f32 {
+    let bits = u16::from_le_bytes([*p, *p.add(1)]) as i32;
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
+}
+
+/// Σ w·x over 32 signed byte lanes, as 8 i32 sums of 4 consecutive lanes. Exact: values
+/// are in [−127, 127], so a pair of products never saturates 16 bits.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_i8(w: __m256i, x: __m256i) -> __m256i {
+    // maddubs wants one unsigned operand: move w's sign onto x.
+    let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    _mm256_madd_epi16(p16, _mm256_set1_epi16(1))
+}
+
+/// Two blocks' products as eight integer lanes, each the sum over 8 columns:
+/// `[A0-7, A8-15, B0-7, B8-15 | A16-23, A24-31, B16-23, B24-31]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn pair_lanes(wa: __m256i, xa: __m256i, wb: __m256i, xb: __m256i) -> __m256i {
+    _mm256_hadd_epi32(dot_i8(wa, xa), dot_i8(wb, xb))
+}
+
+/// Scales laid out as [`pair_lanes`]' lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn pair_scale(sa: f32, sb: f32) -> __m256 {
+    _mm256_setr_ps(sa, sa, sb, sb, sa, sa, sb, sb)
+}

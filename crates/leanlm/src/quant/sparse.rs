@@ -1,0 +1,623 @@
+//! Sparse storage of pruned matrices with 8-bit values, and its kernels.
+//!
+//! Values are quantized exactly as Q8_0 quantizes them (one f16 scale per 32 columns,
+//! d = amax/127), so a sparse matrix computes the same products as its dense Q8_0 copy;
+//! only the zeros are no longer stored. Two layouts, per block of 32 columns:
+//!
+//! - **2:4** (`S24_Q8`, 22 bytes against Q8_0's 34): f16 d, 4 bytes of 2-bit positions,
+//!   16 values. Each group of 4 columns keeps 2 values; slot k (value k) sits at column
+//!   4·(k/2) + position k. Needs at most 2 non-zeros in every group of 4.
+//! - **bitmap** (`BITMAP_Q8`, 6 + non-zeros bytes): f16 d, a u32 mask of the non-zero
+//!   columns, then the non-zero values in column order. Rows differ in length, so the
+//!   matrix starts with `rows + 1` u32 byte offsets of its rows (relative to the end of
+//!   that table).
+//!
+//! The kernels gather the activations that meet stored values (2:4: a byte permute over
+//! two blocks' activations; bitmap: the values expanded to their columns), so each
+//! weight byte is read once, as in the dense kernels.
+
+use std::sync::Arc;
+
+use half::f16;
+
+use super::activation::Q8Row;
+use super::blocks::{f16_at, QK};
+use super::matrix::Bytes;
+use crate::error::{Error, Result};
+
+pub const S24_BLOCK: usize = 22;
+const BITMAP_HEADER: usize = 6;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SparseFormat {
+    S24Q8,
+    BitmapQ8,
+}
+
+impl SparseFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::S24Q8 => "S24_Q8",
+            Self::BitmapQ8 => "BITMAP_Q8",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::S24Q8, Self::BitmapQ8]
+            .into_iter()
+            .find(|f| f.name() == s)
+    }
+}
+
+impl std::fmt::Display for SparseFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A validated sparse matrix: every offset and count was checked against its bytes, so
+/// the kernels may trust them.
+#[derive(Clone)]
+pub struct Sparse {
+    pub format: SparseFormat,
+    pub rows: usize,
+    pub cols: usize,
+    pub bytes: Bytes,
+}
+
+/// Q8_0's scale and levels for one block of 32.
+fn q8_block(x: &[f32]) -> (f16, [i8; QK]) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let mut q = [0i8; QK];
+    for (l, &v) in q.iter_mut().zip(x) {
+        *l = (v * id).round() as i8;
+    }
+    (f16::from_f32(d), q)
+}
+
+/// Whether every group of 4 columns of `w` (rows of `cols`) has at most 2 non-zeros.
+pub fn is_2_4(w: &[f32]) -> bool {
+    w.chunks_exact(4)
+        .all(|g| g.iter().filter(|v| **v != 0.0).count() <= 2)
+}
+
+/// Bytes each layout takes for `w` (`None` where it cannot hold `w`), and Q8_0's.
+pub fn sizes(w: &[f32], rows: usize, cols: usize) -> (usize, Option<usize>, usize) {
+    let blocks = w.len() / QK;
+    let dense = blocks * 34;
+    let s24 = (cols.is_multiple_of(QK) && is_2_4(w)).then_some(blocks * S24_BLOCK);
+    let nnz = w.iter().filter(|v| **v != 0.0).count();
+    let bitmap = 4 * (rows + 1) + blocks * BITMAP_HEADER + nnz;
+    (dense, s24, bitmap)
+}
+
+impl Sparse {
+    /// Encode row-major `w` (`rows × cols`, cols a multiple of 32) in `format`.
+    pub fn encode(format: SparseFormat, w: &[f32], rows: usize, cols: usize) -> Result<Self> {
+        if !cols.is_multiple_of(QK) || w.len() != rows * cols {
+            return Err(Error::InvalidInput(format!(
+                "sparse {format}: {rows}×{cols} with {} values (columns must be a multiple of 32)",
+                w.len()
+            )));
+        }
+        let mut out = Vec::new();
+        match format {
+            SparseFormat::S24Q8 => {
+                if !is_2_4(w) {
+                    return Err(Error::InvalidInput(
+                        "S24_Q8 needs at most 2 non-zeros in every group of 4 columns".into(),
+                    ));
+                }
+                for blk in w.chunks_exact(QK) {
+                    let (d, q) = q8_block(blk);
+                    let (mut codes, mut vals) = (0u32, [0i8; 16]);
+                    for g in 0..8 {
+                        // The kept columns' positions; unused slots hold a zero value.
+                        let mut slot = 2 * g;
+                        for p in 0..4 {
+                            if blk[4 * g + p] != 0.0 {
+                                codes |= (p as u32) << (2 * slot);
+                                vals[slot] = q[4 * g + p];
+                                slot += 1;
+                            }
+                        }
+                    }
+                    out.extend_from_slice(&d.to_le_bytes());
+                    out.extend_from_slice(&codes.to_le_bytes());
+                    out.extend(vals.iter().map(|&v| v as u8));
+                }
+            }
+            SparseFormat::BitmapQ8 => {
+                let mut body = Vec::new();
+                let mut offsets = Vec::with_capacity(rows + 1);
+                for row in w.chunks_exact(cols) {
+                    offsets.push(body.len() as u32);
+                    for blk in row.chunks_exact(QK) {
+                        let (d, q) = q8_block(blk);
+                        let mask = (0..QK)
+                            .filter(|&j| blk[j] != 0.0)
+                            .fold(0u32, |m, j| m | (1 << j));
+                        body.extend_from_slice(&d.to_le_bytes());
+                        body.extend_from_slice(&mask.to_le_bytes());
+                        body.extend((0..QK).filter(|&j| mask >> j & 1 == 1).map(|j| q[j] as u8));
+                    }
+                }
+                offsets.push(body.len() as u32);
+                if body.len() > u32::MAX as usize {
+                    return Err(Error::InvalidInput("sparse matrix over 4 GiB".into()));
+                }
+                out.extend(offsets.iter().flat_map(|o| o.to_le_bytes()));
+                out.extend_from_slice(&body);
+            }
+        }
+        Self::new(format, rows, cols, Bytes::Owned(Arc::new(out)))
+    }
+
+    /// Wrap stored bytes, checking every size and offset so that a hostile file cannot
+    /// send a kernel out of bounds.
+    pub fn new(format: SparseFormat, rows: usize, cols: usize, bytes: Bytes) -> Result<Self> {
+        let bad = |why: String| {
+            Err(Error::InvalidInput(format!(
+                "{format} {rows}×{cols}: {why}"
+            )))
+        };
+        if !cols.is_multiple_of(QK) {
+            return bad("columns are not a multiple of 32".into());
+        }
+        let b = bytes.as_slice();
+        let blocks = cols / QK;
+        match format {
+            SparseFormat::S24Q8 => {
+                if b.len() != rows * blocks * S24_BLOCK {
+                    return bad(format!(
+                        "{} bytes, expected {}",
+                        b.len(),
+                        rows * blocks * S24_BLOCK
+                    ));
+                }
+            }
+            SparseFormat::BitmapQ8 => {
+                let table = 4 * (rows + 1);
+                if b.len() < table {
+                    return bad(format!("{} bytes cannot hold the row table", b.len()));
+                }
+                let off = |r: usize| {
+                    u32::from_le_bytes(b[4 * r..4 * r + 4].try_into().expect("4 bytes")) as usize
+                };
+                let body = &b[table..];
+                if off(0) != 0 || off(rows) != body.len() {
+                    return bad("row table does not span the data".into());
+                }
+                for r in 0..rows {
+                    let (start, end) = (off(r), off(r + 1));
+                    if start > end || end > body.len() {
+                        return bad(format!("row {r} runs outside the data"));
+                    }
+                    // Walk the row's blocks: each mask's count must land exactly on the end.
+                    let mut p = start;
+                    for _ in 0..blocks {
+                        if p + BITMAP_HEADER > end {
+                            return bad(format!("row {r} is shorter than its blocks"));
+                        }
+                        let mask =
+                            u32::from_le_bytes(body[p + 2..p + 6].try_into().expect("4 bytes"));
+                        p += BITMAP_HEADER + mask.count_ones() as usize;
+                    }
+                    if p != end {
+                        return bad(format!("row {r}'s blocks do not fill its bytes"));
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            format,
+            rows,
+            cols,
+            bytes,
+        })
+    }
+
+    pub fn nbytes(&self) -> usize {
+        self.bytes.as_slice().len()
+    }
+
+    /// The bytes of row `r` (for the bitmap layout, without the offset table).
+    pub fn row(&self, r: usize) -> &[u8] {
+        let b = self.bytes.as_slice();
+        match self.format {
+            SparseFormat::S24Q8 => {
+                let rb = self.cols / QK * S24_BLOCK;
+                &b[r * rb..(r + 1) * rb]
+            }
+            SparseFormat::BitmapQ8 => {
+                let table = 4 * (self.rows + 1);
+                let off = |r: usize| {
+                    u32::from_le_bytes(b[4 * r..4 * r + 4].try_into().expect("checked")) as usize
+                };
+                &b[table + off(r)..table + off(r + 1)]
+            }
+        }
+    }
+
+    /// Decode row `r` into `out` (`cols` values).
+    pub fn decode_row(&self, r: usize, out: &mut [f32]) {
+        let row = self.row(r);
+        out.fill(0.0);
+        match self.format {
+            SparseFormat::S24Q8 => {
+                for (o, blk) in out.chunks_exact_mut(QK).zip(row.chunks_exact(S24_BLOCK)) {
+                    let d = f16_at(blk, 0);
+                    let codes = u32::from_le_bytes(blk[2..6].try_into().expect("4 bytes"));
+                    for k in 0..16 {
+                        let col = 4 * (k / 2) + (codes >> (2 * k) & 3) as usize;
+                        o[col] += blk[6 + k] as i8 as f32 * d;
+                    }
+                }
+            }
+            SparseFormat::BitmapQ8 => {
+                let mut p = 0;
+                for o in out.chunks_exact_mut(QK) {
+                    let d = f16_at(row, p);
+                    let mask = u32::from_le_bytes(row[p + 2..p + 6].try_into().expect("4 bytes"));
+                    p += BITMAP_HEADER;
+                    for (j, v) in o.iter_mut().enumerate() {
+                        if mask >> j & 1 == 1 {
+                            *v = row[p] as i8 as f32 * d;
+                            p += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn to_f32(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        for (r, o) in out.chunks_exact_mut(self.cols).enumerate() {
+            self.decode_row(r, o);
+        }
+        out
+    }
+
+    /// The same matrix with its rows in the order `perm` (row i of the result is row
+    /// `perm[i]` of this one).
+    pub fn permute_rows(&self, perm: &[usize]) -> Result<Self> {
+        let mut body = Vec::with_capacity(self.nbytes());
+        let mut offsets = vec![0u32];
+        for &r in perm {
+            body.extend_from_slice(self.row(r));
+            offsets.push(body.len() as u32);
+        }
+        let bytes = match self.format {
+            SparseFormat::S24Q8 => body,
+            SparseFormat::BitmapQ8 => {
+                let mut out: Vec<u8> = offsets.iter().flat_map(|o| o.to_le_bytes()).collect();
+                out.extend_from_slice(&body);
+                out
+            }
+        };
+        Self::new(
+            self.format,
+            perm.len(),
+            self.cols,
+            Bytes::Owned(Arc::new(bytes)),
+        )
+    }
+
+    /// One row against 8-bit activations.
+    pub fn dot(&self, r: usize, x: Q8Row) -> f32 {
+        let row = self.row(r);
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512() {
+            // SAFETY: the CPU has the features; `new` validated the row's layout.
+            return unsafe {
+                match self.format {
+                    SparseFormat::S24Q8 => x86::dot_s24(row, x),
+                    SparseFormat::BitmapQ8 => x86::dot_bitmap(row, x),
+                }
+            };
+        }
+        match self.format {
+            SparseFormat::S24Q8 => dot_s24_ref(row, x),
+            SparseFormat::BitmapQ8 => dot_bitmap_ref(row, x),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::env::var_os("LEANLM_NO_SIMD").is_none()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vbmi")
+            && is_x86_feature_detected!("avx512vbmi2")
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    })
+}
+
+/// One 2:4 block against its 32 activations, as an integer sum.
+fn s24_block_isum(blk: &[u8], q: &[i8]) -> i32 {
+    let codes = u32::from_le_bytes(blk[2..6].try_into().expect("4 bytes"));
+    (0..16)
+        .map(|k| {
+            let col = 4 * (k / 2) + (codes >> (2 * k) & 3) as usize;
+            blk[6 + k] as i8 as i32 * q[col] as i32
+        })
+        .sum()
+}
+
+pub fn dot_s24_ref(row: &[u8], x: Q8Row) -> f32 {
+    row.chunks_exact(S24_BLOCK)
+        .enumerate()
+        .map(|(b, blk)| {
+            f16_at(blk, 0) * x.d[b] * s24_block_isum(blk, &x.qs[b * QK..(b + 1) * QK]) as f32
+        })
+        .sum()
+}
+
+pub fn dot_bitmap_ref(row: &[u8], x: Q8Row) -> f32 {
+    let (mut sum, mut p) = (0f32, 0);
+    for b in 0..x.d.len() {
+        let d = f16_at(row, p);
+        let mask = u32::from_le_bytes(row[p + 2..p + 6].try_into().expect("4 bytes"));
+        p += BITMAP_HEADER;
+        let mut isum = 0i32;
+        for j in 0..QK {
+            if mask >> j & 1 == 1 {
+                isum += row[p] as i8 as i32 * x.qs[b * QK + j] as i32;
+                p += 1;
+            }
+        }
+        sum += d * x.d[b] * isum as f32;
+    }
+    sum
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Q8Row, BITMAP_HEADER, S24_BLOCK};
+    use crate::quant::simd::{dot_i8, half, hsum, pair_lanes, pair_scale};
+    use std::arch::x86_64::*;
+
+    /// Two 2:4 blocks per step: their 32 slot positions come out of the 8 code bytes
+    /// with one multishift, and one two-table byte permute gathers the 32 activations
+    /// (of 64) that meet the 32 stored values. The integer lanes are then rearranged
+    /// into [`pair_lanes`]' layout so that the result equals dense Q8_0's bit for bit.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2")]
+    pub unsafe fn dot_s24(row: &[u8], x: Q8Row) -> f32 {
+        let nb = x.d.len();
+        let p = row.as_ptr();
+        // Output byte j takes bits 2j.. of the 64-bit code word.
+        let ctrl = _mm256_setr_epi8(
+            0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42, 44,
+            46, 48, 50, 52, 54, 56, 58, 60, 62,
+        );
+        // Slot j's group starts at column 4·(j/2); the second block's activations are
+        // the permute's second table (index + 32).
+        let base = _mm256_setr_epi8(
+            0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28, 32, 32, 36, 36, 40, 40, 44,
+            44, 48, 48, 52, 52, 56, 56, 60, 60,
+        );
+        // dot_i8 gives [A0-7, A8-15, A16-23, A24-31 | B0-7, …]; pair_lanes' order is
+        // [A0-7, A8-15, B0-7, B8-15 | A16-23, A24-31, B16-23, B24-31].
+        let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+        let three = _mm256_set1_epi8(3);
+        let mut acc = _mm256_setzero_ps();
+        let mut b = 0;
+        while b < nb {
+            let ba = p.add(b * S24_BLOCK);
+            let pair = b + 1 < nb;
+            let bb = if pair { ba.add(S24_BLOCK) } else { ba };
+            let codes = (ba.add(2) as *const u32).read_unaligned() as u64
+                | ((bb.add(2) as *const u32).read_unaligned() as u64) << 32;
+            let pos = _mm256_and_si256(
+                _mm256_multishift_epi64_epi8(ctrl, _mm256_set1_epi64x(codes as i64)),
+                three,
+            );
+            let idx = _mm256_add_epi8(pos, base);
+            let qa = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32) as *const __m256i);
+            let qb = if pair {
+                _mm256_loadu_si256(x.qs.as_ptr().add(b * 32 + 32) as *const __m256i)
+            } else {
+                _mm256_setzero_si256()
+            };
+            let xg = _mm256_permutex2var_epi8(qa, idx, qb);
+            let va = _mm_loadu_si128(ba.add(6) as *const __m128i);
+            let vb = if pair {
+                _mm_loadu_si128(bb.add(6) as *const __m128i)
+            } else {
+                _mm_setzero_si128()
+            };
+            let wv = _mm256_set_m128i(vb, va);
+            let lanes = _mm256_permutevar8x32_epi32(dot_i8(wv, xg), order);
+            let sa = half(ba) * x.d[b];
+            let sb = if pair { half(bb) * x.d[b + 1] } else { 0.0 };
+            acc = _mm256_fmadd_ps(pair_scale(sa, sb), _mm256_cvtepi32_ps(lanes), acc);
+            b += 2;
+        }
+        hsum(acc)
+    }
+
+    /// A block's stored values at their columns: a masked load reads exactly the stored
+    /// values (never past the row) and an expand spreads them by the mask.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2")]
+    unsafe fn bitmap_block(p: *const u8) -> (__m256i, usize) {
+        let mask = (p.add(2) as *const u32).read_unaligned();
+        let n = mask.count_ones() as usize;
+        let load = if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
+        let packed = _mm256_maskz_loadu_epi8(load, p.add(BITMAP_HEADER) as *const i8);
+        (_mm256_maskz_expand_epi8(mask, packed), BITMAP_HEADER + n)
+    }
+
+    /// Blocks expanded to dense 8-bit rows, two at a time through [`pair_lanes`].
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2")]
+    pub unsafe fn dot_bitmap(row: &[u8], x: Q8Row) -> f32 {
+        let nb = x.d.len();
+        let mut p = row.as_ptr();
+        let mut acc = _mm256_setzero_ps();
+        let mut b = 0;
+        while b < nb {
+            let (wa, la) = bitmap_block(p);
+            let sa = half(p) * x.d[b];
+            p = p.add(la);
+            let xa = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32) as *const __m256i);
+            let (wb, xb, sb) = if b + 1 < nb {
+                let (wb, lb) = bitmap_block(p);
+                let sb = half(p) * x.d[b + 1];
+                p = p.add(lb);
+                (
+                    wb,
+                    _mm256_loadu_si256(x.qs.as_ptr().add(b * 32 + 32) as *const __m256i),
+                    sb,
+                )
+            } else {
+                (_mm256_setzero_si256(), _mm256_setzero_si256(), 0.0)
+            };
+            let lanes = _mm256_cvtepi32_ps(pair_lanes(wa, xa, wb, xb));
+            acc = _mm256_fmadd_ps(pair_scale(sa, sb), lanes, acc);
+            b += 2;
+        }
+        hsum(acc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::activation::Q8Act;
+    use crate::quant::blocks::{dequantize, quantize_q8_0};
+    use crate::quant::GgmlType;
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+                (s >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Keep the 2 largest of every 4 (2:4), or zero values below a threshold (unstructured).
+    fn prune_2_4(w: &mut [f32]) {
+        for g in w.chunks_exact_mut(4) {
+            let mut idx = [0, 1, 2, 3];
+            idx.sort_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs()));
+            g[idx[0]] = 0.0;
+            g[idx[1]] = 0.0;
+        }
+    }
+
+    fn prune_below(w: &mut [f32], t: f32) {
+        for v in w.iter_mut().filter(|v| v.abs() < t) {
+            *v = 0.0;
+        }
+    }
+
+    /// Both layouts decode to exactly Q8_0's values, and their kernels equal the
+    /// references, on row counts and widths that exercise the odd-block tail.
+    #[test]
+    fn layouts_hold_q8_0_values_and_kernels_match_references() {
+        for (rows, cols) in [(1, 32), (3, 64), (5, 96), (7, 576)] {
+            let mut w24 = data(rows * cols, 3 + cols as u32);
+            prune_2_4(&mut w24);
+            let mut wu = data(rows * cols, 5);
+            prune_below(&mut wu, 0.5);
+            wu[0] = 0.9; // a block with 32 non-zeros and one with none, too
+            for v in wu.iter_mut().take(32) {
+                *v = 0.7;
+            }
+            if wu.len() >= 64 {
+                wu[32..64].fill(0.0);
+            }
+            for (format, w) in [(SparseFormat::S24Q8, &w24), (SparseFormat::BitmapQ8, &wu)] {
+                let s = Sparse::encode(format, w, rows, cols).unwrap();
+                let mut dense = vec![0f32; w.len()];
+                dequantize(GgmlType::Q8_0, &quantize_q8_0(w), &mut dense).unwrap();
+                assert_eq!(s.to_f32(), dense, "{format} {rows}×{cols}");
+                let xq = Q8Act::quantize(&data(cols, 11));
+                let x = xq.row(0, cols / QK);
+                for r in 0..rows {
+                    let reference = match format {
+                        SparseFormat::S24Q8 => dot_s24_ref(s.row(r), x),
+                        SparseFormat::BitmapQ8 => dot_bitmap_ref(s.row(r), x),
+                    };
+                    let got = s.dot(r, x);
+                    // With the SIMD kernels, bit-identical to dense Q8_0 on the same values.
+                    #[cfg(target_arch = "x86_64")]
+                    if has_avx512() {
+                        let q8 = quantize_q8_0(&w[r * cols..(r + 1) * cols]);
+                        let dense = crate::quant::dot::dot_q8_0(&q8, x);
+                        assert_eq!(got.to_bits(), dense.to_bits(), "{format}");
+                    }
+                    assert!(
+                        (got - reference).abs() <= 1e-4 * (1.0 + reference.abs()),
+                        "{format}: {got} vs {reference}"
+                    );
+                    // and the reference is the dense Q8_0 row's integer dot
+                    let q8 = quantize_q8_0(&w[r * cols..(r + 1) * cols]);
+                    let want = crate::quant::dot::dot_q8_0_ref(&q8, x);
+                    assert!((reference - want).abs() <= 1e-4 * (1.0 + want.abs()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_and_2_4_detection() {
+        let mut w = data(4 * 64, 1);
+        assert!(!is_2_4(&w));
+        prune_2_4(&mut w);
+        assert!(is_2_4(&w));
+        let (dense, s24, bitmap) = sizes(&w, 4, 64);
+        assert_eq!(dense, 8 * 34);
+        assert_eq!(s24, Some(8 * 22));
+        assert_eq!(bitmap, 4 * 5 + 8 * 6 + 128);
+        assert!(Sparse::encode(SparseFormat::S24Q8, &data(64, 2), 1, 64).is_err());
+    }
+
+    #[test]
+    fn hostile_bytes_are_rejected() {
+        let mut w = data(2 * 64, 4);
+        prune_below(&mut w, 0.5);
+        let s = Sparse::encode(SparseFormat::BitmapQ8, &w, 2, 64).unwrap();
+        let good = s.bytes.as_slice().to_vec();
+        let wrap =
+            |b: Vec<u8>| Sparse::new(SparseFormat::BitmapQ8, 2, 64, Bytes::Owned(Arc::new(b)));
+        assert!(wrap(good.clone()).is_ok());
+        let mut b = good.clone();
+        b[12 + 2..12 + 6].fill(0xff); // row 0's first mask claims 32 values
+        assert!(wrap(b).is_err());
+        let mut b = good.clone();
+        b[4] = 0xff; // row 1 starts past the end
+        assert!(wrap(b).is_err());
+        assert!(wrap(good[..good.len() - 1].to_vec()).is_err());
+        assert!(Sparse::new(
+            SparseFormat::S24Q8,
+            2,
+            64,
+            Bytes::Owned(Arc::new(vec![0; 87]))
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn permuting_rows_moves_whole_rows() {
+        let mut w = data(3 * 32, 9);
+        prune_below(&mut w, 0.3);
+        let s = Sparse::encode(SparseFormat::BitmapQ8, &w, 3, 32).unwrap();
+        let p = s.permute_rows(&[2, 0, 1]).unwrap();
+        let (a, b) = (s.to_f32(), p.to_f32());
+        assert_eq!(&b[0..32], &a[64..96]);
+        assert_eq!(&b[32..64], &a[0..32]);
+    }
+}
