@@ -366,7 +366,7 @@ fn sparse_gguf_round_trips_and_decodes_like_its_dense_copy() {
     ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let (dense, sparse) = (tmp("mag50.q8.gguf"), tmp("mag50.sparse.gguf"));
-    for (out, extra) in [(&dense, None), (&sparse, Some("--sparse"))] {
+    for (out, extra) in [(&dense, None), (&sparse, Some("--sparse=bitmap"))] {
         let mut args = vec![
             "quantize",
             pruned.to_str().unwrap(),

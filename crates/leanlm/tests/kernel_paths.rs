@@ -13,7 +13,7 @@ use leanlm::model::{Logits, Model};
 use leanlm::quant::GgmlType;
 use leanlm::run::{argmax, generate, Sampler, SamplerConfig};
 use leanlm::transform::prune::{prune, Method, Pattern, PruneConfig};
-use leanlm::transform::quantize::{q8_0_or_sparse, quantize_model};
+use leanlm::transform::quantize::{q8_0_or_sparse, quantize_model, SparseChoice};
 
 const N: usize = 32;
 
@@ -68,7 +68,7 @@ fn quantized_types_agree_with_their_dequantized_reference() {
         GgmlType::Q6K,
         GgmlType::Q8_0,
     ] {
-        let m = quantize_model(source, target, GgmlType::Q8_0, None, false).unwrap();
+        let m = quantize_model(source, target, GgmlType::Q8_0, None, SparseChoice::Off).unwrap();
         let reference = m.dequantized();
         let (same, total) = top1_agreement(&m, &reference, &prompts);
         eprintln!("{target}: top-1 agreement {same}/{total}");
@@ -93,8 +93,22 @@ fn sparse_layouts_decode_exactly_like_dense_q8_0() {
             sparsegpt: Default::default(),
         };
         let pruned = prune(source, None, &cfg, &mut |_| {}).unwrap().0;
-        let dense = quantize_model(&pruned, GgmlType::Q8_0, GgmlType::Q8_0, None, false).unwrap();
-        let sparse = quantize_model(&pruned, GgmlType::Q8_0, GgmlType::Q8_0, None, true).unwrap();
+        let dense = quantize_model(
+            &pruned,
+            GgmlType::Q8_0,
+            GgmlType::Q8_0,
+            None,
+            SparseChoice::Off,
+        )
+        .unwrap();
+        let sparse = quantize_model(
+            &pruned,
+            GgmlType::Q8_0,
+            GgmlType::Q8_0,
+            None,
+            SparseChoice::Bitmap,
+        )
+        .unwrap();
         let want = match pattern {
             Pattern::NM { .. } => "S24_Q8",
             _ => "BITMAP_Q8",
@@ -110,7 +124,9 @@ fn sparse_layouts_decode_exactly_like_dense_q8_0() {
         }
         // The chooser keeps dense Q8_0 for dense weights.
         assert_eq!(
-            q8_0_or_sparse(&source.layers[0].w_up).unwrap().type_name(),
+            q8_0_or_sparse(&source.layers[0].w_up, SparseChoice::Bitmap)
+                .unwrap()
+                .type_name(),
             "Q8_0"
         );
     }

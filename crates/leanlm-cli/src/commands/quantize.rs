@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use leanlm::calibrate::{Calibration, Importance};
 use leanlm::model::save_gguf;
 use leanlm::quant::GgmlType;
-use leanlm::transform::quantize::{embedding_type, quantize_model};
+use leanlm::transform::quantize::{embedding_type, quantize_model, SparseChoice};
 
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -42,14 +42,23 @@ pub struct Args {
     /// Seed of the calibration windows' positions.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Store pruned block matrices without their zeros (2:4 or a bitmap of non-zeros,
-    /// 8-bit values) where that reads fewer bytes than dense Q8_0; needs --type q8_0.
-    /// leanlm runs such files faster; llama.cpp cannot read them (keep a dense copy).
-    #[arg(long)]
-    sparse: bool,
+    /// Store pruned block matrices without their zeros, 8-bit values (needs --type q8_0):
+    /// `auto` (the flag alone) uses the 2:4 layout where every group of 4 columns has at
+    /// most 2 non-zeros; `bitmap` also stores other pruned matrices as a bitmap of
+    /// non-zeros where that reads fewer bytes (on AVX-512 CPUs like the one measured in
+    /// docs/benchmarks.md it decodes slower than dense). llama.cpp cannot read either
+    /// layout: keep a dense copy for it.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "auto")]
+    sparse: Option<SparseArg>,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SparseArg {
+    Auto,
+    Bitmap,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -86,7 +95,12 @@ pub fn run(a: Args) -> Result<()> {
     let embeddings = a
         .embedding
         .map_or_else(|| embedding_type(target), TypeArg::ggml);
-    if a.sparse && target != GgmlType::Q8_0 {
+    let sparse = match a.sparse {
+        None => SparseChoice::Off,
+        Some(SparseArg::Auto) => SparseChoice::Auto,
+        Some(SparseArg::Bitmap) => SparseChoice::Bitmap,
+    };
+    if sparse != SparseChoice::Off && target != GgmlType::Q8_0 {
         anyhow::bail!("--sparse stores 8-bit values: use it with --type q8_0");
     }
     let importance = match &a.imatrix {
@@ -110,7 +124,7 @@ pub fn run(a: Args) -> Result<()> {
             Some(imp)
         }
     };
-    let q = quantize_model(model, target, embeddings, importance.as_ref(), a.sparse)?;
+    let q = quantize_model(model, target, embeddings, importance.as_ref(), sparse)?;
     save_gguf(&q, loaded.metadata_to_carry()?, &a.output, GgmlType::F32)
         .with_context(|| format!("writing {}", a.output.display()))?;
     let bytes = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
@@ -125,7 +139,7 @@ pub fn run(a: Args) -> Result<()> {
     let summary: Vec<String> = types.iter().map(|(t, n)| format!("{n} {t}")).collect();
     if a.json {
         let j = serde_json::json!({
-            "output": a.output, "type": target.name(), "embeddings": q.tok_embd.type_name(), "sparse": a.sparse,
+            "output": a.output, "type": target.name(), "embeddings": q.tok_embd.type_name(), "sparse": format!("{sparse:?}").to_lowercase(),
             "block_matrices": types, "bytes": bytes,
             "imatrix": a.imatrix.as_ref().map(|p| serde_json::json!({
                 "text": p, "tokens": importance.as_ref().map_or(0, |i| i.tokens),

@@ -6,11 +6,15 @@
 //!
 //! - **2:4** (`S24_Q8`, 22 bytes against Q8_0's 34): f16 d, 4 bytes of 2-bit positions,
 //!   16 values. Each group of 4 columns keeps 2 values; slot k (value k) sits at column
-//!   4·(k/2) + position k. Needs at most 2 non-zeros in every group of 4.
-//! - **bitmap** (`BITMAP_Q8`, 6 + non-zeros bytes): f16 d, a u32 mask of the non-zero
-//!   columns, then the non-zero values in column order. Rows differ in length, so the
-//!   matrix starts with `rows + 1` u32 byte offsets of its rows (relative to the end of
-//!   that table).
+//!   4·(k/2) + position k. Needs at most 2 non-zeros in every group of 4. Blocks are
+//!   stored in pairs, `[dA dB | codesA codesB | A slots 0-7, B 0-7, A 8-15, B 8-15]`, so
+//!   that one load brings each part of two blocks in the order the kernel reduces them;
+//!   an odd last block stands alone as `[d | codes | slots 0-15]`.
+//! - **bitmap** (`BITMAP_Q8`, 6 bytes per block + non-zeros): a row holds its blocks'
+//!   f16 scales, then their u32 masks of non-zero columns, then the non-zero values in
+//!   column order (headers first, so finding a block's values never waits on the
+//!   previous block). Rows differ in length, so the matrix starts with `rows + 1` u32
+//!   byte offsets of its rows (relative to the end of that table).
 //!
 //! The kernels gather the activations that meet stored values (2:4: a byte permute over
 //! two blocks' activations; bitmap: the values expanded to their columns), so each
@@ -65,6 +69,58 @@ pub struct Sparse {
     pub bytes: Bytes,
 }
 
+/// Where block `b` of a 2:4 row of `nb` blocks keeps its scale, codes, and slots 0-7
+/// and 8-15 (see the layout above).
+#[derive(Clone, Copy)]
+struct S24Pos {
+    d: usize,
+    codes: usize,
+    lo: usize,
+    hi: usize,
+}
+
+fn s24_pos(b: usize, nb: usize) -> S24Pos {
+    let base = b / 2 * 2 * S24_BLOCK;
+    if b + 1 == nb && nb % 2 == 1 {
+        S24Pos {
+            d: base,
+            codes: base + 2,
+            lo: base + 6,
+            hi: base + 14,
+        }
+    } else {
+        let h = b % 2;
+        S24Pos {
+            d: base + 2 * h,
+            codes: base + 4 + 4 * h,
+            lo: base + 12 + 8 * h,
+            hi: base + 28 + 8 * h,
+        }
+    }
+}
+
+/// Block `b` of a 2:4 row: scale, codes and the 16 values in slot order.
+fn s24_block(row: &[u8], b: usize, nb: usize) -> (f32, u32, [i8; 16]) {
+    let at = s24_pos(b, nb);
+    let mut vals = [0i8; 16];
+    for k in 0..8 {
+        vals[k] = row[at.lo + k] as i8;
+        vals[k + 8] = row[at.hi + k] as i8;
+    }
+    let codes = u32::from_le_bytes(row[at.codes..at.codes + 4].try_into().expect("4 bytes"));
+    (f16_at(row, at.d), codes, vals)
+}
+
+/// Scale, mask and value offset of block `b` of a bitmap row of `nb` blocks, given the
+/// values before it.
+fn bitmap_header(row: &[u8], b: usize, nb: usize) -> (f32, u32) {
+    let m = 2 * nb + 4 * b;
+    (
+        f16_at(row, 2 * b),
+        u32::from_le_bytes(row[m..m + 4].try_into().expect("4 bytes")),
+    )
+}
+
 /// Q8_0's scale and levels for one block of 32.
 fn q8_block(x: &[f32]) -> (f16, [i8; QK]) {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -110,23 +166,32 @@ impl Sparse {
                         "S24_Q8 needs at most 2 non-zeros in every group of 4 columns".into(),
                     ));
                 }
-                for blk in w.chunks_exact(QK) {
-                    let (d, q) = q8_block(blk);
-                    let (mut codes, mut vals) = (0u32, [0i8; 16]);
-                    for g in 0..8 {
-                        // The kept columns' positions; unused slots hold a zero value.
-                        let mut slot = 2 * g;
-                        for p in 0..4 {
-                            if blk[4 * g + p] != 0.0 {
-                                codes |= (p as u32) << (2 * slot);
-                                vals[slot] = q[4 * g + p];
-                                slot += 1;
+                let nb = cols / QK;
+                for row in w.chunks_exact(cols) {
+                    let mut bytes = vec![0u8; nb * S24_BLOCK];
+                    for (b, blk) in row.chunks_exact(QK).enumerate() {
+                        let (d, q) = q8_block(blk);
+                        let (mut codes, mut vals) = (0u32, [0i8; 16]);
+                        for g in 0..8 {
+                            // The kept columns' positions; unused slots hold a zero value.
+                            let mut slot = 2 * g;
+                            for p in 0..4 {
+                                if blk[4 * g + p] != 0.0 {
+                                    codes |= (p as u32) << (2 * slot);
+                                    vals[slot] = q[4 * g + p];
+                                    slot += 1;
+                                }
                             }
                         }
+                        let at = s24_pos(b, nb);
+                        bytes[at.d..at.d + 2].copy_from_slice(&d.to_le_bytes());
+                        bytes[at.codes..at.codes + 4].copy_from_slice(&codes.to_le_bytes());
+                        for k in 0..8 {
+                            bytes[at.lo + k] = vals[k] as u8;
+                            bytes[at.hi + k] = vals[k + 8] as u8;
+                        }
                     }
-                    out.extend_from_slice(&d.to_le_bytes());
-                    out.extend_from_slice(&codes.to_le_bytes());
-                    out.extend(vals.iter().map(|&v| v as u8));
+                    out.extend_from_slice(&bytes);
                 }
             }
             SparseFormat::BitmapQ8 => {
@@ -134,15 +199,19 @@ impl Sparse {
                 let mut offsets = Vec::with_capacity(rows + 1);
                 for row in w.chunks_exact(cols) {
                     offsets.push(body.len() as u32);
+                    let (mut scales, mut masks, mut values) = (Vec::new(), Vec::new(), Vec::new());
                     for blk in row.chunks_exact(QK) {
                         let (d, q) = q8_block(blk);
                         let mask = (0..QK)
                             .filter(|&j| blk[j] != 0.0)
                             .fold(0u32, |m, j| m | (1 << j));
-                        body.extend_from_slice(&d.to_le_bytes());
-                        body.extend_from_slice(&mask.to_le_bytes());
-                        body.extend((0..QK).filter(|&j| mask >> j & 1 == 1).map(|j| q[j] as u8));
+                        scales.extend_from_slice(&d.to_le_bytes());
+                        masks.extend_from_slice(&mask.to_le_bytes());
+                        values.extend((0..QK).filter(|&j| mask >> j & 1 == 1).map(|j| q[j] as u8));
                     }
+                    body.extend_from_slice(&scales);
+                    body.extend_from_slice(&masks);
+                    body.extend_from_slice(&values);
                 }
                 offsets.push(body.len() as u32);
                 if body.len() > u32::MAX as usize {
@@ -195,16 +264,16 @@ impl Sparse {
                     if start > end || end > body.len() {
                         return bad(format!("row {r} runs outside the data"));
                     }
-                    // Walk the row's blocks: each mask's count must land exactly on the end.
-                    let mut p = start;
-                    for _ in 0..blocks {
-                        if p + BITMAP_HEADER > end {
-                            return bad(format!("row {r} is shorter than its blocks"));
-                        }
-                        let mask =
-                            u32::from_le_bytes(body[p + 2..p + 6].try_into().expect("4 bytes"));
-                        p += BITMAP_HEADER + mask.count_ones() as usize;
+                    // The headers, then exactly as many values as the masks count.
+                    if end - start < blocks * BITMAP_HEADER {
+                        return bad(format!("row {r} is shorter than its blocks' headers"));
                     }
+                    let row = &body[start..end];
+                    let p = start
+                        + blocks * BITMAP_HEADER
+                        + (0..blocks)
+                            .map(|b| bitmap_header(row, b, blocks).1.count_ones() as usize)
+                            .sum::<usize>();
                     if p != end {
                         return bad(format!("row {r}'s blocks do not fill its bytes"));
                     }
@@ -247,21 +316,20 @@ impl Sparse {
         out.fill(0.0);
         match self.format {
             SparseFormat::S24Q8 => {
-                for (o, blk) in out.chunks_exact_mut(QK).zip(row.chunks_exact(S24_BLOCK)) {
-                    let d = f16_at(blk, 0);
-                    let codes = u32::from_le_bytes(blk[2..6].try_into().expect("4 bytes"));
-                    for k in 0..16 {
+                let nb = self.cols / QK;
+                for (b, o) in out.chunks_exact_mut(QK).enumerate() {
+                    let (d, codes, vals) = s24_block(row, b, nb);
+                    for (k, &v) in vals.iter().enumerate() {
                         let col = 4 * (k / 2) + (codes >> (2 * k) & 3) as usize;
-                        o[col] += blk[6 + k] as i8 as f32 * d;
+                        o[col] += v as f32 * d;
                     }
                 }
             }
             SparseFormat::BitmapQ8 => {
-                let mut p = 0;
-                for o in out.chunks_exact_mut(QK) {
-                    let d = f16_at(row, p);
-                    let mask = u32::from_le_bytes(row[p + 2..p + 6].try_into().expect("4 bytes"));
-                    p += BITMAP_HEADER;
+                let nb = self.cols / QK;
+                let mut p = nb * BITMAP_HEADER;
+                for (b, o) in out.chunks_exact_mut(QK).enumerate() {
+                    let (d, mask) = bitmap_header(row, b, nb);
                     for (j, v) in o.iter_mut().enumerate() {
                         if mask >> j & 1 == 1 {
                             *v = row[p] as i8 as f32 * d;
@@ -343,32 +411,25 @@ fn has_avx512() -> bool {
     })
 }
 
-/// One 2:4 block against its 32 activations, as an integer sum.
-fn s24_block_isum(blk: &[u8], q: &[i8]) -> i32 {
-    let codes = u32::from_le_bytes(blk[2..6].try_into().expect("4 bytes"));
-    (0..16)
-        .map(|k| {
-            let col = 4 * (k / 2) + (codes >> (2 * k) & 3) as usize;
-            blk[6 + k] as i8 as i32 * q[col] as i32
-        })
-        .sum()
-}
-
 pub fn dot_s24_ref(row: &[u8], x: Q8Row) -> f32 {
-    row.chunks_exact(S24_BLOCK)
-        .enumerate()
-        .map(|(b, blk)| {
-            f16_at(blk, 0) * x.d[b] * s24_block_isum(blk, &x.qs[b * QK..(b + 1) * QK]) as f32
-        })
-        .sum()
+    let nb = x.d.len();
+    let mut sum = 0f32;
+    for b in 0..nb {
+        let (d, codes, vals) = s24_block(row, b, nb);
+        let q = &x.qs[b * QK..(b + 1) * QK];
+        let isum: i32 = (0..16)
+            .map(|k| vals[k] as i32 * q[4 * (k / 2) + (codes >> (2 * k) & 3) as usize] as i32)
+            .sum();
+        sum += d * x.d[b] * isum as f32;
+    }
+    sum
 }
 
 pub fn dot_bitmap_ref(row: &[u8], x: Q8Row) -> f32 {
-    let (mut sum, mut p) = (0f32, 0);
-    for b in 0..x.d.len() {
-        let d = f16_at(row, p);
-        let mask = u32::from_le_bytes(row[p + 2..p + 6].try_into().expect("4 bytes"));
-        p += BITMAP_HEADER;
+    let nb = x.d.len();
+    let (mut sum, mut p) = (0f32, nb * BITMAP_HEADER);
+    for b in 0..nb {
+        let (d, mask) = bitmap_header(row, b, nb);
         let mut isum = 0i32;
         for j in 0..QK {
             if mask >> j & 1 == 1 {
@@ -387,61 +448,70 @@ mod x86 {
     use crate::quant::simd::{dot_i8, half, hsum, pair_lanes, pair_scale};
     use std::arch::x86_64::*;
 
-    /// Two 2:4 blocks per step: their 32 slot positions come out of the 8 code bytes
-    /// with one multishift, and one two-table byte permute gathers the 32 activations
-    /// (of 64) that meet the 32 stored values. The integer lanes are then rearranged
-    /// into [`pair_lanes`]' layout so that the result equals dense Q8_0's bit for bit.
+    /// [sa, sb] (each d_w·d_x, rounded once as the dense kernel rounds it) spread to
+    /// [`pair_lanes`]' layout.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn pair_scales(d2: *const u8, x: Q8Row, b: usize) -> __m256 {
+        let dw = _mm_cvtph_ps(_mm_cvtsi32_si128((d2 as *const i32).read_unaligned()));
+        let dx = _mm_castsi128_ps(_mm_loadl_epi64(x.d.as_ptr().add(b) as *const __m128i));
+        let s = _mm256_castps128_ps256(_mm_mul_ps(dw, dx));
+        _mm256_permutevar8x32_ps(s, _mm256_setr_epi32(0, 0, 1, 1, 0, 0, 1, 1))
+    }
+
+    /// Two 2:4 blocks per step, stored as a pair: one multishift turns their 8 code bytes
+    /// into the 32 slots' positions, one two-table byte permute gathers the 32
+    /// activations (of 64) that meet the 32 stored values, and the values' storage order
+    /// makes the integer lanes come out in [`pair_lanes`]' layout, so the result equals
+    /// dense Q8_0's bit for bit.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2")]
     pub unsafe fn dot_s24(row: &[u8], x: Q8Row) -> f32 {
         let nb = x.d.len();
         let p = row.as_ptr();
-        // Output byte j takes bits 2j.. of the 64-bit code word.
+        // Value byte j holds A slots 0-7, B 0-7, A 8-15, B 8-15; its code bits sit at
+        // 2k (A slot k) or 32 + 2k (B slot k) of the 64-bit code word.
         let ctrl = _mm256_setr_epi8(
-            0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42, 44,
-            46, 48, 50, 52, 54, 56, 58, 60, 62,
+            0, 2, 4, 6, 8, 10, 12, 14, 32, 34, 36, 38, 40, 42, 44, 46, 16, 18, 20, 22, 24, 26, 28,
+            30, 48, 50, 52, 54, 56, 58, 60, 62,
         );
-        // Slot j's group starts at column 4·(j/2); the second block's activations are
-        // the permute's second table (index + 32).
+        // Slot k's group starts at column 4·(k/2); B's activations are the second table.
         let base = _mm256_setr_epi8(
-            0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28, 32, 32, 36, 36, 40, 40, 44,
-            44, 48, 48, 52, 52, 56, 56, 60, 60,
+            0, 0, 4, 4, 8, 8, 12, 12, 32, 32, 36, 36, 40, 40, 44, 44, 16, 16, 20, 20, 24, 24, 28,
+            28, 48, 48, 52, 52, 56, 56, 60, 60,
         );
-        // dot_i8 gives [A0-7, A8-15, A16-23, A24-31 | B0-7, …]; pair_lanes' order is
-        // [A0-7, A8-15, B0-7, B8-15 | A16-23, A24-31, B16-23, B24-31].
-        let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
         let three = _mm256_set1_epi8(3);
         let mut acc = _mm256_setzero_ps();
         let mut b = 0;
-        while b < nb {
-            let ba = p.add(b * S24_BLOCK);
-            let pair = b + 1 < nb;
-            let bb = if pair { ba.add(S24_BLOCK) } else { ba };
-            let codes = (ba.add(2) as *const u32).read_unaligned() as u64
-                | ((bb.add(2) as *const u32).read_unaligned() as u64) << 32;
+        while b + 2 <= nb {
+            let q = p.add(b * S24_BLOCK);
+            let codes = _mm256_set1_epi64x((q.add(4) as *const i64).read_unaligned());
+            let pos = _mm256_and_si256(_mm256_multishift_epi64_epi8(ctrl, codes), three);
+            let idx = _mm256_add_epi8(pos, base);
+            let qa = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32) as *const __m256i);
+            let qb = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32 + 32) as *const __m256i);
+            let xg = _mm256_permutex2var_epi8(qa, idx, qb);
+            let wv = _mm256_loadu_si256(q.add(12) as *const __m256i);
+            let lanes = _mm256_cvtepi32_ps(dot_i8(wv, xg));
+            acc = _mm256_fmadd_ps(pair_scales(q, x, b), lanes, acc);
+            b += 2;
+        }
+        if b < nb {
+            // A lone last block pairs with zeros, as in the dense kernel.
+            let q = p.add(b * S24_BLOCK);
+            let codes = (q.add(2) as *const u32).read_unaligned() as u64;
             let pos = _mm256_and_si256(
                 _mm256_multishift_epi64_epi8(ctrl, _mm256_set1_epi64x(codes as i64)),
                 three,
             );
             let idx = _mm256_add_epi8(pos, base);
             let qa = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32) as *const __m256i);
-            let qb = if pair {
-                _mm256_loadu_si256(x.qs.as_ptr().add(b * 32 + 32) as *const __m256i)
-            } else {
-                _mm256_setzero_si256()
-            };
-            let xg = _mm256_permutex2var_epi8(qa, idx, qb);
-            let va = _mm_loadu_si128(ba.add(6) as *const __m128i);
-            let vb = if pair {
-                _mm_loadu_si128(bb.add(6) as *const __m128i)
-            } else {
-                _mm_setzero_si128()
-            };
-            let wv = _mm256_set_m128i(vb, va);
-            let lanes = _mm256_permutevar8x32_epi32(dot_i8(wv, xg), order);
-            let sa = half(ba) * x.d[b];
-            let sb = if pair { half(bb) * x.d[b + 1] } else { 0.0 };
-            acc = _mm256_fmadd_ps(pair_scale(sa, sb), _mm256_cvtepi32_ps(lanes), acc);
-            b += 2;
+            let xg = _mm256_permutex2var_epi8(qa, idx, _mm256_setzero_si256());
+            // Slots 0-7 to bytes 0-7, 8-15 to bytes 16-23; the B positions stay zero.
+            let lo = _mm_loadl_epi64(q.add(6) as *const __m128i);
+            let hi = _mm_loadl_epi64(q.add(14) as *const __m128i);
+            let wv = _mm256_set_m128i(hi, lo);
+            let lanes = _mm256_cvtepi32_ps(dot_i8(wv, xg));
+            acc = _mm256_fmadd_ps(pair_scale(half(q) * x.d[b], 0.0), lanes, acc);
         }
         hsum(acc)
     }
@@ -450,40 +520,40 @@ mod x86 {
     /// values (never past the row) and an expand spreads them by the mask.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2")]
-    unsafe fn bitmap_block(p: *const u8) -> (__m256i, usize) {
-        let mask = (p.add(2) as *const u32).read_unaligned();
-        let n = mask.count_ones() as usize;
+    unsafe fn expand(mask: u32, values: *const u8) -> __m256i {
+        let n = mask.count_ones();
         let load = if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
-        let packed = _mm256_maskz_loadu_epi8(load, p.add(BITMAP_HEADER) as *const i8);
-        (_mm256_maskz_expand_epi8(mask, packed), BITMAP_HEADER + n)
+        _mm256_maskz_expand_epi8(mask, _mm256_maskz_loadu_epi8(load, values as *const i8))
     }
 
-    /// Blocks expanded to dense 8-bit rows, two at a time through [`pair_lanes`].
+    /// Blocks expanded to dense 8-bit rows, two at a time through [`pair_lanes`]. The
+    /// headers come first in the row, so each block's values are found by a running sum
+    /// of mask counts, not by walking the previous block.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2")]
     pub unsafe fn dot_bitmap(row: &[u8], x: Q8Row) -> f32 {
         let nb = x.d.len();
-        let mut p = row.as_ptr();
+        let p = row.as_ptr();
+        let masks = p.add(2 * nb) as *const u32;
+        let mut v = p.add(BITMAP_HEADER * nb);
         let mut acc = _mm256_setzero_ps();
         let mut b = 0;
         while b < nb {
-            let (wa, la) = bitmap_block(p);
-            let sa = half(p) * x.d[b];
-            p = p.add(la);
+            let ma = masks.add(b).read_unaligned();
+            let wa = expand(ma, v);
+            v = v.add(ma.count_ones() as usize);
             let xa = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32) as *const __m256i);
-            let (wb, xb, sb) = if b + 1 < nb {
-                let (wb, lb) = bitmap_block(p);
-                let sb = half(p) * x.d[b + 1];
-                p = p.add(lb);
-                (
-                    wb,
-                    _mm256_loadu_si256(x.qs.as_ptr().add(b * 32 + 32) as *const __m256i),
-                    sb,
-                )
+            let (wb, xb, scale) = if b + 1 < nb {
+                let mb = masks.add(b + 1).read_unaligned();
+                let wb = expand(mb, v);
+                v = v.add(mb.count_ones() as usize);
+                let xb = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32 + 32) as *const __m256i);
+                (wb, xb, pair_scales(p.add(2 * b), x, b))
             } else {
-                (_mm256_setzero_si256(), _mm256_setzero_si256(), 0.0)
+                let z = _mm256_setzero_si256();
+                (z, z, pair_scale(half(p.add(2 * b)) * x.d[b], 0.0))
             };
             let lanes = _mm256_cvtepi32_ps(pair_lanes(wa, xa, wb, xb));
-            acc = _mm256_fmadd_ps(pair_scale(sa, sb), lanes, acc);
+            acc = _mm256_fmadd_ps(scale, lanes, acc);
             b += 2;
         }
         hsum(acc)

@@ -94,16 +94,31 @@ pub fn quantize_matrix(m: &Matrix, target: GgmlType, importance: Option<&[f32]>)
     )
 }
 
-/// `m` with 8-bit values in the layout that reads the fewest bytes: dense Q8_0, 2:4
-/// (when every group of 4 columns has at most 2 non-zeros) or a bitmap of non-zeros.
-/// Every layout holds Q8_0's values, so the choice changes speed, never results.
-pub fn q8_0_or_sparse(m: &Matrix) -> Result<Matrix> {
+/// Which sparse layouts `quantize` may pick for 8-bit values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SparseChoice {
+    /// Dense Q8_0 only.
+    Off,
+    /// 2:4 where every group of 4 columns allows it, else dense Q8_0. The bitmap layout
+    /// is left out: on the AVX-512 CPU we measured, expanding its values costs more than
+    /// the bytes it saves at any sparsity (docs/benchmarks.md).
+    Auto,
+    /// Also the bitmap layout, where it reads fewer bytes than dense.
+    Bitmap,
+}
+
+/// `m` with 8-bit values in the allowed layout that reads the fewest bytes: dense Q8_0,
+/// 2:4 or a bitmap of non-zeros. Every layout holds Q8_0's values, so the choice
+/// changes speed, never results.
+pub fn q8_0_or_sparse(m: &Matrix, choice: SparseChoice) -> Result<Matrix> {
     let w = m.to_f32();
     let (dense, s24, bitmap) = sizes(&w, m.rows, m.cols);
+    let bitmap = (choice == SparseChoice::Bitmap).then_some(bitmap);
+    let s24 = (choice != SparseChoice::Off).then_some(s24).flatten();
     let best = [
         (Some(dense), None),
         (s24, Some(SparseFormat::S24Q8)),
-        (Some(bitmap), Some(SparseFormat::BitmapQ8)),
+        (bitmap, Some(SparseFormat::BitmapQ8)),
     ]
     .into_iter()
     .filter_map(|(b, f)| b.map(|b| (b, f)))
@@ -127,16 +142,16 @@ pub fn embedding_type(target: GgmlType) -> GgmlType {
 }
 
 /// Every block matrix of `model` in `target` (weighted by `importance` when given), the
-/// embedding and LM head in `embeddings`. With `sparse` (Q8_0 only), block matrices with
-/// enough zeros are stored without them (see [`q8_0_or_sparse`]).
+/// embedding and LM head in `embeddings`. With a `sparse` choice (Q8_0 only), block
+/// matrices with zeros may be stored without them (see [`q8_0_or_sparse`]).
 pub fn quantize_model(
     model: &Model,
     target: GgmlType,
     embeddings: GgmlType,
     importance: Option<&Importance>,
-    sparse: bool,
+    sparse: SparseChoice,
 ) -> Result<Model> {
-    if sparse && target != GgmlType::Q8_0 {
+    if sparse != SparseChoice::Off && target != GgmlType::Q8_0 {
         return Err(Error::InvalidInput(format!(
             "sparse storage holds 8-bit values: use q8_0, not {target}"
         )));
@@ -145,8 +160,8 @@ pub fn quantize_model(
     for (l, layer) in out.layers.iter_mut().enumerate() {
         for (_, site, m) in layer.matrices_mut() {
             let w = importance.map(|imp| imp.site(l, site));
-            *m = if sparse {
-                q8_0_or_sparse(m)?
+            *m = if sparse != SparseChoice::Off {
+                q8_0_or_sparse(m, sparse)?
             } else {
                 quantize_matrix(m, target, w)?
             };
@@ -197,7 +212,13 @@ pub fn for_output(model: &Model, out: OutType, source: GgmlType) -> Result<(Mode
         OutType::F32 => Ok((map_matrices(model, &dense)?, GgmlType::F32)),
         OutType::F16 => Ok((map_matrices(model, &dense)?, GgmlType::F16)),
         OutType::Q8_0 => Ok((
-            quantize_model(model, GgmlType::Q8_0, GgmlType::Q8_0, None, false)?,
+            quantize_model(
+                model,
+                GgmlType::Q8_0,
+                GgmlType::Q8_0,
+                None,
+                SparseChoice::Off,
+            )?,
             GgmlType::F32,
         )),
         OutType::Same => {
@@ -235,7 +256,7 @@ mod tests {
         assert!(quantize_matrix(&m, GgmlType::Q4_0, Some(&[1.0; 3])).is_err());
     }
 
-    /// The smallest layout is chosen, and every layout decodes to Q8_0's values.
+    /// The smallest allowed layout is chosen, and every layout decodes to Q8_0's values.
     #[test]
     fn sparse_choice_follows_bytes() {
         let cols = 64;
@@ -252,14 +273,19 @@ mod tests {
             .enumerate()
             .map(|(i, &v)| if i % 8 == 0 { v } else { 0.0 })
             .collect();
-        for (w, want) in [
-            (&dense, "Q8_0"),
-            (&two_four, "S24_Q8"),
-            (&mostly_zero, "BITMAP_Q8"),
+        for (w, auto, bitmap) in [
+            (&dense, "Q8_0", "Q8_0"),
+            (&two_four, "S24_Q8", "S24_Q8"),
+            (&mostly_zero, "S24_Q8", "BITMAP_Q8"),
         ] {
             let m = Matrix::from_f32(2, cols, w.clone()).unwrap();
-            let s = q8_0_or_sparse(&m).unwrap();
-            assert_eq!(s.type_name(), want);
+            let off = q8_0_or_sparse(&m, SparseChoice::Off).unwrap();
+            assert_eq!(off.type_name(), "Q8_0");
+            let a = q8_0_or_sparse(&m, SparseChoice::Auto).unwrap();
+            assert_eq!(a.type_name(), auto);
+            let s = q8_0_or_sparse(&m, SparseChoice::Bitmap).unwrap();
+            assert_eq!(s.type_name(), bitmap);
+            assert_eq!(a.to_f32(), off.to_f32());
             let q8 = quantize_matrix(&m, GgmlType::Q8_0, None).unwrap();
             assert_eq!(s.to_f32(), q8.to_f32());
         }
