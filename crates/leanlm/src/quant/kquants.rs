@@ -239,13 +239,11 @@ mod tests {
     use crate::quant::dot::dot_f32_ref;
     use crate::quant::GgmlType;
 
+    /// Test values with a heavier share of small magnitudes, like weights.
     fn data(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-                ((s >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0).powi(3)
-            })
+        crate::quant::test_data(n, seed)
+            .iter()
+            .map(|v| v.powi(3))
             .collect()
     }
 

@@ -189,6 +189,32 @@ impl Matrix {
         }
     }
 
+    /// Decoded to dense f32, bands of rows in parallel (prompts' GEMM path).
+    fn to_f32_parallel(&self) -> Vec<f32> {
+        let cols = self.cols;
+        let mut w = vec![0f32; self.rows * cols];
+        w.par_chunks_mut(ROWS_PER_TASK * cols)
+            .enumerate()
+            .for_each(|(task, band)| {
+                let r0 = task * ROWS_PER_TASK;
+                match &self.storage {
+                    Storage::F32(v) => band.copy_from_slice(&v[r0 * cols..r0 * cols + band.len()]),
+                    Storage::Quant { dtype, bytes } => {
+                        let rb = dtype.row_bytes(cols).expect("checked at construction");
+                        let r1 = r0 + band.len() / cols;
+                        dequantize(*dtype, &bytes.as_slice()[r0 * rb..r1 * rb], band)
+                            .expect("sizes checked at construction");
+                    }
+                    Storage::Sparse(s) => {
+                        for (i, out) in band.chunks_exact_mut(cols).enumerate() {
+                            s.decode_row(r0 + i, out);
+                        }
+                    }
+                }
+            });
+        w
+    }
+
     /// `y = x · Wᵀ` for `n` input vectors: `x` is `n × cols`, `y` is `n × rows`.
     pub fn matmul(&self, x: &[f32], n: usize, y: &mut [f32]) {
         assert_eq!(x.len(), n * self.cols, "matmul input shape");
@@ -201,32 +227,11 @@ impl Matrix {
                 let (xv, wv) = (View::new(x, n, cols), View::new(w, rows, cols).t());
                 return gemm::matmul(xv, wv, y, 0.0);
             }
-            Storage::Quant { .. } if n >= GEMM_MIN_TOKENS => {
+            Storage::Quant { .. } | Storage::Sparse(_) if n >= GEMM_MIN_TOKENS => {
                 // Long prompts: decoding the blocks once costs O(rows·cols), the product
                 // O(rows·cols·n); with enough tokens the f32 GEMM is faster than the 8-bit
                 // dot kernels, and exact in the activations.
-                let Storage::Quant { dtype, bytes } = &self.storage else {
-                    unreachable!("matched above")
-                };
-                let rb = dtype.row_bytes(cols).expect("checked at construction");
-                let src = bytes.as_slice();
-                let mut w = vec![0f32; rows * cols];
-                w.par_chunks_mut(ROWS_PER_TASK * cols)
-                    .enumerate()
-                    .for_each(|(task, band)| {
-                        let r0 = task * ROWS_PER_TASK;
-                        let r1 = r0 + band.len() / cols;
-                        dequantize(*dtype, &src[r0 * rb..r1 * rb], band)
-                            .expect("sizes checked at construction");
-                    });
-                let (xv, wv) = (View::new(x, n, cols), View::new(&w, rows, cols).t());
-                return gemm::matmul(xv, wv, y, 0.0);
-            }
-            Storage::Sparse(s) if n >= GEMM_MIN_TOKENS => {
-                let mut w = vec![0f32; rows * cols];
-                w.par_chunks_mut(cols)
-                    .enumerate()
-                    .for_each(|(r, out)| s.decode_row(r, out));
+                let w = self.to_f32_parallel();
                 let (xv, wv) = (View::new(x, n, cols), View::new(&w, rows, cols).t());
                 return gemm::matmul(xv, wv, y, 0.0);
             }
@@ -237,31 +242,14 @@ impl Matrix {
         let mut yt = vec![0f32; rows * n];
         match &self.storage {
             Storage::F32(w) => {
-                yt.par_chunks_mut(ROWS_PER_TASK * n)
-                    .enumerate()
-                    .for_each(|(task, band)| {
-                        for (i, out) in band.chunks_exact_mut(n).enumerate() {
-                            let r = task * ROWS_PER_TASK + i;
-                            let wr = &w[r * cols..(r + 1) * cols];
-                            for (t, o) in out.iter_mut().enumerate() {
-                                *o = dot_f32(wr, &x[t * cols..(t + 1) * cols]);
-                            }
-                        }
-                    });
+                per_row(&mut yt, n, |r, t| {
+                    dot_f32(&w[r * cols..(r + 1) * cols], &x[t * cols..(t + 1) * cols])
+                });
             }
             Storage::Sparse(s) => {
                 let xq = Q8Act::quantize(x);
                 let bpr = cols / QK;
-                yt.par_chunks_mut(ROWS_PER_TASK * n)
-                    .enumerate()
-                    .for_each(|(task, band)| {
-                        for (i, out) in band.chunks_exact_mut(n).enumerate() {
-                            let r = task * ROWS_PER_TASK + i;
-                            for (t, o) in out.iter_mut().enumerate() {
-                                *o = s.dot(r, xq.row(t, bpr));
-                            }
-                        }
-                    });
+                per_row(&mut yt, n, |r, t| s.dot(r, xq.row(t, bpr)));
             }
             Storage::Quant { dtype, bytes } if matches!(dtype, GgmlType::F16 | GgmlType::BF16) => {
                 // Half-precision weights meet f32 activations: nothing to quantize.
@@ -271,17 +259,9 @@ impl Matrix {
                     dot_bf16
                 };
                 let (w, rb) = (bytes.as_slice(), 2 * cols);
-                yt.par_chunks_mut(ROWS_PER_TASK * n)
-                    .enumerate()
-                    .for_each(|(task, band)| {
-                        for (i, out) in band.chunks_exact_mut(n).enumerate() {
-                            let r = task * ROWS_PER_TASK + i;
-                            let wr = &w[r * rb..(r + 1) * rb];
-                            for (t, o) in out.iter_mut().enumerate() {
-                                *o = dot(wr, &x[t * cols..(t + 1) * cols]);
-                            }
-                        }
-                    });
+                per_row(&mut yt, n, |r, t| {
+                    dot(&w[r * rb..(r + 1) * rb], &x[t * cols..(t + 1) * cols])
+                });
             }
             Storage::Quant { dtype, bytes } => {
                 let xq = Q8Act::quantize(x);
@@ -330,6 +310,20 @@ impl Matrix {
             }
         }
     }
+}
+
+/// Fill `yt` (`rows × n`, row-major) with `f(row, token)`, bands of rows in parallel.
+fn per_row(yt: &mut [f32], n: usize, f: impl Fn(usize, usize) -> f32 + Sync) {
+    yt.par_chunks_mut(ROWS_PER_TASK * n)
+        .enumerate()
+        .for_each(|(task, band)| {
+            for (i, out) in band.chunks_exact_mut(n).enumerate() {
+                let r = task * ROWS_PER_TASK + i;
+                for (t, o) in out.iter_mut().enumerate() {
+                    *o = f(r, t);
+                }
+            }
+        });
 }
 
 #[cfg(test)]

@@ -18,3 +18,15 @@ pub mod sparse;
 
 pub use ggml_type::GgmlType;
 pub use matrix::{Bytes, Matrix};
+
+/// Reproducible test values in [-1, 1) (a linear congruential generator).
+#[cfg(test)]
+pub(crate) fn test_data(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+            (s >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}

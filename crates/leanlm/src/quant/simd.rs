@@ -7,6 +7,32 @@
 #![cfg(target_arch = "x86_64")]
 
 use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+/// Whether the dense kernels' AVX2 code runs here (`LEANLM_NO_SIMD` forces the plain
+/// references).
+pub fn has_avx2() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::env::var_os("LEANLM_NO_SIMD").is_none()
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    })
+}
+
+/// Whether the sparse kernels' AVX-512 code (byte permutes, multishift, expand) runs here.
+pub fn has_avx512_sparse() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        has_avx2()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vbmi")
+            && is_x86_feature_detected!("avx512vbmi2")
+    })
+}
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -395,21 +395,7 @@ impl Sparse {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn has_avx512() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        std::env::var_os("LEANLM_NO_SIMD").is_none()
-            && is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("avx512vbmi")
-            && is_x86_feature_detected!("avx512vbmi2")
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-    })
-}
+use super::simd::has_avx512_sparse as has_avx512;
 
 pub fn dot_s24_ref(row: &[u8], x: Q8Row) -> f32 {
     let nb = x.d.len();
@@ -567,15 +553,7 @@ mod tests {
     use crate::quant::blocks::{dequantize, quantize_q8_0};
     use crate::quant::GgmlType;
 
-    fn data(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-                (s >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::quant::test_data as data;
 
     /// Keep the 2 largest of every 4 (2:4), or zero values below a threshold (unstructured).
     fn prune_2_4(w: &mut [f32]) {
