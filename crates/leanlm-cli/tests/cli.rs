@@ -17,6 +17,7 @@ fn truncated_gguf() {
     );
     std::fs::write(&p, &bytes[..1000]).unwrap();
     assert_clean_error(&leanlm(&["info", p.to_str().unwrap()]), "truncated");
+    std::fs::remove_file(&p).ok();
 }
 
 #[test]
@@ -27,6 +28,7 @@ fn tensor_offset_past_the_end() {
     let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
     f.set_len(len - 4096).unwrap();
     assert_clean_error(&leanlm(&["info", p.to_str().unwrap()]), "data (offset");
+    std::fs::remove_file(&p).ok();
 }
 
 #[test]
@@ -42,6 +44,7 @@ fn unknown_architecture() {
         &leanlm(&["info", p.to_str().unwrap()]),
         "unsupported architecture 'mamba9'",
     );
+    std::fs::remove_file(&p).ok();
 }
 
 #[test]
@@ -53,6 +56,7 @@ fn missing_tokenizer() {
         &leanlm(&["generate", p.to_str().unwrap(), "-p", "hi"]),
         "no tokenizer in this GGUF",
     );
+    std::fs::remove_file(&p).ok();
 }
 
 #[test]
@@ -234,6 +238,7 @@ fn eval_base_with_another_vocabulary_is_refused() {
         p.to_str().unwrap(),
     ]);
     assert_clean_error(&out, "vocabulary");
+    std::fs::remove_file(&p).ok();
 }
 
 #[test]
@@ -457,4 +462,5 @@ fn hostile_sparse_metadata_is_a_clean_error() {
         &leanlm(&["info", p.to_str().unwrap()]),
         "blk.0.attn_q.weight",
     );
+    std::fs::remove_file(&p).ok();
 }

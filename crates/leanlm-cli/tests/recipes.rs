@@ -74,6 +74,8 @@ fn check_recipe(file: &str) {
     assert!(again.status.success());
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(err.contains("\n0 jobs run,"), "re-run redid work: {err}");
+    // Run folders hold hundreds of MB of models: a passing test leaves none behind.
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -168,6 +170,7 @@ fn a_killed_run_finishes_without_redoing_finished_jobs() {
     for p in after.keys() {
         assert!(!p.to_string_lossy().contains(".partial"), "{}", p.display());
     }
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 fn bad_recipe(name: &str, edit: impl Fn(String) -> String) -> PathBuf {

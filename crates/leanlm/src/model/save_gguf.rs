@@ -117,7 +117,7 @@ fn vector_tensor(name: &str, v: &[f32]) -> TensorData {
 fn head_permutation(rows: usize, hd: usize) -> Vec<usize> {
     let half = hd / 2;
     let mut perm = vec![0; rows];
-    for (r, _) in perm.clone().iter().enumerate() {
+    for r in 0..rows {
         let (head, j) = (r / hd, r % hd);
         let (s, i) = (j / half, j % half); // halves order: j = s·half + i
         perm[head * hd + 2 * i + s] = r;
