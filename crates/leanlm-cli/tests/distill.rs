@@ -144,6 +144,16 @@ fn sigkill_then_resume_gives_the_uninterrupted_loss_curve() {
         "{}",
         String::from_utf8_lossy(&info.stderr)
     );
+    // Students and checkpoints are hundreds of MB: a passing test leaves none behind.
+    for out in [&a, &b] {
+        for p in [
+            out.clone(),
+            PathBuf::from(format!("{}.ckpt", out.display())),
+            log_of(out),
+        ] {
+            std::fs::remove_file(p).ok();
+        }
+    }
 }
 
 #[test]
@@ -218,4 +228,5 @@ fn distill_bad_inputs() {
     all.extend_from_slice(&init);
     assert_clean_error(&leanlm(&all), "--resume");
     std::fs::remove_file(&ckpt).unwrap();
+    std::fs::remove_file(&small_vocab).ok();
 }
