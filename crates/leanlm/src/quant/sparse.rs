@@ -111,8 +111,7 @@ fn s24_block(row: &[u8], b: usize, nb: usize) -> (f32, u32, [i8; 16]) {
     (f16_at(row, at.d), codes, vals)
 }
 
-/// Scale, mask and value offset of block `b` of a bitmap row of `nb` blocks, given the
-/// values before it.
+/// Scale and mask of block `b` of a bitmap row of `nb` blocks.
 fn bitmap_header(row: &[u8], b: usize, nb: usize) -> (f32, u32) {
     let m = 2 * nb + 4 * b;
     (
