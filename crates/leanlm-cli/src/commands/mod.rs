@@ -108,6 +108,24 @@ pub fn git_commit() -> Option<String> {
 }
 
 /// A progress bar on stderr: `what [bar] pos/len, ETA … message`.
+/// `nsamples` calibration windows of `seqlen` tokens drawn from a text file, refused
+/// when a window would not fit the model's context (`flag` names the option to fix).
+pub fn calibration(
+    loaded: &leanlm::model::Loaded,
+    path: &Path,
+    (nsamples, seqlen, seed): (usize, usize, u64),
+    flag: &str,
+) -> Result<leanlm::calibrate::Calibration> {
+    let context = loaded.model.config.context_len;
+    if seqlen > context {
+        anyhow::bail!("{flag} {seqlen} exceeds the model's context of {context}");
+    }
+    let text = read_utf8(path)?;
+    let tokens = loaded.tokenizer.encode(&text, false, false)?;
+    leanlm::calibrate::Calibration::sample(&tokens, nsamples, seqlen, seed)
+        .with_context(|| format!("calibration from {}", path.display()))
+}
+
 pub fn bar(what: &str) -> indicatif::ProgressBar {
     let b = indicatif::ProgressBar::new(0);
     let t = format!("{what} {{bar:30}} {{pos}}/{{len}}, ETA {{eta}} {{msg}}");

@@ -4,8 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use leanlm::calibrate::Calibration;
+use anyhow::Result;
 use leanlm::transform::prune::{
     self, Method, OwlConfig, Pattern, PruneConfig, PruneReport, SparseGptConfig, Structured,
 };
@@ -114,20 +113,12 @@ pub fn run(a: Args) -> Result<()> {
         s.check(model)?;
     }
     let calib = match (&a.calib, needs_calib) {
-        (Some(path), true) => {
-            let text = super::read_utf8(path)?;
-            let tokens = loaded.tokenizer.encode(&text, false, false)?;
-            let c = Calibration::sample(&tokens, a.nsamples, a.seqlen, a.seed)
-                .with_context(|| format!("calibration from {}", path.display()))?;
-            if a.seqlen > model.config.context_len {
-                anyhow::bail!(
-                    "--seqlen {} exceeds the model's context of {}",
-                    a.seqlen,
-                    model.config.context_len
-                );
-            }
-            Some(c)
-        }
+        (Some(path), true) => Some(super::calibration(
+            &loaded,
+            path,
+            (a.nsamples, a.seqlen, a.seed),
+            "--seqlen",
+        )?),
         _ => None,
     };
 

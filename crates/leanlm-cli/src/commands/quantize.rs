@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use leanlm::calibrate::{Calibration, Importance};
+use leanlm::calibrate::Importance;
 use leanlm::model::save_gguf;
 use leanlm::quant::GgmlType;
 use leanlm::transform::quantize::{embedding_type, quantize_model, SparseChoice};
@@ -107,17 +107,12 @@ pub fn run(a: Args) -> Result<()> {
     let importance = match &a.imatrix {
         None => None,
         Some(path) => {
-            if a.imatrix_seqlen > model.config.context_len {
-                anyhow::bail!(
-                    "--imatrix-seqlen {} exceeds the model's context of {}",
-                    a.imatrix_seqlen,
-                    model.config.context_len
-                );
-            }
-            let text = super::read_utf8(path)?;
-            let tokens = loaded.tokenizer.encode(&text, false, false)?;
-            let calib = Calibration::sample(&tokens, a.imatrix_samples, a.imatrix_seqlen, a.seed)
-                .with_context(|| format!("importance matrix from {}", path.display()))?;
+            let calib = super::calibration(
+                &loaded,
+                path,
+                (a.imatrix_samples, a.imatrix_seqlen, a.seed),
+                "--imatrix-seqlen",
+            )?;
             let bar = super::bar("imatrix");
             bar.set_length(model.layers.len() as u64);
             let imp = Importance::collect(model, &calib, &mut |l| bar.set_position(l as u64 + 1))?;

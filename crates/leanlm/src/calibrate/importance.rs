@@ -3,6 +3,7 @@
 //! layer's output scaled by x_j, so E[x_j²] is the weight its squared error deserves
 //! (the statistic llama.cpp's imatrix collects).
 
+use super::stats::site_index;
 use super::{Calibration, Sweep};
 use crate::error::Result;
 use crate::model::{LinearSite, Model};
@@ -41,10 +42,6 @@ impl Importance {
     }
 
     pub fn site(&self, layer: usize, site: LinearSite) -> &[f32] {
-        let i = LinearSite::ALL
-            .iter()
-            .position(|&s| s == site)
-            .expect("all sites listed");
-        &self.layers[layer][i]
+        &self.layers[layer][site_index(site)]
     }
 }

@@ -78,7 +78,8 @@ impl BlockStats {
     }
 }
 
-fn site_index(site: LinearSite) -> usize {
+/// Position of `site` in [`LinearSite::ALL`] (and in per-site arrays).
+pub(crate) fn site_index(site: LinearSite) -> usize {
     match site {
         LinearSite::Qkv => 0,
         LinearSite::AttnOut => 1,

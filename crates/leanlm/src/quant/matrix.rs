@@ -160,13 +160,7 @@ impl Matrix {
     pub fn to_f32(&self) -> Vec<f32> {
         match &self.storage {
             Storage::F32(v) => v.as_ref().clone(),
-            Storage::Quant { dtype, bytes } => {
-                let mut out = vec![0f32; self.rows * self.cols];
-                dequantize(*dtype, bytes.as_slice(), &mut out)
-                    .expect("sizes checked at construction");
-                out
-            }
-            Storage::Sparse(s) => s.to_f32(),
+            _ => self.to_f32_parallel(),
         }
     }
 
