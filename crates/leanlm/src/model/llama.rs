@@ -9,11 +9,16 @@
 
 use rayon::prelude::*;
 
+use super::attention::{attend, Heads};
 use super::config::{Config, RopeStyle};
 use super::hooks::{Hooks, LinearSite, NoHooks};
 use super::kv_cache::KvCache;
+use super::vec_math::silu_mul;
 use crate::error::{Error, Result};
 use crate::quant::Matrix;
+
+/// Values per parallel task of element-wise work (large enough to amortise the task).
+const ELEMENTWISE_CHUNK: usize = 1 << 14;
 
 /// One transformer block.
 #[derive(Clone)]
@@ -455,9 +460,9 @@ impl Model {
         let (mut g, mut u) = (vec![0f32; n * ff], vec![0f32; n * ff]); // (n, ff)
         layer.w_gate.matmul(&xn, n, &mut g);
         layer.w_up.matmul(&xn, n, &mut u);
-        for (g, u) in g.iter_mut().zip(&u) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
-        }
+        g.par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(u.par_chunks(ELEMENTWISE_CHUNK))
+            .for_each(|(g, u)| silu_mul(g, u));
         hooks.linear_input(l, LinearSite::Down, &g, n);
         layer.w_down.matmul(&g, n, &mut o);
         add_into(x, &o);
@@ -493,7 +498,6 @@ impl Model {
     }
 
     /// Causal attention of the new queries over each sequence's cache.
-    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         l: usize,
@@ -503,42 +507,14 @@ impl Model {
         starts: &[usize],
         caches: &[&mut KvCache],
     ) -> Vec<f32> {
-        let hd = self.config.head_dim;
-        let (nh, nkv) = (layer.n_heads(hd), layer.n_kv_heads(hd));
-        let group = nh / nkv;
-        let (qw, kw) = (nh * hd, nkv * hd);
-        let scale = 1.0 / (hd as f32).sqrt();
-        let mut out = vec![0f32; q.len()];
-        out.par_chunks_mut(qw).enumerate().for_each(|(r, o)| {
-            let (s, i) = (r / t, r % t);
-            let (kc, vc) = caches[s].layer(l);
-            let n_keys = starts[s] + i + 1; // causal: keys 0..=pos
-            let mut scores = vec![0f32; n_keys];
-            for h in 0..nh {
-                let qh = &q[r * qw + h * hd..r * qw + (h + 1) * hd];
-                let kv = (h / group) * hd;
-                let mut max = f32::NEG_INFINITY;
-                for (p, sc) in scores.iter_mut().enumerate() {
-                    let kh = &kc[p * kw + kv..p * kw + kv + hd];
-                    *sc = crate::quant::dot::dot_f32(qh, kh) * scale;
-                    max = max.max(*sc);
-                }
-                let mut sum = 0f32;
-                for sc in scores.iter_mut() {
-                    *sc = (*sc - max).exp();
-                    sum += *sc;
-                }
-                let oh = &mut o[h * hd..(h + 1) * hd];
-                for (p, &w) in scores.iter().enumerate() {
-                    let vh = &vc[p * kw + kv..p * kw + kv + hd];
-                    let w = w / sum;
-                    for (a, &b) in oh.iter_mut().zip(vh) {
-                        *a += w * b;
-                    }
-                }
-            }
-        });
-        out
+        let head_dim = self.config.head_dim;
+        let heads = Heads {
+            n_heads: layer.n_heads(head_dim),
+            n_kv_heads: layer.n_kv_heads(head_dim),
+            head_dim,
+        };
+        let kv: Vec<(&[f32], &[f32])> = caches.iter().map(|c| c.layer(l)).collect();
+        attend(q, t, starts, &kv, heads)
     }
 
     /// Rotate the first `rope_dim` dimensions of each head by its absolute position.

@@ -1,5 +1,6 @@
 //! Models: file formats, configuration, the forward pass and its cache and hooks.
 
+mod attention;
 pub mod config;
 pub mod gguf;
 pub mod hooks;
@@ -10,6 +11,7 @@ mod load_hf;
 pub mod random;
 mod save_gguf;
 mod save_hf;
+mod vec_math;
 
 use std::path::{Path, PathBuf};
 

@@ -28,18 +28,14 @@ impl Q8Act {
         self.qs.resize(x.len(), 0);
         self.d.resize(nb, 0.0);
         self.s.resize(nb, 0.0);
-        for (b, blk) in x.chunks_exact(QK).enumerate() {
-            let amax = blk.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-            let mut sum = 0i32;
-            for (q, &v) in self.qs[b * QK..(b + 1) * QK].iter_mut().zip(blk) {
-                *q = (v * id).round() as i8;
-                sum += *q as i32;
-            }
-            self.d[b] = d;
-            self.s[b] = d * sum as f32;
+        #[cfg(target_arch = "x86_64")]
+        if super::simd::has_avx2() {
+            // SAFETY: AVX2 was detected; the body is the plain loop, compiled for it (so that
+            // rounding is inlined and vectorized rather than a call per value).
+            unsafe { quantize_blocks_avx2(x, &mut self.qs, &mut self.d, &mut self.s) };
+            return;
         }
+        quantize_blocks(x, &mut self.qs, &mut self.d, &mut self.s);
     }
 
     /// Blocks `[from, to)`: one row of a batch.
@@ -50,6 +46,67 @@ impl Q8Act {
             d: &self.d[b0..b1],
             s: &self.s[b0..b1],
         }
+    }
+}
+
+/// x ≈ d·q per block of 32, d = max|x|/127, q rounded half away from zero.
+#[inline(always)]
+fn quantize_blocks(x: &[f32], qs: &mut [i8], ds: &mut [f32], sums: &mut [f32]) {
+    for (((blk, q), d), s) in x
+        .chunks_exact(QK)
+        .zip(qs.chunks_exact_mut(QK))
+        .zip(ds.iter_mut())
+        .zip(sums.iter_mut())
+    {
+        let amax = blk.iter().fold(0f32, |m, v| m.max(v.abs()));
+        *d = amax / 127.0;
+        let id = if *d > 0.0 { 1.0 / *d } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, &v) in q.iter_mut().zip(blk) {
+            *q = (v * id).round() as i8;
+            sum += *q as i32;
+        }
+        *s = *d * sum as f32;
+    }
+}
+
+/// [`quantize_blocks`] with AVX2: the same scale and the same rounding (half away from
+/// zero: truncate t + copysign(0.5⁻, t), as compilers lower `round`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_blocks_avx2(x: &[f32], qs: &mut [i8], ds: &mut [f32], sums: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let sign = _mm256_set1_ps(-0.0);
+    let below_half = _mm256_set1_ps(0.49999997);
+    for (b, blk) in x.chunks_exact(QK).enumerate() {
+        let p = blk.as_ptr();
+        let v = [0, 8, 16, 24].map(|k| _mm256_loadu_ps(p.add(k)));
+        let a = v.map(|v| _mm256_andnot_ps(sign, v));
+        let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+        let d = amax / 127.0;
+        let id = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+        let q = v.map(|v| {
+            let t = _mm256_mul_ps(v, id);
+            let t = _mm256_add_ps(t, _mm256_or_ps(_mm256_and_ps(t, sign), below_half));
+            _mm256_cvttps_epi32(t)
+        });
+        // i32 → i8 with the lane order the packs scramble put back.
+        let q16 = [
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        ];
+        let q8 = _mm256_packs_epi16(q16[0], q16[1]);
+        let q8 = _mm256_permutevar8x32_epi32(q8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(qs.as_mut_ptr().add(b * QK) as *mut __m256i, q8);
+        let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        ds[b] = d;
+        sums[b] = d * _mm_cvtsi128_si32(s) as f32;
     }
 }
 
@@ -76,6 +133,31 @@ mod tests {
         assert_eq!(a.d, vec![1.0]);
         assert_eq!(&a.qs[..3], &[127, -3, 2]);
         assert_eq!(a.s, vec![126.0]);
+    }
+
+    #[test]
+    fn simd_quantization_equals_the_plain_loop() {
+        // Ties (x·id exactly k + 0.5), values just below a tie, zeros and a long ramp.
+        let mut x: Vec<f32> = (0..32 * 9)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.37)
+            .collect();
+        x[..32].copy_from_slice(&std::array::from_fn::<f32, 32, _>(|i| i as f32 * 0.5 - 8.0));
+        x[0] = 127.0;
+        x[32..64]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = 0.49999997 * (i as f32 - 16.0));
+        x[64..96].fill(0.0);
+        let mut want = Q8Act::default();
+        want.qs.resize(x.len(), 0);
+        want.d.resize(x.len() / QK, 0.0);
+        want.s.resize(x.len() / QK, 0.0);
+        quantize_blocks(&x, &mut want.qs, &mut want.d, &mut want.s);
+        let got = Q8Act::quantize(&x);
+        assert_eq!(got.qs, want.qs);
+        assert_eq!(got.d, want.d);
+        assert_eq!(got.s, want.s);
+        assert_eq!(&got.qs[..4], &[127, -8, -7, -7]); // −7.5 and −6.5 round away from zero
     }
 
     #[test]

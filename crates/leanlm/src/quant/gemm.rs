@@ -96,8 +96,19 @@ impl<'a, T> View<'a, T> {
     }
 }
 
-/// `c = beta·c + a·b` with `c` row-major `m × n` (`beta` 0 overwrites).
+/// `c = beta·c + a·b` with `c` row-major `m × n` (`beta` 0 overwrites), on all worker
+/// threads when the product is large enough to share.
 pub fn matmul<T: Scalar>(a: View<T>, b: View<T>, c: &mut [T], beta: T) {
+    product(a, b, c, beta, true)
+}
+
+/// [`matmul`] on the calling thread only, for callers that already run products in
+/// parallel tasks.
+pub fn matmul_serial<T: Scalar>(a: View<T>, b: View<T>, c: &mut [T], beta: T) {
+    product(a, b, c, beta, false)
+}
+
+fn product<T: Scalar>(a: View<T>, b: View<T>, c: &mut [T], beta: T, share: bool) {
     let (m, k) = a.shape();
     let (k2, n) = b.shape();
     assert_eq!(k, k2, "gemm inner dimensions");
@@ -112,7 +123,7 @@ pub fn matmul<T: Scalar>(a: View<T>, b: View<T>, c: &mut [T], beta: T) {
     let (a_rs, a_cs) = a.strides();
     let (b_rs, b_cs) = b.strides();
     let threads = rayon::current_num_threads();
-    let par = if threads > 1 && m * n * k > 1 << 16 {
+    let par = if share && threads > 1 && m * n * k > 1 << 16 {
         Parallelism::Rayon(threads)
     } else {
         Parallelism::None

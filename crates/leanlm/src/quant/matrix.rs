@@ -12,6 +12,7 @@ use super::dot::{
     dot_q4_1, dot_q4_k, dot_q6_k, dot_q8_0, Dot, Dot4,
 };
 use super::gemm::{self, View};
+use super::igemm;
 use super::sparse::Sparse;
 use super::GgmlType;
 use crate::error::{Error, Result};
@@ -221,6 +222,10 @@ impl Matrix {
                 let (xv, wv) = (View::new(x, n, cols), View::new(w, rows, cols).t());
                 return gemm::matmul(xv, wv, y, 0.0);
             }
+            Storage::Quant { dtype, bytes } if n >= GEMM_MIN_TOKENS && igemm::supports(*dtype) => {
+                // Long prompts in integer arithmetic, straight from the blocks.
+                return igemm::matmul(*dtype, bytes.as_slice(), rows, cols, x, n, y);
+            }
             Storage::Quant { .. } | Storage::Sparse(_) if n >= GEMM_MIN_TOKENS => {
                 // Long prompts: decoding the blocks once costs O(rows·cols), the product
                 // O(rows·cols·n); with enough tokens the f32 GEMM is faster than the 8-bit
@@ -416,14 +421,18 @@ mod tests {
         }
     }
 
-    /// Enough tokens for the decode-then-GEMM path: exact in the activations, so only
-    /// f32 summation order separates it from the reference.
+    /// Enough tokens for the prompt paths: the integer product (8-bit activations, within
+    /// their rounding; `igemm`'s own tests hold it to its exact 8-bit reference) and the
+    /// decode-then-GEMM path (exact in the activations: only f32 summation order
+    /// separates it from the reference).
     #[test]
-    fn long_prompts_through_the_gemm_path_match_the_reference() {
+    fn long_prompts_through_the_gemm_paths_match_the_reference() {
         let (rows, cols, n) = (45, 256, GEMM_MIN_TOKENS + 3);
         let (w, x) = inputs(rows, cols, n);
         for m in quantized(&w, rows, cols) {
-            check(&m, &x, n, 1e-4);
+            let integer =
+                matches!(&m.storage, Storage::Quant { dtype, .. } if igemm::supports(*dtype));
+            check(&m, &x, n, if integer { cols as f32 / 254.0 } else { 1e-4 });
         }
     }
 

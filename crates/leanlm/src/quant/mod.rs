@@ -11,9 +11,10 @@ pub mod dot;
 pub mod fit;
 pub mod gemm;
 mod ggml_type;
+pub mod igemm;
 pub mod kquants;
 pub mod matrix;
-mod simd;
+pub(crate) mod simd;
 pub mod sparse;
 
 pub use ggml_type::GgmlType;

@@ -21,6 +21,17 @@ pub fn has_avx2() -> bool {
     })
 }
 
+/// Whether AVX-512 VNNI runs here (the integer prompt product, `igemm`).
+pub fn has_vnni() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        has_avx2()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+    })
+}
+
 /// Whether the sparse kernels' AVX-512 code (byte permutes, multishift, expand) runs here.
 pub fn has_avx512_sparse() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
