@@ -24,6 +24,24 @@ pub(super) struct Heads {
     pub head_dim: usize,
 }
 
+impl Heads {
+    /// Widths of a query row and of a key (or value) row.
+    fn widths(&self) -> (usize, usize) {
+        (
+            self.n_heads * self.head_dim,
+            self.n_kv_heads * self.head_dim,
+        )
+    }
+    /// First column of query head `head`'s key/value head (grouped-query attention).
+    fn kv_column(&self, head: usize) -> usize {
+        head / (self.n_heads / self.n_kv_heads) * self.head_dim
+    }
+    /// 1/√d, the scores' scale.
+    fn scale(&self) -> f32 {
+        1.0 / (self.head_dim as f32).sqrt()
+    }
+}
+
 /// `q` holds `t` new query rows per sequence `(b·t, n_heads·head_dim)`; sequence `s`'s
 /// cache `kv[s] = (k, v)` holds `starts[s] + t` positions `(pos, n_kv_heads·head_dim)`,
 /// the new ones included. Returns the attention output, shaped like `q`.
@@ -49,10 +67,7 @@ fn attend_rows(
     kv: &[(&[f32], &[f32])],
     h: Heads,
 ) -> Vec<f32> {
-    let hd = h.head_dim;
-    let group = h.n_heads / h.n_kv_heads;
-    let (qw, kw) = (h.n_heads * hd, h.n_kv_heads * hd);
-    let scale = 1.0 / (hd as f32).sqrt();
+    let (hd, (qw, kw), scale) = (h.head_dim, h.widths(), h.scale());
     let mut out = vec![0f32; q.len()];
     out.par_chunks_mut(qw).enumerate().for_each(|(r, o)| {
         let (s, i) = (r / t, r % t);
@@ -61,7 +76,7 @@ fn attend_rows(
         let mut scores = vec![0f32; n_keys];
         for head in 0..h.n_heads {
             let qh = &q[r * qw + head * hd..r * qw + (head + 1) * hd];
-            let c0 = (head / group) * hd;
+            let c0 = h.kv_column(head);
             for (p, sc) in scores.iter_mut().enumerate() {
                 *sc = dot_f32(qh, &kc[p * kw + c0..p * kw + c0 + hd]) * scale;
             }
@@ -87,10 +102,7 @@ fn attend_tiled(
     kv: &[(&[f32], &[f32])],
     h: Heads,
 ) -> Vec<f32> {
-    let hd = h.head_dim;
-    let group = h.n_heads / h.n_kv_heads;
-    let (qw, kw) = (h.n_heads * hd, h.n_kv_heads * hd);
-    let scale = 1.0 / (hd as f32).sqrt();
+    let (hd, (qw, kw), scale) = (h.head_dim, h.widths(), h.scale());
     let blocks = t.div_ceil(QUERY_BLOCK);
     // Task (s, head, block) → its output block (rows × hd), gathered afterwards.
     let tasks: Vec<(usize, usize, usize)> = (0..starts.len())
@@ -103,7 +115,7 @@ fn attend_tiled(
             let i0 = c * QUERY_BLOCK;
             let rows = QUERY_BLOCK.min(t - i0);
             let n_keys = starts[s] + i0 + rows; // the last row's causal horizon
-            let (qc, kc0) = (head * hd, (head / group) * hd);
+            let (qc, kc0) = (head * hd, h.kv_column(head));
             let qv = View::block(q, qw, s * t + i0, rows, qc, hd); // (rows, hd)
             let kv_ = View::block(kc, kw, 0, n_keys, kc0, hd); // (n_keys, hd)
             let vv = View::block(vc, kw, 0, n_keys, kc0, hd); // (n_keys, hd)
