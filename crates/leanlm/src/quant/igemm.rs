@@ -22,6 +22,7 @@ use super::activation::Q8Act;
 use super::blocks::{f16_at, QK};
 use super::gemm::{self, View};
 use super::kquants::{q4k_scale_min, Q4K_BYTES, QK_K};
+use super::sparse::Sparse;
 use super::GgmlType;
 
 /// Output rows per register (32-bit lanes of a 64-byte register).
@@ -34,12 +35,25 @@ const TILE_ROWS: usize = GROUPS * LANES;
 /// Most tokens (rows of the output) per parallel task.
 const MAX_TOKENS_PER_TASK: usize = 64;
 
+/// Weights the integer product reads: GGML blocks, or a sparse layout's 8-bit values
+/// (multiplied exactly as the dense Q8_0 copy of the same values).
+#[derive(Clone, Copy)]
+pub enum Weights<'a> {
+    Blocks { dtype: GgmlType, bytes: &'a [u8] },
+    Sparse(&'a Sparse),
+}
+
 /// Whether `dtype` products run here in integer arithmetic.
 pub fn supports(dtype: GgmlType) -> bool {
     matches!(
         dtype,
         GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4K
     ) && has_vnni()
+}
+
+/// Whether sparse products run here in integer arithmetic.
+pub fn supports_sparse() -> bool {
+    has_vnni()
 }
 
 fn has_vnni() -> bool {
@@ -92,6 +106,32 @@ fn unpack_block(dtype: GgmlType, row: &[u8], b: usize, u: &mut [u8; QK]) -> (f32
     }
 }
 
+/// Row `r` as unsigned codes `u` (cols), scales `d` and offsets `m` (one per block).
+fn unpack_row(weights: Weights, cols: usize, r: usize, u: &mut [u8], d: &mut [f32], m: &mut [f32]) {
+    match weights {
+        Weights::Blocks { dtype, bytes } => {
+            let rb = dtype.row_bytes(cols).expect("checked at construction");
+            let row = &bytes[r * rb..(r + 1) * rb];
+            let mut block = [0u8; QK];
+            for (b, ((u, d), m)) in u.chunks_exact_mut(QK).zip(d).zip(m).enumerate() {
+                (*d, *m) = unpack_block(dtype, row, b, &mut block);
+                u.copy_from_slice(&block);
+            }
+        }
+        Weights::Sparse(s) => {
+            // The levels Q8_0 would hold, offset as Q8_0's are.
+            let mut q = vec![0i8; cols];
+            s.decode_row_q8(r, &mut q, d);
+            for (u, q) in u.iter_mut().zip(&q) {
+                *u = (*q as u8) ^ 0x80;
+            }
+            for (m, d) in m.iter_mut().zip(d.iter()) {
+                *m = -128.0 * d;
+            }
+        }
+    }
+}
+
 /// Weights regrouped for the kernel: for each group of [`LANES`] rows and each block, the
 /// eight 4-byte steps `k` of the block as `[row 0 bytes 4k..4k+4, row 1 …, row 15 …]`
 /// (512 bytes), then the group's scales per block (16 floats); rows padded with zeros to
@@ -104,9 +144,8 @@ struct PackedWeights {
 }
 
 impl PackedWeights {
-    fn new(dtype: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Self {
+    fn new(weights: Weights, rows: usize, cols: usize) -> Self {
         let nb = cols / QK;
-        let rb = dtype.row_bytes(cols).expect("checked at construction");
         let groups = rows.next_multiple_of(TILE_ROWS) / LANES;
         let mut w = Self {
             codes: vec![0; groups * nb * LANES * QK],
@@ -120,13 +159,12 @@ impl PackedWeights {
             .zip(w.offsets.par_chunks_mut(LANES * nb))
             .enumerate()
             .for_each(|(g, ((codes, scales), offsets))| {
-                let mut u = [0u8; QK];
+                let (mut u, mut d) = (vec![0u8; cols], vec![0f32; nb]);
                 for lane in 0..LANES.min(rows.saturating_sub(g * LANES)) {
-                    let row = &bytes[(g * LANES + lane) * rb..(g * LANES + lane + 1) * rb];
-                    for b in 0..nb {
-                        let (d, m) = unpack_block(dtype, row, b, &mut u);
-                        scales[b * LANES + lane] = d;
-                        offsets[lane * nb + b] = m;
+                    let m = &mut offsets[lane * nb..(lane + 1) * nb];
+                    unpack_row(weights, cols, g * LANES + lane, &mut u, &mut d, m);
+                    for (b, (u, d)) in u.chunks_exact(QK).zip(&d).enumerate() {
+                        scales[b * LANES + lane] = *d;
                         for k in 0..QK / 4 {
                             let at = b * LANES * QK + (k * LANES + lane) * 4;
                             codes[at..at + 4].copy_from_slice(&u[4 * k..4 * k + 4]);
@@ -147,20 +185,12 @@ impl PackedWeights {
     }
 }
 
-/// `y = x · Wᵀ` (`x`: `n × cols`, `y`: `n × rows`) for weights stored as `dtype` blocks.
-/// The caller checks [`supports`] and the shapes.
-pub fn matmul(
-    dtype: GgmlType,
-    bytes: &[u8],
-    rows: usize,
-    cols: usize,
-    x: &[f32],
-    n: usize,
-    y: &mut [f32],
-) {
-    debug_assert!(supports(dtype) && cols.is_multiple_of(QK));
+/// `y = x · Wᵀ` (`x`: `n × cols`, `y`: `n × rows`). The caller checks [`supports`] (or
+/// [`supports_sparse`]) and the shapes.
+pub fn matmul(weights: Weights, rows: usize, cols: usize, x: &[f32], n: usize, y: &mut [f32]) {
+    debug_assert!(cols.is_multiple_of(QK));
     let nb = cols / QK;
-    let w = PackedWeights::new(dtype, bytes, rows, cols);
+    let w = PackedWeights::new(weights, rows, cols);
     let xq = Q8Act::quantize(x);
     // Each task owns a run of tokens (rows of y) and passes every weight row over them:
     // a tile's weights (32 rows × cols bytes) stay in the core's cache across tokens.
@@ -357,7 +387,8 @@ mod tests {
             for (dtype, bytes) in encoded(&w, cols) {
                 let want = reference(dtype, &bytes, rows, cols, &x, n);
                 let mut y = vec![f32::NAN; n * rows];
-                matmul(dtype, &bytes, rows, cols, &x, n, &mut y);
+                let bytes = &bytes[..];
+                matmul(Weights::Blocks { dtype, bytes }, rows, cols, &x, n, &mut y);
                 for (i, (a, b)) in y.iter().zip(&want).enumerate() {
                     assert!(
                         (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
@@ -378,7 +409,14 @@ mod tests {
         let w = test_data(rows * cols, 5);
         let x = Q8Act::quantize(&test_data(n * cols, 6));
         for (dtype, bytes) in encoded(&w, cols) {
-            let pw = PackedWeights::new(dtype, &bytes, rows, cols);
+            let pw = PackedWeights::new(
+                Weights::Blocks {
+                    dtype,
+                    bytes: &bytes,
+                },
+                rows,
+                cols,
+            );
             for r0 in (0..rows).step_by(TILE_ROWS) {
                 for (t0, t_len) in [(0, TOKENS), (TOKENS, 3), (1, 2), (n - 1, 1)] {
                     let (mut fast, mut slow) =
@@ -393,6 +431,41 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A sparse layout and the dense Q8_0 copy of the same values give the same floats,
+    /// bit for bit (one packing, one kernel, one order of operations).
+    #[test]
+    fn sparse_products_equal_dense_q8_0_products() {
+        use crate::quant::sparse::{Sparse, SparseFormat};
+        if !has_vnni() {
+            eprintln!("no AVX-512 VNNI here: the integer product is not used, nothing to test");
+            return;
+        }
+        let (rows, cols, n) = (TILE_ROWS + 5, 6 * QK, TOKENS + 3);
+        // 2 of every 4 weights kept (the larger two), which both layouts can hold.
+        let mut w = test_data(rows * cols, 7);
+        for g in w.chunks_exact_mut(4) {
+            let mut order = [0, 1, 2, 3];
+            order.sort_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs()));
+            g[order[0]] = 0.0;
+            g[order[1]] = 0.0;
+        }
+        let x = test_data(n * cols, 8);
+        let dense = quantize_q8_0(&w);
+        let mut want = vec![0f32; n * rows];
+        let bytes = &dense[..];
+        let blocks = Weights::Blocks {
+            dtype: GgmlType::Q8_0,
+            bytes,
+        };
+        matmul(blocks, rows, cols, &x, n, &mut want);
+        for format in [SparseFormat::S24Q8, SparseFormat::BitmapQ8] {
+            let s = Sparse::encode(format, &w, rows, cols).unwrap();
+            let mut got = vec![0f32; n * rows];
+            matmul(Weights::Sparse(&s), rows, cols, &x, n, &mut got);
+            assert_eq!(got, want, "{format:?}");
         }
     }
 }

@@ -224,7 +224,13 @@ impl Matrix {
             }
             Storage::Quant { dtype, bytes } if n >= GEMM_MIN_TOKENS && igemm::supports(*dtype) => {
                 // Long prompts in integer arithmetic, straight from the blocks.
-                return igemm::matmul(*dtype, bytes.as_slice(), rows, cols, x, n, y);
+                let (dtype, bytes) = (*dtype, bytes.as_slice());
+                let weights = igemm::Weights::Blocks { dtype, bytes };
+                return igemm::matmul(weights, rows, cols, x, n, y);
+            }
+            Storage::Sparse(s) if n >= GEMM_MIN_TOKENS && igemm::supports_sparse() => {
+                // As the dense Q8_0 copy of the same values would run.
+                return igemm::matmul(igemm::Weights::Sparse(s), rows, cols, x, n, y);
             }
             Storage::Quant { .. } | Storage::Sparse(_) if n >= GEMM_MIN_TOKENS => {
                 // Long prompts: decoding the blocks once costs O(rows·cols), the product
@@ -430,8 +436,8 @@ mod tests {
         let (rows, cols, n) = (45, 256, GEMM_MIN_TOKENS + 3);
         let (w, x) = inputs(rows, cols, n);
         for m in quantized(&w, rows, cols) {
-            let integer =
-                matches!(&m.storage, Storage::Quant { dtype, .. } if igemm::supports(*dtype));
+            let integer = matches!(&m.storage, Storage::Quant { dtype, .. } if igemm::supports(*dtype))
+                || matches!(&m.storage, Storage::Sparse(_) if igemm::supports_sparse());
             check(&m, &x, n, if integer { cols as f32 / 254.0 } else { 1e-4 });
         }
     }

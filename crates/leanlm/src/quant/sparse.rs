@@ -311,30 +311,47 @@ impl Sparse {
 
     /// Decode row `r` into `out` (`cols` values).
     pub fn decode_row(&self, r: usize, out: &mut [f32]) {
+        let mut q = vec![0i8; self.cols];
+        let mut d = vec![0f32; self.cols / QK];
+        self.decode_row_q8(r, &mut q, &mut d);
+        for ((o, q), d) in out.chunks_exact_mut(QK).zip(q.chunks_exact(QK)).zip(&d) {
+            for (o, &q) in o.iter_mut().zip(q) {
+                *o = q as f32 * d;
+            }
+        }
+    }
+
+    /// Row `r` as Q8_0 would hold it: 8-bit levels (`cols`, zeros where pruned) and one
+    /// scale per block of 32.
+    pub fn decode_row_q8(&self, r: usize, q: &mut [i8], d: &mut [f32]) {
         let row = self.row(r);
-        out.fill(0.0);
+        let nb = self.cols / QK;
+        q.fill(0);
         match self.format {
             SparseFormat::S24Q8 => {
-                let nb = self.cols / QK;
-                for (b, o) in out.chunks_exact_mut(QK).enumerate() {
-                    let (d, codes, vals) = s24_block(row, b, nb);
+                for (b, (o, d)) in q.chunks_exact_mut(QK).zip(d.iter_mut()).enumerate() {
+                    let (scale, codes, vals) = s24_block(row, b, nb);
                     for (k, &v) in vals.iter().enumerate() {
                         let col = 4 * (k / 2) + (codes >> (2 * k) & 3) as usize;
-                        o[col] += v as f32 * d;
+                        // Unused slots hold zeros and may repeat a kept column's position.
+                        if v != 0 {
+                            o[col] = v;
+                        }
                     }
+                    *d = scale;
                 }
             }
             SparseFormat::BitmapQ8 => {
-                let nb = self.cols / QK;
                 let mut p = nb * BITMAP_HEADER;
-                for (b, o) in out.chunks_exact_mut(QK).enumerate() {
-                    let (d, mask) = bitmap_header(row, b, nb);
+                for (b, (o, d)) in q.chunks_exact_mut(QK).zip(d.iter_mut()).enumerate() {
+                    let (scale, mask) = bitmap_header(row, b, nb);
                     for (j, v) in o.iter_mut().enumerate() {
                         if mask >> j & 1 == 1 {
-                            *v = row[p] as i8 as f32 * d;
+                            *v = row[p] as i8;
                             p += 1;
                         }
                     }
+                    *d = scale;
                 }
             }
         }
