@@ -1,9 +1,10 @@
 //! Quantized storage and the kernels that compute with it.
 //!
 //! `blocks` encodes and decodes GGML block formats, `activation` quantizes the input
-//! vector of a matrix product to 8 bits once, `dot` holds the inner products (a plain
-//! reference and SIMD versions), and `gemm` wraps a tuned dense f32 matrix product (calibration, transforms and
-//! pruned f32 models), and `matrix` is the weight matrix a model layer owns.
+//! vector of a matrix product to 8 bits once, `dot` holds the inner products of decode (a
+//! plain reference and SIMD versions), `igemm` the integer product of prompts, `gemm`
+//! wraps a tuned dense f32 matrix product (calibration, transforms, f32 models and the
+//! types `igemm` does not take), and `matrix` is the weight matrix a model layer owns.
 
 pub mod activation;
 pub mod blocks;
