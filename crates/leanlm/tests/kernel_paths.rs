@@ -1,18 +1,22 @@
 //! Every kernel path on the real model against its reference, in greedy decoding of 5
 //! prompts × 32 tokens:
-//! - Q4_0, Q4_1, Q4_K and Q8_0 (integer products on 8-bit activations, as llama.cpp
-//!   computes) and Q6_K (decoded to f32 for prompts) against the same weights dequantized
-//!   to f32, teacher-forced along the reference's greedy continuations: measured top-1
-//!   agreement 153, 153, 158, 154 and 159 of 160 positions. Rounding activations to 8 bits
-//!   is a step function and flips near-ties of this small model; the issue's 99% is not
-//!   reached for Q4_0, Q4_1 and Q8_0. The test guards ≥ 95% for every type;
+//! - Q4_0, Q4_1, Q4_K, Q6_K and Q8_0 against the same weights dequantized to f32,
+//!   teacher-forced along the reference's greedy continuations. With 8-bit activations
+//!   (integer products as llama.cpp computes them) measured top-1 agreement is 153, 153,
+//!   158, 159 and 154 of 160: rounding activations to 8 bits flips near-ties of this
+//!   small model, so the test guards ≥ 95%. With 16-bit activations every type agrees on
+//!   160 of 160 and decodes the same 32 tokens on all 5 prompts; the test holds them to
+//!   issue 5's bars (≥ 99% top-1, and Q8_0 greedy-identical);
 //! - the sparse layouts (2:4 and bitmap) against the dense Q8_0 copy of the same pruned
-//!   weights: the same tokens exactly, and the same logits bit for bit over whole
-//!   prompts (the kernels share one reduction order; prompts share one integer product).
+//!   weights with 8-bit activations: the same tokens exactly, and the same logits bit for
+//!   bit over whole prompts (the kernels share one reduction order; prompts share one
+//!   integer product); with 16-bit activations, the same greedy tokens as the pruned
+//!   weights in f32.
 
 mod common;
 
 use leanlm::model::{Logits, Model};
+use leanlm::quant::activation::Precision;
 use leanlm::quant::GgmlType;
 use leanlm::run::{argmax, generate, Sampler, SamplerConfig};
 use leanlm::transform::prune::{prune, Method, Pattern, PruneConfig};
@@ -60,6 +64,21 @@ fn top1_agreement(m: &Model, reference: &Model, prompts: &[Vec<u32>]) -> (usize,
     (same, total)
 }
 
+/// `m` with its quantized matrices rounding activations to `precision`.
+fn at(m: &Model, precision: Precision) -> Model {
+    let mut m = m.clone();
+    m.precision = precision;
+    m
+}
+
+/// Prompts (of 5) on which `m` and `reference` decode the same 32 tokens.
+fn same_greedy(m: &Model, reference: &Model, prompts: &[Vec<u32>]) -> usize {
+    prompts
+        .iter()
+        .filter(|p| greedy(m, p) == greedy(reference, p))
+        .count()
+}
+
 #[test]
 fn quantized_types_agree_with_their_dequantized_reference() {
     let source = &common::default_model().model;
@@ -74,11 +93,23 @@ fn quantized_types_agree_with_their_dequantized_reference() {
     ] {
         let m = quantize_model(source, target, GgmlType::Q8_0, None, SparseChoice::Off).unwrap();
         let reference = m.dequantized();
-        let (same, total) = top1_agreement(&m, &reference, &prompts);
-        eprintln!("{target}: top-1 agreement {same}/{total}");
+        let (same8, total) = top1_agreement(&at(&m, Precision::Int8), &reference, &prompts);
+        let m16 = at(&m, Precision::Int16);
+        let (same16, _) = top1_agreement(&m16, &reference, &prompts);
+        let greedy16 = same_greedy(&m16, &reference, &prompts);
+        eprintln!(
+            "{target}: top-1 agreement {same8}/{total} (8-bit), {same16}/{total} (16-bit); \
+             16-bit greedy identical on {greedy16}/5 prompts"
+        );
         assert_eq!(total, 5 * N);
-        if (same as f64) < 0.95 * total as f64 {
-            failures.push(format!("{target}: {same}/{total}"));
+        if (same8 as f64) < 0.95 * total as f64 {
+            failures.push(format!("{target} 8-bit: {same8}/{total}"));
+        }
+        if (same16 as f64) < 0.99 * total as f64 {
+            failures.push(format!("{target} 16-bit: {same16}/{total}"));
+        }
+        if target == GgmlType::Q8_0 && greedy16 != prompts.len() {
+            failures.push(format!("{target} 16-bit greedy: {greedy16}/5"));
         }
     }
     assert!(failures.is_empty(), "{failures:?}");
@@ -132,6 +163,14 @@ fn sparse_layouts_decode_exactly_like_dense_q8_0() {
             let run = |m: &Model| m.forward(&seq, &mut m.new_cache(), Logits::All).unwrap();
             assert!(run(&sparse) == run(&dense), "{want}: prompt logits differ");
         }
+        // With 16-bit activations, the same tokens as the pruned weights in f32.
+        let reference = sparse.dequantized();
+        let sparse16 = at(&sparse, Precision::Int16);
+        assert_eq!(
+            same_greedy(&sparse16, &reference, &prompts),
+            5,
+            "{want} 16-bit"
+        );
         // The chooser keeps dense Q8_0 for dense weights.
         assert_eq!(
             q8_0_or_sparse(&source.layers[0].w_up, SparseChoice::Bitmap)

@@ -240,6 +240,7 @@ pub fn run(a: Args) -> Result<()> {
             "{}",
             json!({
                 "model": a.model.path(), "threads": threads, "kernels": leanlm::quant::dot::simd_level(),
+                "activation_bits": activation_bits(loaded.model.precision),
                 "cost": c, "file_bytes": loaded.file_bytes(), "rss_bytes": rss, "peak_rss_bytes": peak,
             "time_to_first_token_s": ttft, "cpu_hours_per_million_tokens": cpu_hours_per_mtok,
             "weight_bytes_per_token": weight_bytes,
@@ -250,9 +251,10 @@ pub fn run(a: Args) -> Result<()> {
         );
     } else {
         println!(
-            "model: {} | threads: {threads} | kernels: {}",
+            "model: {} | threads: {threads} | kernels: {} | activations: {}-bit",
             a.model.path().display(),
-            leanlm::quant::dot::simd_level()
+            leanlm::quant::dot::simd_level(),
+            activation_bits(loaded.model.precision)
         );
         println!("{:>8} {:>12} {:>20}", "test", "t/s", "min … max");
         for (name, st) in [
@@ -301,4 +303,12 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Bits the quantized kernels round activations to.
+fn activation_bits(p: leanlm::quant::activation::Precision) -> u32 {
+    match p {
+        leanlm::quant::activation::Precision::Int8 => 8,
+        leanlm::quant::activation::Precision::Int16 => 16,
+    }
 }

@@ -15,6 +15,7 @@ use super::hooks::{Hooks, LinearSite, NoHooks};
 use super::kv_cache::KvCache;
 use super::vec_math::silu_mul;
 use crate::error::{Error, Result};
+use crate::quant::activation::Precision;
 use crate::quant::Matrix;
 
 /// Values per parallel task of element-wise work (large enough to amortise the task).
@@ -100,6 +101,8 @@ pub struct Model {
     pub out_norm: Vec<f32>, // (d_model)
     pub output: Matrix,     // (vocab, d_model); shares tok_embd's bytes when tied
     inv_freq: Vec<f32>,     // (rope_dim / 2)
+    /// How finely quantized matrices round their inputs.
+    pub precision: Precision,
 }
 
 /// Which positions get logits.
@@ -246,6 +249,7 @@ impl Model {
             out_norm,
             output,
             inv_freq,
+            precision: Precision::process_default(),
         })
     }
 
@@ -372,7 +376,7 @@ impl Model {
         let rows = h.len() / self.config.d_model;
         let h = rms_norm(h, &self.out_norm, self.config.rms_eps);
         let mut logits = vec![0f32; rows * self.vocab_size()];
-        self.output.matmul(&h, rows, &mut logits);
+        self.output.matmul(&h, rows, &mut logits, self.precision);
         logits
     }
 
@@ -443,14 +447,14 @@ impl Model {
         let xn = rms_norm(x, &layer.attn_norm, cfg.rms_eps); // (n, d)
         hooks.linear_input(l, LinearSite::Qkv, &xn, n);
         let mut q = vec![0f32; n * nh * hd]; // (n, nh·hd)
-        layer.wq.matmul(&xn, n, &mut q);
+        layer.wq.matmul(&xn, n, &mut q, self.precision);
         add_bias(&mut q, layer.bq.as_deref());
         self.rope(&mut q, nh, t, starts);
         self.append_kv(l, layer, &xn, t, starts, caches);
         let att = self.attention(l, layer, &q, t, starts, caches); // (n, nh·hd)
         hooks.linear_input(l, LinearSite::AttnOut, &att, n);
         let mut o = vec![0f32; n * d];
-        layer.wo.matmul(&att, n, &mut o);
+        layer.wo.matmul(&att, n, &mut o, self.precision);
         add_into(x, &o);
 
         // MLP: x += W_down · (silu(W_gate·xn) ⊙ W_up·xn)
@@ -458,13 +462,13 @@ impl Model {
         hooks.linear_input(l, LinearSite::GateUp, &xn, n);
         let ff = layer.ffn_dim();
         let (mut g, mut u) = (vec![0f32; n * ff], vec![0f32; n * ff]); // (n, ff)
-        layer.w_gate.matmul(&xn, n, &mut g);
-        layer.w_up.matmul(&xn, n, &mut u);
+        layer.w_gate.matmul(&xn, n, &mut g, self.precision);
+        layer.w_up.matmul(&xn, n, &mut u, self.precision);
         g.par_chunks_mut(ELEMENTWISE_CHUNK)
             .zip(u.par_chunks(ELEMENTWISE_CHUNK))
             .for_each(|(g, u)| silu_mul(g, u));
         hooks.linear_input(l, LinearSite::Down, &g, n);
-        layer.w_down.matmul(&g, n, &mut o);
+        layer.w_down.matmul(&g, n, &mut o, self.precision);
         add_into(x, &o);
     }
 
@@ -483,8 +487,8 @@ impl Model {
         let nkv = layer.n_kv_heads(hd);
         let w = nkv * hd;
         let (mut k, mut v) = (vec![0f32; n * w], vec![0f32; n * w]);
-        layer.wk.matmul(xn, n, &mut k);
-        layer.wv.matmul(xn, n, &mut v);
+        layer.wk.matmul(xn, n, &mut k, self.precision);
+        layer.wv.matmul(xn, n, &mut v, self.precision);
         add_bias(&mut k, layer.bk.as_deref());
         add_bias(&mut v, layer.bv.as_deref());
         self.rope(&mut k, nkv, t, starts);

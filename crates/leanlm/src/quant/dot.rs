@@ -8,7 +8,7 @@ use super::blocks::{f16_at, QK};
 pub use super::kquants::{dot_q4_k_ref, dot_q6_k_ref};
 
 #[cfg(target_arch = "x86_64")]
-use super::simd::{has_avx2, has_avx512_sparse};
+use super::simd::{has_avx2, has_avx512_sparse, has_vnni};
 
 /// Which kernel families run on this machine (for reports).
 pub fn simd_level() -> &'static str {
@@ -130,6 +130,63 @@ pub fn dot4_q4_0_ref(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
 
 pub fn dot4_q8_0_ref(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
     x.map(|r| dot_q8_0_ref(w, r))
+}
+
+/// One weight row against 16-bit activations given as their two 8-bit halves
+/// ([`Q8Act::quantize_split`](super::activation::Q8Act::quantize_split)): the weights are
+/// decoded once and 256·(w·hi) + (w·lo) is summed in integers per block.
+pub type Dot2 = fn(&[u8], Q8Row, Q8Row) -> f32;
+
+pub fn dot2_q4_1(w: &[u8], hi: Q8Row, lo: Q8Row) -> f32 {
+    debug_assert_eq!(w.len(), hi.d.len() * 20);
+    #[cfg(target_arch = "x86_64")]
+    if has_vnni() {
+        // SAFETY: as in `dispatch!`, with AVX-512 VNNI detected.
+        return unsafe { x86::dot2_q4_vnni::<20>(w, hi, lo) };
+    }
+    dispatch!(dot2_q4_1, dot2_q4_1_ref, w, hi, lo)
+}
+
+pub fn dot2_q4_0(w: &[u8], hi: Q8Row, lo: Q8Row) -> f32 {
+    debug_assert_eq!(w.len(), hi.d.len() * 18);
+    #[cfg(target_arch = "x86_64")]
+    if has_vnni() {
+        // SAFETY: as in `dispatch!`, with AVX-512 VNNI detected.
+        return unsafe { x86::dot2_q4_vnni::<18>(w, hi, lo) };
+    }
+    dispatch!(dot2_q4_0, dot2_q4_0_ref, w, hi, lo)
+}
+
+pub fn dot2_q8_0(w: &[u8], hi: Q8Row, lo: Q8Row) -> f32 {
+    debug_assert_eq!(w.len(), hi.d.len() * 34);
+    #[cfg(target_arch = "x86_64")]
+    if has_vnni() {
+        // SAFETY: as in `dispatch!`, with AVX-512 VNNI detected.
+        return unsafe { x86::dot2_q8_0_vnni(w, hi, lo) };
+    }
+    dispatch!(dot2_q8_0, dot2_q8_0_ref, w, hi, lo)
+}
+
+/// K-quants: the two halves in two passes.
+pub fn dot2_q4_k(w: &[u8], hi: Q8Row, lo: Q8Row) -> f32 {
+    dot_q4_k(w, hi) + dot_q4_k(w, lo)
+}
+
+pub fn dot2_q6_k(w: &[u8], hi: Q8Row, lo: Q8Row) -> f32 {
+    dot_q6_k(w, hi) + dot_q6_k(w, lo)
+}
+
+/// The references: two 8-bit products, summed.
+pub fn dot2_q4_1_ref(w: &[u8], hi: Q8Row, lo: Q8Row) -> f32 {
+    dot_q4_1_ref(w, hi) + dot_q4_1_ref(w, lo)
+}
+
+pub fn dot2_q4_0_ref(w: &[u8], hi: Q8Row, lo: Q8Row) -> f32 {
+    dot_q4_0_ref(w, hi) + dot_q4_0_ref(w, lo)
+}
+
+pub fn dot2_q8_0_ref(w: &[u8], hi: Q8Row, lo: Q8Row) -> f32 {
+    dot_q8_0_ref(w, hi) + dot_q8_0_ref(w, lo)
 }
 
 /// f32 · f32.
@@ -270,6 +327,8 @@ mod x86 {
         hsum(acc)
     }
 
+    /// Per token exactly [`dot_q4_1`]'s operations, so that a batch gives the logits that
+    /// one token at a time gives (speculative verification).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot4_q4_1(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
         let mut acc = [_mm256_setzero_ps(); 4];
@@ -287,6 +346,7 @@ mod x86 {
         [0, 1, 2, 3].map(|t| hsum(acc[t]) + offset[t])
     }
 
+    /// Per token exactly [`dot_q4_0`]'s operations, as [`dot4_q4_1`].
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot4_q4_0(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
         let mut acc = [_mm256_setzero_ps(); 4];
@@ -338,6 +398,140 @@ mod x86 {
             b += 2;
         }
         [0, 1, 2, 3].map(|t| hsum(acc[t]))
+    }
+
+    /// Unsigned codes · (256·hi + lo) as 8 i32 sums of 4 lanes. Exact: a 16-bit pair of
+    /// products is at most 2·255·127, and 256·(4·255·127) + 4·255·127 < 2³¹.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot16_u8(u: __m256i, hi: __m256i, lo: __m256i) -> __m256i {
+        let h = _mm256_madd_epi16(_mm256_maddubs_epi16(u, hi), _mm256_set1_epi16(256));
+        let l = _mm256_madd_epi16(_mm256_maddubs_epi16(u, lo), _mm256_set1_epi16(1));
+        _mm256_add_epi32(h, l)
+    }
+
+    /// Q4_0 and Q4_1 (`OFFSET` bytes of scales before the 16 bytes of nibbles) with the
+    /// two halves: the block's value is d_w·d_lo·Σu·(256·hi + lo) (d_hi = 256·d_lo
+    /// exactly), and its offset m·(s_hi + s_lo), m = −8·d_w for Q4_0.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot2_q4<const SIZE: usize>(w: &[u8], hi: Q8Row, lo: Q8Row) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let mut offset = 0f32;
+        for b in 0..hi.d.len() {
+            let blk = w.as_ptr().add(b * SIZE);
+            let wv = unpack_nibbles(blk.add(SIZE - 16));
+            let h = _mm256_loadu_si256(hi.qs.as_ptr().add(b * 32) as *const __m256i);
+            let l = _mm256_loadu_si256(lo.qs.as_ptr().add(b * 32) as *const __m256i);
+            let dw = half(blk);
+            let lanes = _mm256_cvtepi32_ps(dot16_u8(wv, h, l));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * lo.d[b]), lanes, acc);
+            let m = if SIZE == 20 {
+                half(blk.add(2))
+            } else {
+                -8.0 * dw
+            };
+            offset += m * (hi.s[b] + lo.s[b]);
+        }
+        hsum(acc) + offset
+    }
+
+    /// [`dot2_q4`] with `vpdpbusd`: unsigned codes times signed bytes straight into 32-bit
+    /// lanes, the `hi` sum shifted by 8 before `lo`'s is added on top.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn dot2_q4_vnni<const SIZE: usize>(w: &[u8], hi: Q8Row, lo: Q8Row) -> f32 {
+        // Two independent accumulators, so that consecutive blocks' multiply-adds overlap.
+        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut offset = [0f32; 2];
+        for b in 0..hi.d.len() {
+            let blk = w.as_ptr().add(b * SIZE);
+            let wv = unpack_nibbles(blk.add(SIZE - 16));
+            let h = _mm256_loadu_si256(hi.qs.as_ptr().add(b * 32) as *const __m256i);
+            let l = _mm256_loadu_si256(lo.qs.as_ptr().add(b * 32) as *const __m256i);
+            let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wv, h);
+            let p = _mm256_dpbusd_epi32(_mm256_slli_epi32(p, 8), wv, l);
+            let dw = half(blk);
+            let k = b & 1;
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * lo.d[b]), _mm256_cvtepi32_ps(p), acc[k]);
+            let m = if SIZE == 20 {
+                half(blk.add(2))
+            } else {
+                -8.0 * dw
+            };
+            offset[k] += m * (hi.s[b] + lo.s[b]);
+        }
+        hsum(_mm256_add_ps(acc[0], acc[1])) + (offset[0] + offset[1])
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot2_q4_1(w: &[u8], hi: Q8Row, lo: Q8Row) -> f32 {
+        dot2_q4::<20>(w, hi, lo)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot2_q4_0(w: &[u8], hi: Q8Row, lo: Q8Row) -> f32 {
+        dot2_q4::<18>(w, hi, lo)
+    }
+
+    /// Signed weights: the sign moves onto both halves, as in [`dot_i8`]; two blocks per
+    /// step as [`dot_q8_0`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot2_q8_0(w: &[u8], hi: Q8Row, lo: Q8Row) -> f32 {
+        dot2_q8_0_by(w, hi, lo, |w, h, l| {
+            let u = _mm256_sign_epi8(w, w);
+            dot16_u8(u, _mm256_sign_epi8(h, w), _mm256_sign_epi8(l, w))
+        })
+    }
+
+    /// [`dot2_q8_0`] with `vpdpbusd` (see [`dot2_q4_vnni`]).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn dot2_q8_0_vnni(w: &[u8], hi: Q8Row, lo: Q8Row) -> f32 {
+        dot2_q8_0_by(w, hi, lo, |w, h, l| {
+            let u = _mm256_sign_epi8(w, w);
+            let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, _mm256_sign_epi8(h, w));
+            _mm256_dpbusd_epi32(_mm256_slli_epi32(p, 8), u, _mm256_sign_epi8(l, w))
+        })
+    }
+
+    /// Two Q8_0 blocks per step; `lanes(w, hi, lo)` gives a block's 8 integer sums of
+    /// 256·(w·hi) + (w·lo), four columns each.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot2_q8_0_by(
+        w: &[u8],
+        hi: Q8Row,
+        lo: Q8Row,
+        lanes: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
+    ) -> f32 {
+        let nb = hi.d.len();
+        let load = |p: *const i8| _mm256_loadu_si256(p as *const __m256i);
+        // Pairs of blocks alternate between two accumulators, so that consecutive
+        // multiply-adds overlap.
+        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut b = 0;
+        while b < nb {
+            let ba = w.as_ptr().add(b * 34);
+            let (h, l) = (hi.qs.as_ptr().add(b * 32), lo.qs.as_ptr().add(b * 32));
+            let a = lanes(load(ba.add(2) as *const i8), load(h), load(l));
+            let sa = half(ba) * lo.d[b];
+            // An odd last block pairs with zeros.
+            let (pb, sb) = if b + 1 < nb {
+                let bb = ba.add(34);
+                let p = lanes(
+                    load(bb.add(2) as *const i8),
+                    load(h.add(32)),
+                    load(l.add(32)),
+                );
+                (p, half(bb) * lo.d[b + 1])
+            } else {
+                (_mm256_setzero_si256(), 0.0)
+            };
+            let lanes = _mm256_cvtepi32_ps(_mm256_hadd_epi32(a, pb));
+            let k = (b / 2) & 1;
+            acc[k] = _mm256_fmadd_ps(pair_scale(sa, sb), lanes, acc[k]);
+            b += 2;
+        }
+        hsum(_mm256_add_ps(acc[0], acc[1]))
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -535,6 +729,56 @@ mod tests {
         }
     }
 
+    /// The 16-bit kernels (two 8-bit halves, summed in integers) against their references
+    /// (two 8-bit products), and the reference against dequantize-then-multiply within
+    /// 16-bit rounding: 256 times tighter than the 8-bit bound above.
+    #[test]
+    fn sixteen_bit_dots_match_reference() {
+        use crate::quant::kquants::{quantize_q4_k, quantize_q6_k};
+        for blocks in [1, 3, 8, 17, 48] {
+            let n = blocks * 32;
+            let w = data(n, 3 + blocks as u32);
+            let mut x = data(n, 41);
+            x[n / 2] = 9.0; // one block with a large scale
+            let (hi, lo) = Q8Act::quantize_split(&x);
+            let (hi, lo) = (hi.row(0, blocks), lo.row(0, blocks));
+            let ones = vec![1f32; n];
+            let mut cases: Vec<(GgmlType, Vec<u8>, Dot2, Dot2)> = vec![
+                (GgmlType::Q4_1, quantize_q4_1(&w), dot2_q4_1, dot2_q4_1_ref),
+                (GgmlType::Q4_0, quantize_q4_0(&w), dot2_q4_0, dot2_q4_0_ref),
+                (GgmlType::Q8_0, quantize_q8_0(&w), dot2_q8_0, dot2_q8_0_ref),
+            ];
+            if blocks % 8 == 0 {
+                let k4: Dot2 = |w, h, l| dot_q4_k_ref(w, h) + dot_q4_k_ref(w, l);
+                let k6: Dot2 = |w, h, l| dot_q6_k_ref(w, h) + dot_q6_k_ref(w, l);
+                cases.push((GgmlType::Q4K, quantize_q4_k(&w, &ones), dot2_q4_k, k4));
+                cases.push((GgmlType::Q6K, quantize_q6_k(&w, &ones), dot2_q6_k, k6));
+            }
+            for (dt, bytes, fast, reference) in cases {
+                let (a, b) = (fast(&bytes, hi, lo), reference(&bytes, hi, lo));
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{dt} n={n}: {a} vs {b}"
+                );
+                let mut wd = vec![0f32; n];
+                dequantize(dt, &bytes, &mut wd).unwrap();
+                let exact = dot_f32_ref(&wd, &x);
+                // Each term errs by at most |w|·d_x/512 (d_x/256 where a tie saturates).
+                let bound = wd
+                    .iter()
+                    .zip(&x)
+                    .enumerate()
+                    .map(|(i, (w, _))| w.abs() * hi.d[i / 32] / 256.0)
+                    .sum::<f32>()
+                    + 1e-4 * (1.0 + exact.abs());
+                assert!(
+                    (b - exact).abs() <= bound,
+                    "{dt} n={n}: {b} vs {exact} (bound {bound})"
+                );
+            }
+        }
+    }
+
     /// K-quant SIMD kernels against their references, over 1..3 super-blocks.
     #[test]
     fn k_quant_dots_match_reference() {
@@ -615,6 +859,16 @@ mod tests {
                         got[t]
                     );
                 }
+            }
+            // Against the single-token kernels that run here, bit for bit: a batch
+            // (speculative verification) must give the logits decoding one token gives.
+            let single: [(Vec<u8>, Dot4, Dot); 3] = [
+                (quantize_q4_1(&w), dot4_q4_1, dot_q4_1),
+                (quantize_q4_0(&w), dot4_q4_0, dot_q4_0),
+                (quantize_q8_0(&w), dot4_q8_0, dot_q8_0),
+            ];
+            for (bytes, four, one) in single {
+                assert_eq!(four(&bytes, rows), rows.map(|r| one(&bytes, r)), "n={n}");
             }
         }
     }

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::activation::Q8Act;
+use super::activation::{Precision, Q8Act};
 use super::blocks::{dequantize, QK};
 use super::dot::{
-    dot4_q4_0, dot4_q4_1, dot4_q4_k, dot4_q6_k, dot4_q8_0, dot_bf16, dot_f16, dot_f32, dot_q4_0,
-    dot_q4_1, dot_q4_k, dot_q6_k, dot_q8_0, Dot, Dot4,
+    dot2_q4_0, dot2_q4_1, dot2_q4_k, dot2_q6_k, dot2_q8_0, dot4_q4_0, dot4_q4_1, dot4_q4_k,
+    dot4_q6_k, dot4_q8_0, dot_bf16, dot_f16, dot_f32, dot_q4_0, dot_q4_1, dot_q4_k, dot_q6_k,
+    dot_q8_0, Dot, Dot2, Dot4,
 };
 use super::gemm::{self, View};
 use super::igemm;
@@ -210,27 +211,69 @@ impl Matrix {
         w
     }
 
-    /// `y = x · Wᵀ` for `n` input vectors: `x` is `n × cols`, `y` is `n × rows`.
-    pub fn matmul(&self, x: &[f32], n: usize, y: &mut [f32]) {
+    /// `y = x · Wᵀ` for `n` input vectors: `x` is `n × cols`, `y` is `n × rows`. Where
+    /// the kernels round `x` to integers, `precision` says how finely.
+    pub fn matmul(&self, x: &[f32], n: usize, y: &mut [f32], precision: Precision) {
         assert_eq!(x.len(), n * self.cols, "matmul input shape");
         assert_eq!(y.len(), n * self.rows, "matmul output shape");
+        if precision == Precision::Int8 || !self.rounds_input(n) {
+            return self.matmul_q8(x, n, y);
+        }
+        // 16 bits as two 8-bit halves: x·Wᵀ = hi·Wᵀ + lo·Wᵀ.
+        if n < GEMM_MIN_TOKENS {
+            let (hi, lo) = Q8Act::quantize_split(x);
+            return self.dots_q16(&hi, &lo, n, y);
+        }
+        // The prompt product quantizes its own input: give it x and, as n more inputs,
+        // what x's 8-bit rounding leaves (rounded there with its own scale, as fine as lo).
+        let hi = Q8Act::quantize(x);
+        let mut both = x.to_vec();
+        both.extend(
+            x.iter()
+                .enumerate()
+                .map(|(i, v)| v - hi.d[i / QK] * hi.qs[i] as f32),
+        );
+        let mut y2 = vec![0f32; 2 * y.len()];
+        self.matmul_q8(&both, 2 * n, &mut y2);
+        let (a, b) = y2.split_at(y.len());
+        for ((y, a), b) in y.iter_mut().zip(a).zip(b) {
+            *y = a + b;
+        }
+    }
+
+    /// Whether the product of `n` inputs rounds them to 8 bits (the integer kernels), as
+    /// opposed to computing with f32 activations.
+    fn rounds_input(&self, n: usize) -> bool {
+        match &self.storage {
+            Storage::F32(_)
+            | Storage::Quant {
+                dtype: GgmlType::F16 | GgmlType::BF16,
+                ..
+            } => false,
+            Storage::Quant { dtype, .. } => n < GEMM_MIN_TOKENS || igemm::supports(*dtype),
+            Storage::Sparse(_) => n < GEMM_MIN_TOKENS || igemm::supports_sparse(),
+        }
+    }
+
+    /// [`Matrix::matmul`] with 8-bit activations.
+    fn matmul_q8(&self, x: &[f32], n: usize, y: &mut [f32]) {
         let (rows, cols) = (self.rows, self.cols);
         match &self.storage {
             Storage::F32(w) if n > 1 => {
                 // Dense prompts and calibration batches: a blocked GEMM reuses each weight
                 // across tokens far better than one dot product per (row, token).
                 let (xv, wv) = (View::new(x, n, cols), View::new(w, rows, cols).t());
-                return gemm::matmul(xv, wv, y, 0.0);
+                gemm::matmul(xv, wv, y, 0.0)
             }
             Storage::Quant { dtype, bytes } if n >= GEMM_MIN_TOKENS && igemm::supports(*dtype) => {
                 // Long prompts in integer arithmetic, straight from the blocks.
                 let (dtype, bytes) = (*dtype, bytes.as_slice());
                 let weights = igemm::Weights::Blocks { dtype, bytes };
-                return igemm::matmul(weights, rows, cols, x, n, y);
+                igemm::matmul(weights, rows, cols, x, n, y)
             }
             Storage::Sparse(s) if n >= GEMM_MIN_TOKENS && igemm::supports_sparse() => {
                 // As the dense Q8_0 copy of the same values would run.
-                return igemm::matmul(igemm::Weights::Sparse(s), rows, cols, x, n, y);
+                igemm::matmul(igemm::Weights::Sparse(s), rows, cols, x, n, y)
             }
             Storage::Quant { .. } | Storage::Sparse(_) if n >= GEMM_MIN_TOKENS => {
                 // Long prompts: decoding the blocks once costs O(rows·cols), the product
@@ -238,23 +281,14 @@ impl Matrix {
                 // dot kernels, and exact in the activations.
                 let w = self.to_f32_parallel();
                 let (xv, wv) = (View::new(x, n, cols), View::new(&w, rows, cols).t());
-                return gemm::matmul(xv, wv, y, 0.0);
+                gemm::matmul(xv, wv, y, 0.0)
             }
-            _ => {}
-        }
-        // Each task owns a band of rows and fills `band[r][t]`; one transpose at the end
-        // lays the result out token-major.
-        let mut yt = vec![0f32; rows * n];
-        match &self.storage {
             Storage::F32(w) => {
+                let mut yt = vec![0f32; rows * n];
                 per_row(&mut yt, n, |r, t| {
                     dot_f32(&w[r * cols..(r + 1) * cols], &x[t * cols..(t + 1) * cols])
                 });
-            }
-            Storage::Sparse(s) => {
-                let xq = Q8Act::quantize(x);
-                let bpr = cols / QK;
-                per_row(&mut yt, n, |r, t| s.dot(r, xq.row(t, bpr)));
+                token_major(&yt, rows, n, y);
             }
             Storage::Quant { dtype, bytes } if matches!(dtype, GgmlType::F16 | GgmlType::BF16) => {
                 // Half-precision weights meet f32 activations: nothing to quantize.
@@ -264,13 +298,56 @@ impl Matrix {
                     dot_bf16
                 };
                 let (w, rb) = (bytes.as_slice(), 2 * cols);
+                let mut yt = vec![0f32; rows * n];
                 per_row(&mut yt, n, |r, t| {
                     dot(&w[r * rb..(r + 1) * rb], &x[t * cols..(t + 1) * cols])
                 });
+                token_major(&yt, rows, n, y);
             }
+            Storage::Quant { .. } | Storage::Sparse(_) => self.dots_q8(&Q8Act::quantize(x), n, y),
+        }
+    }
+
+    /// [`Matrix::dots_q8`] with 16-bit inputs as their two 8-bit halves.
+    fn dots_q16(&self, hi: &Q8Act, lo: &Q8Act, n: usize, y: &mut [f32]) {
+        let (rows, cols) = (self.rows, self.cols);
+        let bpr = cols / QK;
+        let mut yt = vec![0f32; rows * n];
+        match &self.storage {
+            Storage::Sparse(s) => per_row(&mut yt, n, |r, t| {
+                s.dot(r, hi.row(t, bpr)) + s.dot(r, lo.row(t, bpr))
+            }),
             Storage::Quant { dtype, bytes } => {
-                let xq = Q8Act::quantize(x);
-                let bpr = cols / QK;
+                let rb = dtype.row_bytes(cols).expect("checked at construction");
+                let dot2: Dot2 = match dtype {
+                    GgmlType::Q4_1 => dot2_q4_1,
+                    GgmlType::Q4_0 => dot2_q4_0,
+                    GgmlType::Q4K => dot2_q4_k,
+                    GgmlType::Q6K => dot2_q6_k,
+                    GgmlType::Q8_0 => dot2_q8_0,
+                    other => unreachable!("{other} takes f32 activations"),
+                };
+                let w = bytes.as_slice();
+                per_row(&mut yt, n, |r, t| {
+                    dot2(&w[r * rb..(r + 1) * rb], hi.row(t, bpr), lo.row(t, bpr))
+                });
+            }
+            Storage::F32(_) => unreachable!("f32 weights take f32 activations"),
+        }
+        token_major(&yt, rows, n, y);
+    }
+
+    /// Quantized or sparse weights times `n` quantized inputs, one dot product per (row,
+    /// input): decoding and short batches.
+    fn dots_q8(&self, xq: &Q8Act, n: usize, y: &mut [f32]) {
+        let (rows, cols) = (self.rows, self.cols);
+        let bpr = cols / QK;
+        // Each task owns a band of rows and fills `band[r][t]`; one transpose at the end
+        // lays the result out token-major.
+        let mut yt = vec![0f32; rows * n];
+        match &self.storage {
+            Storage::Sparse(s) => per_row(&mut yt, n, |r, t| s.dot(r, xq.row(t, bpr))),
+            Storage::Quant { dtype, bytes } => {
                 let rb = dtype.row_bytes(cols).expect("checked at construction");
                 let (dot, dot4): (Dot, Dot4) = match dtype {
                     GgmlType::Q4_1 => (dot_q4_1, dot4_q4_1),
@@ -278,7 +355,7 @@ impl Matrix {
                     GgmlType::Q4K => (dot_q4_k, dot4_q4_k),
                     GgmlType::Q6K => (dot_q6_k, dot4_q6_k),
                     GgmlType::Q8_0 => (dot_q8_0, dot4_q8_0),
-                    other => unreachable!("{other} has no kernel and is stored as f32"),
+                    other => unreachable!("{other} takes f32 activations"),
                 };
                 let w = bytes.as_slice();
                 yt.par_chunks_mut(ROWS_PER_TASK * n)
@@ -304,15 +381,20 @@ impl Matrix {
                         }
                     });
             }
+            Storage::F32(_) => unreachable!("f32 weights take f32 activations"),
         }
-        if n == 1 {
-            y.copy_from_slice(&yt);
-        } else {
-            for r in 0..rows {
-                for t in 0..n {
-                    y[t * rows + r] = yt[r * n + t];
-                }
-            }
+        token_major(&yt, rows, n, y);
+    }
+}
+
+/// `yt` (`rows × n`) transposed into `y` (`n × rows`).
+fn token_major(yt: &[f32], rows: usize, n: usize, y: &mut [f32]) {
+    if n == 1 {
+        return y.copy_from_slice(yt);
+    }
+    for r in 0..rows {
+        for t in 0..n {
+            y[t * rows + r] = yt[r * n + t];
         }
     }
 }
@@ -360,9 +442,13 @@ mod tests {
 
     /// `m · x` against the reference on `m`'s decoded weights, within `tol`.
     fn check(m: &Matrix, x: &[f32], n: usize, tol: f32) {
+        check_at(m, x, n, tol, Precision::Int8)
+    }
+
+    fn check_at(m: &Matrix, x: &[f32], n: usize, tol: f32, precision: Precision) {
         let want = reference(&m.to_f32(), m.rows, m.cols, x, n);
         let mut got = vec![0f32; n * m.rows];
-        m.matmul(x, n, &mut got);
+        m.matmul(x, n, &mut got, precision);
         for (a, b) in got.iter().zip(&want) {
             assert!(
                 (a - b).abs() <= tol,
@@ -439,6 +525,25 @@ mod tests {
             let integer = matches!(&m.storage, Storage::Quant { dtype, .. } if igemm::supports(*dtype))
                 || matches!(&m.storage, Storage::Sparse(_) if igemm::supports_sparse());
             check(&m, &x, n, if integer { cols as f32 / 254.0 } else { 1e-4 });
+        }
+    }
+
+    /// 16-bit activations, for decode-sized batches (the fused two-half kernels) and
+    /// prompts (the prompt product on x and its 8-bit remainder): each term errs by at
+    /// most |w|·d_x/256 with d_x ≤ 1/127 here, 256 times inside the 8-bit bound.
+    #[test]
+    fn sixteen_bit_activations_match_the_reference_on_odd_shapes() {
+        for (rows, cols, n) in [(33, 64, 1), (70, 96, 5), (37, 512, 3), (45, 256, 40)] {
+            let (w, x) = inputs(rows, cols, n);
+            for m in quantized(&w, rows, cols) {
+                check_at(
+                    &m,
+                    &x,
+                    n,
+                    cols as f32 / (127.0 * 256.0) + 1e-4,
+                    Precision::Int16,
+                );
+            }
         }
     }
 

@@ -1,10 +1,11 @@
 //! Quantized storage and the kernels that compute with it.
 //!
 //! `blocks` encodes and decodes GGML block formats, `activation` quantizes the input
-//! vector of a matrix product to 8 bits once, `dot` holds the inner products of decode (a
-//! plain reference and SIMD versions), `igemm` the integer product of prompts, `gemm`
-//! wraps a tuned dense f32 matrix product (calibration, transforms, f32 models and the
-//! types `igemm` does not take), and `matrix` is the weight matrix a model layer owns.
+//! vector of a matrix product once, to 8 bits or to 16 (two 8-bit halves), `dot` holds
+//! the inner products of decode (a plain reference and SIMD versions), `igemm` the
+//! integer product of prompts, `gemm` wraps a tuned dense f32 matrix product
+//! (calibration, transforms, f32 models and the types `igemm` does not take), and
+//! `matrix` is the weight matrix a model layer owns.
 
 pub mod activation;
 pub mod blocks;

@@ -21,13 +21,15 @@ pub fn has_avx2() -> bool {
     })
 }
 
-/// Whether AVX-512 VNNI runs here (the integer prompt product, `igemm`).
+/// Whether AVX-512 VNNI runs here, on 512- and 256-bit registers (the integer prompt
+/// product, `igemm`, and the decode kernels for 16-bit activations).
 pub fn has_vnni() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| {
         has_avx2()
             && is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
             && is_x86_feature_detected!("avx512vnni")
     })
 }
