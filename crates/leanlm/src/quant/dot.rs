@@ -24,6 +24,14 @@ pub fn simd_level() -> &'static str {
 }
 
 macro_rules! dispatch {
+    (vnni: $vnni:expr, $simd:ident, $reference:ident, $($arg:expr),*) => {{
+        #[cfg(target_arch = "x86_64")]
+        if has_vnni() {
+            // SAFETY: as below, with AVX-512 VNNI detected.
+            return unsafe { $vnni($($arg),*) };
+        }
+        dispatch!($simd, $reference, $($arg),*)
+    }};
     ($simd:ident, $reference:ident, $($arg:expr),*) => {{
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
@@ -139,32 +147,17 @@ pub type Dot2 = fn(&[u8], Q8Row, Q8Row) -> f32;
 
 pub fn dot2_q4_1(w: &[u8], hi: Q8Row, lo: Q8Row) -> f32 {
     debug_assert_eq!(w.len(), hi.d.len() * 20);
-    #[cfg(target_arch = "x86_64")]
-    if has_vnni() {
-        // SAFETY: as in `dispatch!`, with AVX-512 VNNI detected.
-        return unsafe { x86::dot2_q4_vnni::<20>(w, hi, lo) };
-    }
-    dispatch!(dot2_q4_1, dot2_q4_1_ref, w, hi, lo)
+    dispatch!(vnni: x86::dot2_q4_vnni::<20>, dot2_q4_1, dot2_q4_1_ref, w, hi, lo)
 }
 
 pub fn dot2_q4_0(w: &[u8], hi: Q8Row, lo: Q8Row) -> f32 {
     debug_assert_eq!(w.len(), hi.d.len() * 18);
-    #[cfg(target_arch = "x86_64")]
-    if has_vnni() {
-        // SAFETY: as in `dispatch!`, with AVX-512 VNNI detected.
-        return unsafe { x86::dot2_q4_vnni::<18>(w, hi, lo) };
-    }
-    dispatch!(dot2_q4_0, dot2_q4_0_ref, w, hi, lo)
+    dispatch!(vnni: x86::dot2_q4_vnni::<18>, dot2_q4_0, dot2_q4_0_ref, w, hi, lo)
 }
 
 pub fn dot2_q8_0(w: &[u8], hi: Q8Row, lo: Q8Row) -> f32 {
     debug_assert_eq!(w.len(), hi.d.len() * 34);
-    #[cfg(target_arch = "x86_64")]
-    if has_vnni() {
-        // SAFETY: as in `dispatch!`, with AVX-512 VNNI detected.
-        return unsafe { x86::dot2_q8_0_vnni(w, hi, lo) };
-    }
-    dispatch!(dot2_q8_0, dot2_q8_0_ref, w, hi, lo)
+    dispatch!(vnni: x86::dot2_q8_0_vnni, dot2_q8_0, dot2_q8_0_ref, w, hi, lo)
 }
 
 /// K-quants: the two halves in two passes.
@@ -410,8 +403,8 @@ mod x86 {
         _mm256_add_epi32(h, l)
     }
 
-    /// Q4_0 and Q4_1 (`OFFSET` bytes of scales before the 16 bytes of nibbles) with the
-    /// two halves: the block's value is d_w·d_lo·Σu·(256·hi + lo) (d_hi = 256·d_lo
+    /// Q4_0 and Q4_1 (`SIZE`-byte blocks: scales, then 16 bytes of nibbles) with the two
+    /// halves: the block's value is d_w·d_lo·Σu·(256·hi + lo) (d_hi = 256·d_lo
     /// exactly), and its offset m·(s_hi + s_lo), m = −8·d_w for Q4_0.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -766,15 +759,43 @@ mod tests {
                 // Each term errs by at most |w|·d_x/512 (d_x/256 where a tie saturates).
                 let bound = wd
                     .iter()
-                    .zip(&x)
                     .enumerate()
-                    .map(|(i, (w, _))| w.abs() * hi.d[i / 32] / 256.0)
+                    .map(|(i, w)| w.abs() * hi.d[i / 32] / 256.0)
                     .sum::<f32>()
                     + 1e-4 * (1.0 + exact.abs());
                 assert!(
                     (b - exact).abs() <= bound,
                     "{dt} n={n}: {b} vs {exact} (bound {bound})"
                 );
+            }
+            // The AVX2 versions, which the dispatch passes over on a VNNI machine (SAFETY of
+            // the calls: AVX2 is detected).
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2() {
+                let avx2: [(Vec<u8>, Dot2, Dot2); 3] = [
+                    (
+                        quantize_q4_1(&w),
+                        |w, h, l| unsafe { x86::dot2_q4_1(w, h, l) },
+                        dot2_q4_1_ref,
+                    ),
+                    (
+                        quantize_q4_0(&w),
+                        |w, h, l| unsafe { x86::dot2_q4_0(w, h, l) },
+                        dot2_q4_0_ref,
+                    ),
+                    (
+                        quantize_q8_0(&w),
+                        |w, h, l| unsafe { x86::dot2_q8_0(w, h, l) },
+                        dot2_q8_0_ref,
+                    ),
+                ];
+                for (bytes, fast, reference) in avx2 {
+                    let (a, b) = (fast(&bytes, hi, lo), reference(&bytes, hi, lo));
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "AVX2 n={n}: {a} vs {b}"
+                    );
+                }
             }
         }
     }
