@@ -20,7 +20,7 @@ struct Cli {
     #[arg(short = 't', long, global = true)]
     threads: Option<usize>,
     /// Bits the quantized kernels round each activation to: 8 (llama.cpp's choice,
-    /// fastest) or 16 (two 8-bit halves: decode 10–25% slower, prompts about half as
+    /// fastest) or 16 (two 8-bit halves: decode 6–26% slower, prompts about half as
     /// fast; greedy tokens match the same weights in f32, where 8 bits can flip near-ties).
     #[arg(long, global = true, value_enum, default_value = "8")]
     activations: ActivationBits,

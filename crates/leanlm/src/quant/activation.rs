@@ -1,6 +1,7 @@
-//! 8- and 16-bit quantization of activations. A matrix product with quantized weights quantizes
-//! its input once per call (as llama.cpp does) so that the inner loop is an integer dot
-//! product: x ≈ d·q per block of 32, with s = d·Σq kept for formats that carry an offset.
+//! 8- and 16-bit quantization of activations. A matrix product with quantized weights
+//! quantizes its input once per call (as llama.cpp does) so that the inner loop is an
+//! integer dot product: x ≈ d·q per block of 32, with s = d·Σq kept for formats that carry
+//! an offset.
 //!
 //! Sixteen-bit activations are two such vectors: x ≈ d·hi + (d/256)·lo, where `lo`
 //! rounds what `hi` left over. Every kernel is linear in its activations, so a product
@@ -17,7 +18,7 @@ pub enum Precision {
     /// 8 bits per value and block of 32 (llama.cpp's choice): fastest, and near-ties of a
     /// small model's logits can flip.
     Int8,
-    /// 16 bits (two 8-bit halves): twice the integer multiplies (decode 5–30% slower
+    /// 16 bits (two 8-bit halves): twice the integer multiplies (decode 6–26% slower
     /// here, prompts about half as fast); the greedy tokens of the same weights in f32.
     Int16,
 }
@@ -241,7 +242,13 @@ mod tests {
                 let (h, l) = (hi.qs[b * QK + j] as f32, lo.qs[b * QK + j] as f32);
                 sum += l;
                 let back = d * h + lo.d[b] * l;
-                assert!((back - v).abs() <= d / 256.0 + 1e-7, "{v} vs {back}");
+                let err = (back - v).abs();
+                // Within half a step of lo, except where a tie saturated at ±127.
+                let saturated = l.abs() == 127.0 && err <= d / 256.0 + 1e-7;
+                assert!(
+                    err <= d / 512.0 * 1.0001 + 1e-7 || saturated,
+                    "{v} vs {back}"
+                );
             }
             assert_eq!(lo.s[b], lo.d[b] * sum);
         }
