@@ -5,6 +5,9 @@ mod common;
 
 use common::*;
 use leanlm::model::gguf::Value;
+use leanlm::quant::GgmlType;
+use leanlm::transform::prune::{self, Method, Pattern, PruneConfig};
+use leanlm::transform::quantize::{OutType, OutputFormat};
 
 #[test]
 fn truncated_gguf() {
@@ -283,7 +286,9 @@ fn prune_bad_inputs() {
         let mut all = vec!["prune", m, "-o", o];
         all.extend_from_slice(args);
         assert_clean_error(&leanlm(&all), needle);
-        assert!(!out.exists(), "{args:?} left an output behind");
+        for left in [out.clone(), out.with_extension("gguf.data.partial")] {
+            assert!(!left.exists(), "{args:?} left {} behind", left.display());
+        }
     }
 }
 
@@ -313,7 +318,30 @@ fn prune_writes_a_model_that_info_reports_as_two_four() {
     assert!(info.status.success());
     let text = String::from_utf8_lossy(&info.stdout);
     assert!(text.contains("2:4"), "{text}");
+
+    // The CLI streams blocks to the file as they are pruned; the file is byte for byte
+    // the one the whole-model writer makes from the same pruned model.
+    let loaded = leanlm::model::load(&m).unwrap();
+    let src = &loaded.model;
+    let cfg = PruneConfig {
+        method: Method::Magnitude,
+        pattern: Pattern::NM { n: 2, m: 4 },
+        owl: None,
+        sparsegpt: Default::default(),
+    };
+    let (pruned, _) =
+        prune::collect(src, |sink| prune::prune(src, None, &cfg, &mut |_| {}, sink)).unwrap();
+    let format = OutputFormat {
+        out: OutType::Q8_0,
+        source: GgmlType::Q4_1,
+    };
+    let (whole, dense_as) = format.model(&pruned).unwrap();
+    let reference = tmp("mag24-whole.gguf");
+    let meta = loaded.metadata_to_carry().unwrap();
+    leanlm::model::save_gguf(&whole, meta, &reference, dense_as).unwrap();
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap());
     std::fs::remove_file(&out).ok();
+    std::fs::remove_file(&reference).ok();
 }
 
 #[test]

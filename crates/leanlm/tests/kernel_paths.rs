@@ -19,7 +19,7 @@ use leanlm::model::{Logits, Model};
 use leanlm::quant::activation::Precision;
 use leanlm::quant::GgmlType;
 use leanlm::run::{argmax, generate, Sampler, SamplerConfig};
-use leanlm::transform::prune::{prune, Method, Pattern, PruneConfig};
+use leanlm::transform::prune::{collect, prune, BlockSink, Method, Pattern, PruneConfig};
 use leanlm::transform::quantize::{q8_0_or_sparse, quantize_model, SparseChoice};
 
 const N: usize = 32;
@@ -127,7 +127,8 @@ fn sparse_layouts_decode_exactly_like_dense_q8_0() {
             owl: None,
             sparsegpt: Default::default(),
         };
-        let pruned = prune(source, None, &cfg, &mut |_| {}).unwrap().0;
+        let magnitude = |sink: &mut BlockSink| prune(source, None, &cfg, &mut |_| {}, sink);
+        let pruned = collect(source, magnitude).unwrap().0;
         let dense = quantize_model(
             &pruned,
             GgmlType::Q8_0,

@@ -7,8 +7,10 @@ mod common;
 use leanlm::calibrate::{Calibration, Sweep};
 use leanlm::model::{load, save_gguf, Hooks, Logits, Model, Pass};
 use leanlm::quant::GgmlType;
-use leanlm::transform::prune::{prune, prune_structured, Method, Pattern, PruneConfig, Structured};
-use leanlm::transform::quantize::{for_output, OutType};
+use leanlm::transform::prune::{
+    collect, prune, prune_structured, BlockSink, Method, Pattern, PruneConfig, Structured,
+};
+use leanlm::transform::quantize::{OutType, OutputFormat};
 
 fn calibration(nsamples: usize, seqlen: usize) -> Calibration {
     let loaded = common::default_model();
@@ -26,6 +28,14 @@ fn config(method: Method, pattern: Pattern) -> PruneConfig {
         pattern,
         owl: None,
         sparsegpt: Default::default(),
+    }
+}
+
+/// The output format for a model pruned from the default (Q4_1) model.
+fn q4_1_source(out: OutType) -> OutputFormat {
+    OutputFormat {
+        out,
+        source: GgmlType::Q4_1,
     }
 }
 
@@ -89,13 +99,10 @@ fn pruned_models_hold_their_pattern_and_survive_the_gguf_round_trip() {
         (Method::Wanda, Pattern::NM { n: 2, m: 4 }),
         (Method::SparseGpt, Pattern::Unstructured(0.5)),
     ] {
-        let (pruned, report) = prune(
-            &loaded.model,
-            Some(&calib),
-            &config(method, pattern),
-            &mut |_| {},
-        )
-        .unwrap();
+        let m = &loaded.model;
+        let cfg = config(method, pattern);
+        let (pruned, report) =
+            collect(m, |sink| prune(m, Some(&calib), &cfg, &mut |_| {}, sink)).unwrap();
         assert!(
             (report.sparsity() - 0.5).abs() < 1e-3,
             "{method:?}: {}",
@@ -118,7 +125,7 @@ fn pruned_models_hold_their_pattern_and_survive_the_gguf_round_trip() {
         }
         // f32 and q8_0 outputs load back with the same logits as the model in memory.
         for out in [OutType::F32, OutType::Q8_0] {
-            let (m, dense_as) = for_output(&pruned, out, GgmlType::Q4_1).unwrap();
+            let (m, dense_as) = q4_1_source(out).model(&pruned).unwrap();
             let path = dir.join(format!("{method:?}-{out:?}.gguf"));
             save_gguf(&m, loaded.metadata_to_carry().unwrap(), &path, dense_as).unwrap();
             let back = load(&path).unwrap();
@@ -154,7 +161,10 @@ fn structured_pruning_shrinks_heads_channels_and_layers() {
         Structured::Ffn(0.25),
         Structured::Layers(4),
     ] {
-        let (pruned, report) = prune_structured(m, &calib, what, &mut |_| {}).unwrap();
+        let (pruned, report) = collect(m, |sink| {
+            prune_structured(m, &calib, what, &mut |_| {}, sink)
+        })
+        .unwrap();
         let l0 = &pruned.layers[0];
         match what {
             Structured::Heads(_) => {
@@ -186,7 +196,7 @@ fn structured_pruning_shrinks_heads_channels_and_layers() {
         // The shrunken model runs, and its GGUF (per-layer widths in the metadata) loads
         // back with the same logits.
         let path = dir.join("s.gguf");
-        let (out, dense_as) = for_output(&pruned, OutType::F32, GgmlType::Q4_1).unwrap();
+        let (out, dense_as) = q4_1_source(OutType::F32).model(&pruned).unwrap();
         save_gguf(&out, loaded.metadata_to_carry().unwrap(), &path, dense_as).unwrap();
         let back = load(&path).unwrap();
         assert_eq!(logits(&back.model), logits(&out), "{what:?}");
@@ -205,21 +215,17 @@ fn impossible_requests_are_refused() {
         Structured::Heads(9),
         Structured::KvHeads(3),
     ] {
-        let err = prune_structured(m, &calib, what, &mut |_| {}).err();
+        let err = prune_structured(m, &calib, what, &mut |_| {}, &mut |_| Ok(())).err();
         assert!(err.is_some(), "{what:?}");
     }
     let owl_nm = PruneConfig {
         owl: Some(Default::default()),
         ..config(Method::Wanda, Pattern::NM { n: 2, m: 4 })
     };
-    assert!(prune(m, Some(&calib), &owl_nm, &mut |_| {}).is_err());
-    assert!(prune(
-        m,
-        None,
-        &config(Method::Wanda, Pattern::Unstructured(0.5)),
-        &mut |_| {}
-    )
-    .is_err());
+    let no_sink = &mut |_| Ok(());
+    assert!(prune(m, Some(&calib), &owl_nm, &mut |_| {}, no_sink).is_err());
+    let wanda = config(Method::Wanda, Pattern::Unstructured(0.5));
+    assert!(prune(m, None, &wanda, &mut |_| {}, no_sink).is_err());
 }
 
 #[test]
@@ -227,9 +233,12 @@ fn hugging_face_folder_round_trip_keeps_logits_and_tokens() {
     let loaded = common::default_model();
     // A layer-pruned model: 26 blocks, config and tensors renumbered.
     let calib = calibration(1, 16);
-    let (pruned, _) =
-        prune_structured(&loaded.model, &calib, Structured::Layers(4), &mut |_| {}).unwrap();
-    let (dense, _) = for_output(&pruned, OutType::F32, GgmlType::Q4_1).unwrap();
+    let m = &loaded.model;
+    let layers4 = |sink: &mut BlockSink| {
+        prune_structured(m, &calib, Structured::Layers(4), &mut |_| {}, sink)
+    };
+    let (pruned, _) = collect(m, layers4).unwrap();
+    let (dense, _) = q4_1_source(OutType::F32).model(&pruned).unwrap();
     let dir = std::env::temp_dir().join(format!("leanlm-hf-{}", std::process::id()));
     leanlm::model::save_hf(&dense, &loaded.tokenizer, &dir, leanlm::model::HfDtype::F32).unwrap();
     let back = load(&dir).unwrap();

@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use leanlm::model::{save_gguf, save_hf, HfDtype, Loaded, Model};
+use leanlm::model::{save_gguf, save_hf, GgufModelWriter, HfDtype, Layer, Loaded, Model};
 use leanlm::quant::GgmlType;
-use leanlm::transform::quantize::{for_output, OutType};
+use leanlm::transform::quantize::{OutType, OutputFormat};
 
 /// Storage of the written matrices.
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -32,16 +32,23 @@ pub fn check(path: &Path, outtype: OutTypeArg) -> Result<()> {
     Ok(())
 }
 
-/// Write `model` (derived from `source`) to `path` in `outtype`; returns what was written.
-pub fn write(model: &Model, source: &Loaded, path: &Path, outtype: OutTypeArg) -> Result<Model> {
-    let outtype = match outtype {
+/// How matrices derived from `source` are stored in the output.
+pub fn format(outtype: OutTypeArg, source: &Loaded) -> OutputFormat {
+    let out = match outtype {
         OutTypeArg::F32 => OutType::F32,
         OutTypeArg::F16 => OutType::F16,
         OutTypeArg::Q8_0 => OutType::Q8_0,
         OutTypeArg::Same => OutType::Same,
     };
-    let source_type = source.model.layers[0].wq.dtype();
-    let (out_model, dense_as) = for_output(model, outtype, source_type)?;
+    OutputFormat {
+        out,
+        source: source.model.layers[0].wq.dtype(),
+    }
+}
+
+/// Write `model` (derived from `source`) to `path` in `outtype`; returns what was written.
+pub fn write(model: &Model, source: &Loaded, path: &Path, outtype: OutTypeArg) -> Result<Model> {
+    let (out_model, dense_as) = format(outtype, source).model(model)?;
     let written = if is_hf(path) {
         let dtype = match dense_as {
             GgmlType::F16 => HfDtype::F16,
@@ -53,6 +60,51 @@ pub fn write(model: &Model, source: &Loaded, path: &Path, outtype: OutTypeArg) -
     };
     written.with_context(|| format!("writing {}", path.display()))?;
     Ok(out_model)
+}
+
+/// A GGUF output that receives a transform's blocks one at a time, with the embeddings,
+/// final norm and head of `source`: the derived model is never whole in memory.
+pub struct StreamedGguf<'a> {
+    w: GgufModelWriter,
+    format: OutputFormat,
+    source: &'a Loaded,
+}
+
+impl<'a> StreamedGguf<'a> {
+    pub fn create(path: &Path, source: &'a Loaded, outtype: OutTypeArg) -> Result<Self> {
+        let format = format(outtype, source);
+        let m = &source.model;
+        let w = GgufModelWriter::create(
+            path,
+            &m.config,
+            &format.matrix(&m.tok_embd)?,
+            format.dense_as(),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Self { w, format, source })
+    }
+
+    pub fn put(&mut self, layer: Layer) -> leanlm::Result<()> {
+        self.w.put_layer(&self.format.layer(&layer)?)
+    }
+
+    /// Finish the file; returns its block and parameter counts.
+    pub fn finish(self) -> Result<(usize, usize)> {
+        let m = &self.source.model;
+        let output = match m.tied() {
+            true => None,
+            false => Some(self.format.matrix(&m.output)?),
+        };
+        let counts = (self.w.layers(), self.w.params());
+        self.w
+            .finish(
+                self.source.metadata_to_carry()?,
+                &m.out_norm,
+                output.as_ref(),
+            )
+            .context("writing the output")?;
+        Ok(counts)
+    }
 }
 
 /// Size of a file, or of the files in a folder.

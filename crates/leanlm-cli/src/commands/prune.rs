@@ -128,13 +128,14 @@ pub fn run(a: Args) -> Result<()> {
         bar.set_position(p.layer as u64);
         bar.set_message(format!("{} blk.{}", p.phase, p.layer));
     };
-    let (pruned, report) = match structured {
+    let mut run = |sink: &mut prune::BlockSink| match structured {
         Some(s) => prune::prune_structured(
             model,
             calib.as_ref().expect("checked above"),
             s,
             &mut progress,
-        )?,
+            sink,
+        ),
         None => {
             let cfg = PruneConfig {
                 method,
@@ -148,31 +149,43 @@ pub fn run(a: Args) -> Result<()> {
                     percdamp: a.percdamp,
                 },
             };
-            prune::prune(model, calib.as_ref(), &cfg, &mut progress)?
+            prune::prune(model, calib.as_ref(), &cfg, &mut progress, sink)
         }
+    };
+    // GGUF: each pruned block goes to the file as it is finished, so the pruned model is
+    // never whole in memory. A Hugging Face folder is assembled first.
+    let (report, layers, params) = if output::is_hf(&a.output) {
+        let (pruned, report) = prune::collect(model, run)?;
+        let written = output::write(&pruned, &loaded, &a.output, a.outtype)?;
+        (report, written.layers.len(), written.n_params())
+    } else {
+        let mut out = output::StreamedGguf::create(&a.output, &loaded, a.outtype)?;
+        let report = run(&mut |layer| out.put(layer))?;
+        let (layers, params) = out.finish()?;
+        (report, layers, params)
     };
     bar.finish_and_clear();
 
-    let out_model = output::write(&pruned, &loaded, &a.output, a.outtype)?;
-
     let peak = leanlm::measure::cost::memory().map(|(_, peak)| peak);
-    print_summary(&a, &report, &out_model, peak)?;
+    print_summary(&a, &report, (layers, params), peak)?;
     Ok(())
 }
 
+/// `written`: blocks and parameters of the output.
 fn print_summary(
     a: &Args,
     report: &PruneReport,
-    out: &leanlm::model::Model,
+    written: (usize, usize),
     peak_rss: Option<u64>,
 ) -> Result<()> {
+    let (layers, params) = written;
     let bytes = disk_bytes(&a.output);
     if a.json {
         let v = json!({
             "output": a.output,
             "bytes": bytes,
-            "layers": out.layers.len(),
-            "params": out.n_params(),
+            "layers": layers,
+            "params": params,
             "sparsity": report.sparsity(),
             "peak_rss_bytes": peak_rss,
             "report": report,
@@ -204,8 +217,8 @@ fn print_summary(
         "wrote {} ({:.1} MB, {} blocks, {:.1}M params, {:.1}% of block weights zero) in {:.1} s{}",
         a.output.display(),
         bytes as f64 / 1e6,
-        out.layers.len(),
-        out.n_params() as f64 / 1e6,
+        layers,
+        params as f64 / 1e6,
         100.0 * report.sparsity(),
         report.seconds,
         peak_rss.map_or(String::new(), |p| format!(

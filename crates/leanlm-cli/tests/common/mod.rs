@@ -58,15 +58,17 @@ pub fn assert_clean_error(out: &Output, needle: &str) {
 /// Rewrite the default model's header with `edit` applied to its metadata.
 pub fn rewritten(name: &str, edit: impl Fn(&mut Vec<(String, Value)>)) -> PathBuf {
     let f = GgufFile::open(model()).unwrap();
-    let mut w = GgufWriter {
-        metadata: f
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        ..Default::default()
-    };
-    edit(&mut w.metadata);
+    let mut metadata: Vec<(String, Value)> = f
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    edit(&mut metadata);
+    let p = tmp(name);
+    let mut w = GgufWriter::create(&p).unwrap();
+    for (k, v) in metadata {
+        w.set(&k, v);
+    }
     for t in &f.tensors {
         w.add_tensor(leanlm::model::gguf::TensorData {
             name: t.name.clone(),
@@ -76,7 +78,6 @@ pub fn rewritten(name: &str, edit: impl Fn(&mut Vec<(String, Value)>)) -> PathBu
         })
         .unwrap();
     }
-    let p = tmp(name);
-    w.write(&p).unwrap();
+    w.finish().unwrap();
     p
 }

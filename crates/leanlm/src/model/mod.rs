@@ -21,7 +21,7 @@ pub use kv_cache::KvCache;
 pub use llama::{Layer, Logits, Model, Pass};
 pub use load_gguf::{config_from_gguf, load_gguf};
 pub use load_hf::{config_from_hf, load_hf};
-pub use save_gguf::save_gguf;
+pub use save_gguf::{save_gguf, GgufModelWriter};
 pub use save_hf::{save_hf, HfDtype};
 
 use crate::error::{Error, Result};

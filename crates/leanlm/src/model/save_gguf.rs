@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use super::config::{Arch, RopeStyle};
+use super::config::{Arch, Config, RopeStyle};
 use super::gguf::{GgufWriter, TensorData, Value};
-use super::llama::Model;
+use super::llama::{Layer, Model};
 use crate::error::{Error, Result};
 use crate::quant::matrix::Storage;
 use crate::quant::{GgmlType, Matrix};
@@ -19,96 +19,163 @@ pub fn save_gguf(
     path: &Path,
     dense_as: GgmlType,
 ) -> Result<()> {
-    if !matches!(dense_as, GgmlType::F32 | GgmlType::F16) {
-        return Err(Error::UnsupportedType(format!(
-            "{dense_as} for dense matrices (use f32 or f16, or quantize first)"
-        )));
+    let mut w = GgufModelWriter::create(path, &model.config, &model.tok_embd, dense_as)?;
+    for layer in &model.layers {
+        w.put_layer(layer)?;
     }
-    let c = &model.config;
-    let a = c.arch.name();
-    let mut w = GgufWriter::default();
-    let u = |v: usize| Value::U32(v as u32);
-    // Widths come from the weights: structured pruning changes them. One value when all
-    // blocks agree, else llama.cpp's per-layer array.
-    let per_layer = |f: &dyn Fn(&super::Layer) -> usize| {
-        let v: Vec<usize> = model.layers.iter().map(f).collect();
-        match v.first() {
-            Some(&first) if v.iter().all(|&x| x == first) => u(first),
-            _ => Value::Array(v.into_iter().map(u).collect()),
+    let output = (!model.tied()).then_some(&model.output);
+    w.finish(metadata, &model.out_norm, output)
+}
+
+/// A model written block by block: only the block being added needs to be in memory, so
+/// a pruner can hand each block over as it finishes. The header (block count, per-layer
+/// widths) is written by `finish`, after every block is known.
+pub struct GgufModelWriter {
+    w: GgufWriter,
+    config: Config,
+    dense_as: GgmlType,
+    vocab: usize,
+    /// (MLP width, query heads, key/value heads) of each block written.
+    widths: Vec<(usize, usize, usize)>,
+    params: usize,
+}
+
+impl GgufModelWriter {
+    /// Start `path` with the token embedding (the first tensor, as llama.cpp writes it).
+    pub fn create(
+        path: &Path,
+        config: &Config,
+        tok_embd: &Matrix,
+        dense_as: GgmlType,
+    ) -> Result<Self> {
+        if !matches!(dense_as, GgmlType::F32 | GgmlType::F16) {
+            return Err(Error::UnsupportedType(format!(
+                "{dense_as} for dense matrices (use f32 or f16, or quantize first)"
+            )));
         }
-    };
-    let hd = c.head_dim;
-    w.set("general.architecture", Value::String(a.into()));
-    w.set(&format!("{a}.block_count"), u(model.layers.len()));
-    w.set(&format!("{a}.context_length"), u(c.context_len));
-    w.set(&format!("{a}.embedding_length"), u(c.d_model));
-    w.set(
-        &format!("{a}.feed_forward_length"),
-        per_layer(&|l| l.ffn_dim()),
-    );
-    w.set(
-        &format!("{a}.attention.head_count"),
-        per_layer(&|l| l.n_heads(hd)),
-    );
-    w.set(
-        &format!("{a}.attention.head_count_kv"),
-        per_layer(&|l| l.n_kv_heads(hd)),
-    );
-    w.set(&format!("{a}.attention.key_length"), u(c.head_dim));
-    w.set(&format!("{a}.attention.value_length"), u(c.head_dim));
-    w.set(
-        &format!("{a}.attention.layer_norm_rms_epsilon"),
-        Value::F32(c.rms_eps),
-    );
-    w.set(&format!("{a}.rope.freq_base"), Value::F32(c.rope_theta));
-    w.set(&format!("{a}.rope.dimension_count"), u(c.rope_dim));
-    w.set(&format!("{a}.vocab_size"), u(model.vocab_size()));
-    for (k, v) in metadata {
-        if k != "general.architecture" {
-            w.set(&k, v);
-        }
+        let mut out = Self {
+            w: GgufWriter::create(path)?,
+            config: config.clone(),
+            dense_as,
+            vocab: tok_embd.rows,
+            widths: Vec::new(),
+            params: 0,
+        };
+        out.matrix("token_embd.weight", tok_embd, false)?;
+        Ok(out)
     }
-    // llama.cpp reads Llama Q/K rows in adjacent-pair order; HF checkpoints use halves.
-    let permute = c.arch == Arch::Llama && c.rope_style == RopeStyle::Halves;
-    let mt = |w: &mut GgufWriter, name: &str, m: &Matrix, p: Option<usize>| {
-        add_matrix(w, name, m, p, dense_as)
-    };
-    mt(&mut w, "token_embd.weight", &model.tok_embd, None)?;
-    for (i, l) in model.layers.iter().enumerate() {
+
+    /// Append the next block (numbered in the order blocks are added).
+    pub fn put_layer(&mut self, l: &Layer) -> Result<()> {
+        let (i, hd) = (self.widths.len(), self.config.head_dim);
         let n = |s: &str| format!("blk.{i}.{s}");
-        w.add_tensor(vector_tensor(&n("attn_norm.weight"), &l.attn_norm))?;
-        let pq = permute.then_some(hd);
-        mt(&mut w, &n("attn_q.weight"), &l.wq, pq)?;
-        mt(&mut w, &n("attn_k.weight"), &l.wk, pq)?;
-        mt(&mut w, &n("attn_v.weight"), &l.wv, None)?;
-        mt(&mut w, &n("attn_output.weight"), &l.wo, None)?;
+        // llama.cpp reads Llama Q/K rows in adjacent-pair order; HF checkpoints use halves.
+        let permute =
+            self.config.arch == Arch::Llama && self.config.rope_style == RopeStyle::Halves;
+        self.vector(&n("attn_norm.weight"), &l.attn_norm)?;
+        self.matrix(&n("attn_q.weight"), &l.wq, permute)?;
+        self.matrix(&n("attn_k.weight"), &l.wk, permute)?;
+        self.matrix(&n("attn_v.weight"), &l.wv, false)?;
+        self.matrix(&n("attn_output.weight"), &l.wo, false)?;
         for (name, b) in [
             ("attn_q.bias", &l.bq),
             ("attn_k.bias", &l.bk),
             ("attn_v.bias", &l.bv),
         ] {
             if let Some(b) = b {
-                w.add_tensor(vector_tensor(&n(name), b))?;
+                self.vector(&n(name), b)?;
             }
         }
-        w.add_tensor(vector_tensor(&n("ffn_norm.weight"), &l.ffn_norm))?;
-        mt(&mut w, &n("ffn_gate.weight"), &l.w_gate, None)?;
-        mt(&mut w, &n("ffn_up.weight"), &l.w_up, None)?;
-        mt(&mut w, &n("ffn_down.weight"), &l.w_down, None)?;
+        self.vector(&n("ffn_norm.weight"), &l.ffn_norm)?;
+        self.matrix(&n("ffn_gate.weight"), &l.w_gate, false)?;
+        self.matrix(&n("ffn_up.weight"), &l.w_up, false)?;
+        self.matrix(&n("ffn_down.weight"), &l.w_down, false)?;
+        self.widths
+            .push((l.ffn_dim(), l.n_heads(hd), l.n_kv_heads(hd)));
+        Ok(())
     }
-    w.add_tensor(vector_tensor("output_norm.weight", &model.out_norm))?;
-    if !model.tied() {
-        mt(&mut w, "output.weight", &model.output, None)?;
-    }
-    w.write(path)
-}
 
-fn vector_tensor(name: &str, v: &[f32]) -> TensorData {
-    TensorData {
-        name: name.into(),
-        dims: vec![v.len()],
-        dtype: GgmlType::F32,
-        bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    /// Blocks added so far.
+    pub fn layers(&self) -> usize {
+        self.widths.len()
+    }
+
+    /// Parameters written so far (a tied LM head counted once).
+    pub fn params(&self) -> usize {
+        self.params
+    }
+
+    /// Final norm, the LM head unless tied (`None`), then the header; renames into place.
+    pub fn finish(
+        mut self,
+        metadata: Vec<(String, Value)>,
+        out_norm: &[f32],
+        output: Option<&Matrix>,
+    ) -> Result<()> {
+        if self.widths.is_empty() {
+            return Err(Error::InvalidInput(
+                "a model without blocks cannot be written".into(),
+            ));
+        }
+        self.vector("output_norm.weight", out_norm)?;
+        if let Some(m) = output {
+            self.matrix("output.weight", m, false)?;
+        }
+        let c = &self.config;
+        let a = c.arch.name();
+        let u = |v: usize| Value::U32(v as u32);
+        // Widths come from the weights: structured pruning changes them. One value when
+        // all blocks agree, else llama.cpp's per-layer array.
+        let per_layer = |f: &dyn Fn(&(usize, usize, usize)) -> usize| {
+            let v: Vec<usize> = self.widths.iter().map(f).collect();
+            match v.first() {
+                Some(&first) if v.iter().all(|&x| x == first) => u(first),
+                _ => Value::Array(v.into_iter().map(u).collect()),
+            }
+        };
+        let mut keys = vec![
+            ("general.architecture".to_string(), Value::String(a.into())),
+            (format!("{a}.block_count"), u(self.widths.len())),
+            (format!("{a}.context_length"), u(c.context_len)),
+            (format!("{a}.embedding_length"), u(c.d_model)),
+            (format!("{a}.feed_forward_length"), per_layer(&|w| w.0)),
+            (format!("{a}.attention.head_count"), per_layer(&|w| w.1)),
+            (format!("{a}.attention.head_count_kv"), per_layer(&|w| w.2)),
+            (format!("{a}.attention.key_length"), u(c.head_dim)),
+            (format!("{a}.attention.value_length"), u(c.head_dim)),
+            (
+                format!("{a}.attention.layer_norm_rms_epsilon"),
+                Value::F32(c.rms_eps),
+            ),
+            (format!("{a}.rope.freq_base"), Value::F32(c.rope_theta)),
+            (format!("{a}.rope.dimension_count"), u(c.rope_dim)),
+            (format!("{a}.vocab_size"), u(self.vocab)),
+        ];
+        keys.extend(
+            metadata
+                .into_iter()
+                .filter(|(k, _)| k != "general.architecture"),
+        );
+        for (k, v) in keys {
+            self.w.set(&k, v);
+        }
+        self.w.finish()
+    }
+
+    fn vector(&mut self, name: &str, v: &[f32]) -> Result<()> {
+        self.params += v.len();
+        self.w.add_tensor(TensorData {
+            name: name.into(),
+            dims: vec![v.len()],
+            dtype: GgmlType::F32,
+            bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        })
+    }
+
+    fn matrix(&mut self, name: &str, m: &Matrix, permute: bool) -> Result<()> {
+        self.params += m.rows * m.cols;
+        let hd = permute.then_some(self.config.head_dim);
+        add_matrix(&mut self.w, name, m, hd, self.dense_as)
     }
 }
 

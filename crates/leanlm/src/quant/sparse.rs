@@ -26,6 +26,7 @@ use half::f16;
 
 use super::activation::Q8Row;
 use super::blocks::{f16_at, QK};
+use super::dot::dot_q8_0;
 use super::matrix::Bytes;
 use crate::error::{Error, Result};
 
@@ -403,11 +404,32 @@ impl Sparse {
                 }
             };
         }
-        match self.format {
-            SparseFormat::S24Q8 => dot_s24_ref(row, x),
-            SparseFormat::BitmapQ8 => dot_bitmap_ref(row, x),
+        // Without those kernels: the row rebuilt as dense Q8_0 blocks for the dense
+        // kernel, so that the products still equal the dense copy's bit for bit (greedy
+        // decoding must not depend on the storage) at the cost of decoding the row.
+        DENSE_ROW.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            self.row_as_q8_0(r, &mut buf);
+            dot_q8_0(&buf, x)
+        })
+    }
+
+    /// Row `r` in Q8_0's block layout (f16 scale, 32 levels), into `out`.
+    fn row_as_q8_0(&self, r: usize, out: &mut Vec<u8>) {
+        let nb = self.cols / QK;
+        let (mut q, mut d) = (vec![0i8; self.cols], vec![0f32; nb]);
+        self.decode_row_q8(r, &mut q, &mut d);
+        out.clear();
+        for (levels, d) in q.chunks_exact(QK).zip(&d) {
+            // `d` came from an f16, so the round trip is exact.
+            out.extend_from_slice(&f16::from_f32(*d).to_le_bytes());
+            out.extend(levels.iter().map(|&v| v as u8));
         }
     }
+}
+
+thread_local! {
+    static DENSE_ROW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -616,19 +638,16 @@ mod tests {
                         SparseFormat::BitmapQ8 => dot_bitmap_ref(s.row(r), x),
                     };
                     let got = s.dot(r, x);
-                    // With the SIMD kernels, bit-identical to dense Q8_0 on the same values.
-                    #[cfg(target_arch = "x86_64")]
-                    if has_avx512() {
-                        let q8 = quantize_q8_0(&w[r * cols..(r + 1) * cols]);
-                        let dense = crate::quant::dot::dot_q8_0(&q8, x);
-                        assert_eq!(got.to_bits(), dense.to_bits(), "{format}");
-                    }
+                    // Bit-identical to dense Q8_0 on the same values, with or without the
+                    // AVX-512 kernels.
+                    let q8 = quantize_q8_0(&w[r * cols..(r + 1) * cols]);
+                    let dense = crate::quant::dot::dot_q8_0(&q8, x);
+                    assert_eq!(got.to_bits(), dense.to_bits(), "{format}");
                     assert!(
                         (got - reference).abs() <= 1e-4 * (1.0 + reference.abs()),
                         "{format}: {got} vs {reference}"
                     );
                     // and the reference is the dense Q8_0 row's integer dot
-                    let q8 = quantize_q8_0(&w[r * cols..(r + 1) * cols]);
                     let want = crate::quant::dot::dot_q8_0_ref(&q8, x);
                     assert!((reference - want).abs() <= 1e-4 * (1.0 + want.abs()));
                 }

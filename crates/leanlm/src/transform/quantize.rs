@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::calibrate::Importance;
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Layer, Model};
 use crate::quant::blocks::{
     quantize_q4_0, quantize_q4_0_weighted, quantize_q4_1, quantize_q4_1_weighted, quantize_q8_0,
 };
@@ -204,34 +204,48 @@ pub enum OutType {
     Same,
 }
 
-/// The model ready to write, and the GGUF type its dense matrices are written as.
-/// `source` is the block type of the model the transform started from.
-pub fn for_output(model: &Model, out: OutType, source: GgmlType) -> Result<(Model, GgmlType)> {
-    let dense = |m: &Matrix| Matrix::from_f32(m.rows, m.cols, m.to_f32());
-    match out {
-        OutType::F32 => Ok((map_matrices(model, &dense)?, GgmlType::F32)),
-        OutType::F16 => Ok((map_matrices(model, &dense)?, GgmlType::F16)),
-        OutType::Q8_0 => Ok((
-            quantize_model(
-                model,
-                GgmlType::Q8_0,
-                GgmlType::Q8_0,
-                None,
-                SparseChoice::Off,
-            )?,
-            GgmlType::F32,
-        )),
-        OutType::Same => {
-            let back = |m: &Matrix| match (m.dtype(), TARGETS.contains(&source)) {
-                (GgmlType::F32, true) => quantize_matrix(m, source, None),
-                _ => Ok(m.clone()),
-            };
-            let dense_as = match source {
-                GgmlType::F16 => GgmlType::F16,
-                _ => GgmlType::F32,
-            };
-            Ok((map_matrices(model, &back)?, dense_as))
+/// How a derived model's matrices are stored when written: `out`, for a transform that
+/// started from a model whose blocks were of type `source`.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputFormat {
+    pub out: OutType,
+    pub source: GgmlType,
+}
+
+impl OutputFormat {
+    /// The GGUF type of matrices that stay dense f32 after [`Self::matrix`].
+    pub fn dense_as(&self) -> GgmlType {
+        match (self.out, self.source) {
+            (OutType::F16, _) | (OutType::Same, GgmlType::F16) => GgmlType::F16,
+            _ => GgmlType::F32,
         }
+    }
+
+    /// `m` as it is written.
+    pub fn matrix(&self, m: &Matrix) -> Result<Matrix> {
+        match self.out {
+            OutType::F32 | OutType::F16 => Matrix::from_f32(m.rows, m.cols, m.to_f32()),
+            OutType::Q8_0 => quantize_matrix(m, GgmlType::Q8_0, None),
+            // Dense (transformed) matrices go back to the source's block type.
+            OutType::Same if m.dtype() == GgmlType::F32 && TARGETS.contains(&self.source) => {
+                quantize_matrix(m, self.source, None)
+            }
+            OutType::Same => Ok(m.clone()),
+        }
+    }
+
+    /// `layer` with every matrix as it is written.
+    pub fn layer(&self, layer: &Layer) -> Result<Layer> {
+        let mut out = layer.clone();
+        for (_, _, m) in out.matrices_mut() {
+            *m = self.matrix(m)?;
+        }
+        Ok(out)
+    }
+
+    /// The model ready to write, and the GGUF type its dense matrices are written as.
+    pub fn model(&self, model: &Model) -> Result<(Model, GgmlType)> {
+        Ok((map_matrices(model, &|m| self.matrix(m))?, self.dense_as()))
     }
 }
 

@@ -213,7 +213,7 @@ mod tests {
     #[test]
     fn writer_output_reads_back() {
         let p = std::env::temp_dir().join(format!("leanlm-gguf-rt-{}.gguf", std::process::id()));
-        let mut w = GgufWriter::default();
+        let mut w = GgufWriter::create(&p).unwrap();
         w.set("general.architecture", Value::String("llama".into()));
         w.set("a.list", Value::Array(vec![Value::I32(-1), Value::I32(2)]));
         let bytes: Vec<u8> = (0..64u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
@@ -224,7 +224,9 @@ mod tests {
             bytes: bytes.clone(),
         })
         .unwrap();
-        w.write(&p).unwrap();
+        assert!(!p.exists(), "nothing at the final path before finish");
+        w.finish().unwrap();
+        assert!(!p.with_extension("gguf.data.partial").exists());
         let f = GgufFile::open(&p).unwrap();
         assert_eq!(f.get_str("general.architecture").unwrap(), "llama");
         assert_eq!(
@@ -235,5 +237,17 @@ mod tests {
         assert_eq!(t.shape(), vec![2, 32]);
         assert_eq!(f.tensor_bytes(t), &bytes[..]);
         std::fs::remove_file(&p).unwrap();
+
+        // An unfinished writer (an error or an interruption half-way) leaves nothing.
+        let mut w = GgufWriter::create(&p).unwrap();
+        w.add_tensor(TensorData {
+            name: "t".into(),
+            dims: vec![32, 2],
+            dtype: GgmlType::F32,
+            bytes,
+        })
+        .unwrap();
+        drop(w);
+        assert!(!p.exists() && !p.with_extension("gguf.data.partial").exists());
     }
 }

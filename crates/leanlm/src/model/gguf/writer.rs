@@ -1,8 +1,9 @@
-//! GGUF writer. Output goes to a temporary file that is renamed into place only when
-//! complete, so an interrupted write never leaves a half-written model behind.
+//! GGUF writer, tensor by tensor. Output goes to a temporary file that is renamed into
+//! place only when complete, so an interrupted write never leaves a half-written model.
 
+use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{Value, DEFAULT_ALIGNMENT, MAGIC};
 use crate::error::{Error, Result};
@@ -16,13 +17,34 @@ pub struct TensorData {
     pub bytes: Vec<u8>,
 }
 
-#[derive(Default)]
+/// A GGUF written tensor by tensor, so that a model need never be in memory at once (a
+/// pruned model leaves the pruner one block at a time). Tensor bytes go straight to a
+/// spill file; `finish` writes the header (whose metadata may depend on what was added),
+/// appends the spill and renames the result into place. Until then `path` is untouched,
+/// and dropping an unfinished writer removes its spill file.
 pub struct GgufWriter {
-    pub metadata: Vec<(String, Value)>,
-    pub tensors: Vec<TensorData>,
+    path: PathBuf,
+    spill_path: PathBuf,
+    spill: BufWriter<File>,
+    metadata: Vec<(String, Value)>,
+    infos: Vec<TensorInfo>,
+    finished: bool,
 }
 
 impl GgufWriter {
+    pub fn create(path: &Path) -> Result<Self> {
+        let spill_path = path.with_extension("gguf.data.partial");
+        let file = File::create(&spill_path).map_err(|e| Error::io(&spill_path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            spill_path,
+            spill: BufWriter::new(file),
+            metadata: Vec::new(),
+            infos: Vec::new(),
+            finished: false,
+        })
+    }
+
     pub fn set(&mut self, key: &str, value: Value) {
         match self.metadata.iter_mut().find(|(k, _)| k == key) {
             Some(slot) => slot.1 = value,
@@ -31,71 +53,124 @@ impl GgufWriter {
     }
 
     pub fn add_tensor(&mut self, tensor: TensorData) -> Result<()> {
-        let elements: usize = tensor.dims.iter().product();
-        let expected = tensor
-            .dtype
-            .row_bytes(tensor.dims[0])
-            .map(|r| r * elements / tensor.dims[0].max(1));
-        if expected != Some(tensor.bytes.len()) {
+        check_size(&tensor)?;
+        if self.infos.iter().any(|t| t.name == tensor.name) {
             return Err(Error::InvalidInput(format!(
-                "tensor '{}': {} bytes do not fit shape {:?} of type {}",
-                tensor.name,
-                tensor.bytes.len(),
-                tensor.dims,
-                tensor.dtype
+                "tensor '{}' written twice",
+                tensor.name
             )));
         }
-        self.tensors.push(tensor);
+        let io = |e| Error::io(&self.spill_path, e);
+        self.spill.write_all(&tensor.bytes).map_err(io)?;
+        let pad = padding(tensor.bytes.len());
+        self.spill.write_all(&vec![0u8; pad]).map_err(io)?;
+        self.infos.push(TensorInfo::of(&tensor));
         Ok(())
     }
 
-    /// Serialise everything into `path` (atomically: temp file + rename).
-    pub fn write(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("gguf.partial");
-        let result = self.write_to(&tmp);
-        if result.is_err() {
+    /// Header, then the spilled tensor data, into `path` (temp file + rename).
+    pub fn finish(mut self) -> Result<()> {
+        let io = |e| Error::io(&self.spill_path, e);
+        self.spill.flush().map_err(io)?;
+        let tmp = self.path.with_extension("gguf.partial");
+        let write = || -> Result<()> {
+            let tio = |e| Error::io(&tmp, e);
+            let mut out = BufWriter::new(File::create(&tmp).map_err(tio)?);
+            out.write_all(&header(&self.metadata, &self.infos))
+                .map_err(tio)?;
+            let mut spill = File::open(&self.spill_path).map_err(io)?;
+            std::io::copy(&mut spill, &mut out).map_err(tio)?;
+            out.flush().map_err(tio)?;
+            out.get_ref().sync_all().map_err(tio)
+        };
+        if let Err(e) = write() {
             let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        result?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        std::fs::rename(&tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        self.finished = true;
+        let _ = std::fs::remove_file(&self.spill_path);
+        Ok(())
     }
+}
 
-    fn write_to(&self, path: &Path) -> Result<()> {
-        let io = |e| Error::io(path, e);
-        let file = std::fs::File::create(path).map_err(io)?;
-        let mut w = BufWriter::new(file);
-        let mut head: Vec<u8> = Vec::new();
-        head.extend_from_slice(MAGIC);
-        head.extend_from_slice(&3u32.to_le_bytes());
-        head.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
-        head.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
-        for (k, v) in &self.metadata {
-            put_string(&mut head, k);
-            head.extend_from_slice(&v.type_id().to_le_bytes());
-            put_value(&mut head, v);
+impl Drop for GgufWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = std::fs::remove_file(&self.spill_path);
         }
-        let align = DEFAULT_ALIGNMENT as usize;
-        let mut offset = 0usize;
-        for t in &self.tensors {
-            put_string(&mut head, &t.name);
-            head.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
-            for &d in &t.dims {
-                head.extend_from_slice(&(d as u64).to_le_bytes());
-            }
-            head.extend_from_slice(&t.dtype.id().to_le_bytes());
-            head.extend_from_slice(&(offset as u64).to_le_bytes());
-            offset = (offset + t.bytes.len()).div_ceil(align) * align;
-        }
-        head.resize(head.len().div_ceil(align) * align, 0);
-        w.write_all(&head).map_err(io)?;
-        for t in &self.tensors {
-            w.write_all(&t.bytes).map_err(io)?;
-            let pad = t.bytes.len().div_ceil(align) * align - t.bytes.len();
-            w.write_all(&vec![0u8; pad]).map_err(io)?;
-        }
-        w.flush().map_err(io)?;
-        w.get_ref().sync_all().map_err(io)
     }
+}
+
+/// What the header says of a tensor.
+struct TensorInfo {
+    name: String,
+    dims: Vec<usize>,
+    dtype: GgmlType,
+    len: usize,
+}
+
+impl TensorInfo {
+    fn of(t: &TensorData) -> Self {
+        Self {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            dtype: t.dtype,
+            len: t.bytes.len(),
+        }
+    }
+}
+
+fn check_size(tensor: &TensorData) -> Result<()> {
+    let elements: usize = tensor.dims.iter().product();
+    let expected = tensor
+        .dtype
+        .row_bytes(tensor.dims[0])
+        .map(|r| r * elements / tensor.dims[0].max(1));
+    if expected != Some(tensor.bytes.len()) {
+        return Err(Error::InvalidInput(format!(
+            "tensor '{}': {} bytes do not fit shape {:?} of type {}",
+            tensor.name,
+            tensor.bytes.len(),
+            tensor.dims,
+            tensor.dtype
+        )));
+    }
+    Ok(())
+}
+
+/// Zero bytes after `len` bytes of data so that the next tensor starts aligned.
+fn padding(len: usize) -> usize {
+    let align = DEFAULT_ALIGNMENT as usize;
+    len.div_ceil(align) * align - len
+}
+
+/// Magic, version, counts, metadata and tensor infos (data laid out in the given order),
+/// padded to the data alignment.
+fn header(metadata: &[(String, Value)], tensors: &[TensorInfo]) -> Vec<u8> {
+    let mut head: Vec<u8> = Vec::new();
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&3u32.to_le_bytes());
+    head.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    head.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
+    for (k, v) in metadata {
+        put_string(&mut head, k);
+        head.extend_from_slice(&v.type_id().to_le_bytes());
+        put_value(&mut head, v);
+    }
+    let mut offset = 0usize;
+    for t in tensors {
+        put_string(&mut head, &t.name);
+        head.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+        for &d in &t.dims {
+            head.extend_from_slice(&(d as u64).to_le_bytes());
+        }
+        head.extend_from_slice(&t.dtype.id().to_le_bytes());
+        head.extend_from_slice(&(offset as u64).to_le_bytes());
+        offset += t.len + padding(t.len);
+    }
+    head.resize(head.len() + padding(head.len()), 0);
+    head
 }
 
 fn put_string(out: &mut Vec<u8>, s: &str) {

@@ -16,6 +16,34 @@ pub use sequential::{prune, Method, PruneConfig};
 pub use sparsegpt::SparseGptConfig;
 pub use structured::{prune_structured, Structured};
 
+use crate::error::Result;
+use crate::model::{Layer, Model};
+
+/// Where a pruning pass hands each finished block, in order: to a file being written
+/// (so that the pruned model is never whole in memory) or into a model ([`collect`]).
+pub type BlockSink<'a> = dyn FnMut(Layer) -> Result<()> + 'a;
+
+/// Run a pruning pass and gather the blocks it hands on into a model with `source`'s
+/// embeddings and head.
+pub fn collect(
+    source: &Model,
+    pass: impl FnOnce(&mut BlockSink) -> Result<PruneReport>,
+) -> Result<(Model, PruneReport)> {
+    let mut layers = Vec::with_capacity(source.layers.len());
+    let report = pass(&mut |layer| {
+        layers.push(layer);
+        Ok(())
+    })?;
+    let model = Model::new(
+        source.config.clone(),
+        source.tok_embd.clone(),
+        layers,
+        source.out_norm.clone(),
+        source.output.clone(),
+    )?;
+    Ok((model, report))
+}
+
 /// Where a long prune stands, for progress bars.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {

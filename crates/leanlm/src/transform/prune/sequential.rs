@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::mask::{self, magnitude_scores, wanda_scores, Pattern, Scope};
 use super::owl::{self, OwlConfig};
 use super::sparsegpt::{self, InverseHessian, SparseGptConfig};
-use super::{LayerReport, MatrixReport, Progress, PruneReport};
+use super::{BlockSink, LayerReport, MatrixReport, Progress, PruneReport};
 use crate::calibrate::{Calibration, Sweep};
 use crate::error::{Error, Result};
 use crate::model::{Layer, LinearSite, Model};
@@ -37,13 +37,15 @@ pub struct PruneConfig {
     pub sparsegpt: SparseGptConfig,
 }
 
-/// Prune every block of `model` (decoded to f32 one block at a time).
+/// Prune every block of `model` (decoded to f32 one block at a time), handing each
+/// finished block to `sink` in order.
 pub fn prune(
     model: &Model,
     calib: Option<&Calibration>,
     cfg: &PruneConfig,
     progress: &mut dyn FnMut(Progress),
-) -> Result<(Model, PruneReport)> {
+    sink: &mut BlockSink,
+) -> Result<PruneReport> {
     let start = Instant::now();
     let n = model.layers.len();
     if cfg.owl.is_some() && !matches!(cfg.pattern, Pattern::Unstructured(_)) {
@@ -68,7 +70,6 @@ pub fn prune(
     };
 
     let mut sweep = calib.map(|c| Sweep::new(model, c));
-    let mut out = model.clone();
     let mut report = PruneReport::default();
     for (l, &pattern) in patterns.iter().enumerate() {
         let t0 = Instant::now();
@@ -128,7 +129,6 @@ pub fn prune(
         if let Some(s) = sweep.as_mut() {
             s.advance(l, &layer)?;
         }
-        out.layers[l] = layer;
         report.layers.push(LayerReport {
             layer: l,
             target_sparsity: pattern.sparsity(),
@@ -136,10 +136,11 @@ pub fn prune(
             seconds: t0.elapsed().as_secs_f64(),
             ..LayerReport::default()
         });
+        sink(layer)?;
     }
     report.seconds = start.elapsed().as_secs_f64();
     report.calibration_tokens = calib.map_or(0, |c| c.n_tokens());
-    Ok((out, report))
+    Ok(report)
 }
 
 /// OWL's first pass: a dense layer-by-layer sweep measuring each layer's outlier ratio.

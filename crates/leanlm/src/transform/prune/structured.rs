@@ -14,7 +14,7 @@
 use std::time::Instant;
 
 use super::mask::lowest;
-use super::{LayerReport, Progress, PruneReport};
+use super::{BlockSink, LayerReport, Progress, PruneReport};
 use crate::calibrate::{BlockStats, Calibration, Sweep};
 use crate::error::{Error, Result};
 use crate::model::{Layer, LinearSite, Model};
@@ -98,13 +98,15 @@ impl Structured {
     }
 }
 
-/// Apply `what` to `model`, calibrated layer by layer on `calib`.
+/// Apply `what` to `model`, calibrated layer by layer on `calib`, handing the blocks that
+/// remain to `sink` in order (as each is shrunk; after the influence pass for layers).
 pub fn prune_structured(
     model: &Model,
     calib: &Calibration,
     what: Structured,
     progress: &mut dyn FnMut(Progress),
-) -> Result<(Model, PruneReport)> {
+    sink: &mut BlockSink,
+) -> Result<PruneReport> {
     what.check(model)?;
     let start = Instant::now();
     let n = model.layers.len();
@@ -113,7 +115,6 @@ pub fn prune_structured(
         calibration_tokens: calib.n_tokens(),
         ..PruneReport::default()
     };
-    let mut layers = Vec::with_capacity(n);
     let mut influence = Vec::with_capacity(n);
     for l in 0..n {
         let t0 = Instant::now();
@@ -126,49 +127,43 @@ pub fn prune_structured(
             layer: l,
             ..LayerReport::default()
         };
-        let layer = match what {
+        let dense = model.layers[l].dequantized();
+        let shrunk = match what {
             Structured::Layers(_) => {
                 // The dense model's influence: no block changes during this pass.
-                let dense = model.layers[l].dequantized();
                 let stats = sweep.advance_collecting(l, &dense, false)?;
                 influence.push(stats.influence());
                 entry.influence = Some(stats.influence());
-                model.layers[l].clone()
+                None
             }
             _ => {
-                let dense = model.layers[l].dequantized();
                 let stats = sweep.stats(l, &dense, false)?;
                 let shrunk = shrink(&dense, &stats, what, model.config.head_dim)?;
                 sweep.advance(l, &shrunk)?;
                 entry.heads_kept = Some(shrunk.n_heads(model.config.head_dim));
                 entry.ffn_kept = Some(shrunk.ffn_dim());
-                shrunk
+                Some(shrunk)
             }
         };
         entry.seconds = t0.elapsed().as_secs_f64();
         report.layers.push(entry);
-        layers.push(layer);
+        if let Some(layer) = shrunk {
+            sink(layer)?;
+        }
     }
     if let Structured::Layers(k) = what {
         let mut removed = lowest(&influence.iter().map(|&v| v as f32).collect::<Vec<_>>(), k);
         removed.sort_unstable();
-        layers = layers
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| !removed.contains(i))
-            .map(|(_, l)| l)
-            .collect();
+        // The blocks that stay are unchanged: handed on in their stored form.
+        for (i, layer) in model.layers.iter().enumerate() {
+            if !removed.contains(&i) {
+                sink(layer.clone())?;
+            }
+        }
         report.removed_layers = removed;
     }
-    let out = Model::new(
-        model.config.clone(),
-        model.tok_embd.clone(),
-        layers,
-        model.out_norm.clone(),
-        model.output.clone(),
-    )?;
     report.seconds = start.elapsed().as_secs_f64();
-    Ok((out, report))
+    Ok(report)
 }
 
 /// The block with the least important heads or channels removed.
