@@ -345,6 +345,89 @@ fn prune_writes_a_model_that_info_reports_as_two_four() {
 }
 
 #[test]
+fn prune_streams_a_hugging_face_folder_that_matches_its_gguf_twin() {
+    let m = model();
+    let (gguf, dir) = (tmp("mag50-f32.gguf"), tmp("mag50-hf"));
+    let mut params = Vec::new();
+    for out in [&gguf, &dir] {
+        let r = leanlm(&[
+            "prune",
+            m.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--method",
+            "magnitude",
+            "--sparsity",
+            "0.5",
+            "--outtype",
+            "f32",
+            "--json",
+        ]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+        params.push(v["params"].as_u64().unwrap());
+    }
+    for left in ["mag50-hf.partial", "mag50-f32.gguf.partial"] {
+        assert!(!tmp(left).exists(), "{left} left behind");
+    }
+    let (a, b) = (
+        leanlm::model::load(&gguf).unwrap(),
+        leanlm::model::load(&dir).unwrap(),
+    );
+    assert_eq!(params[0], a.model.n_params() as u64);
+    assert_eq!(params[1], b.model.n_params() as u64);
+    assert_eq!(params[0], params[1]);
+    // Same weights; Q/K rows are stored in different orders, so the sums differ in order.
+    let t: Vec<u32> = (0..12u32).map(|i| 1 + i * 331 % 20_000).collect();
+    let logits = |m: &leanlm::model::Model| {
+        m.forward(&t, &mut m.new_cache(), leanlm::model::Logits::All)
+            .unwrap()
+    };
+    let (la, lb) = (logits(&a.model), logits(&b.model));
+    let diff = la
+        .iter()
+        .zip(&lb)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(diff < 1e-3, "max logit difference {diff}");
+    std::fs::remove_file(&gguf).ok();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn ctrl_c_during_a_prune_leaves_nothing_behind() {
+    let m = model();
+    let out = tmp("interrupted.gguf");
+    let spill = tmp("interrupted.gguf.data.partial");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_leanlm"))
+        .args(["prune", m.to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .args([
+            "--method",
+            "magnitude",
+            "--sparsity",
+            "0.5",
+            "--outtype",
+            "f32",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Interrupt once blocks are being written.
+    let t0 = std::time::Instant::now();
+    while !spill.exists() {
+        assert!(t0.elapsed().as_secs() < 120, "no output started");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    for left in [&out, &spill, &tmp("interrupted.gguf.partial")] {
+        assert!(!left.exists(), "{} left behind", left.display());
+    }
+}
+
+#[test]
 fn quantize_writes_k_quants_with_an_importance_matrix() {
     let m = model();
     let out = tmp("q4k.gguf");

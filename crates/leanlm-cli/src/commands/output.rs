@@ -3,7 +3,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use leanlm::model::{save_gguf, save_hf, GgufModelWriter, HfDtype, Layer, Loaded, Model};
+use leanlm::model::{
+    save_gguf, save_hf, GgufModelWriter, HfDtype, HfModelWriter, Layer, Loaded, Model,
+};
 use leanlm::quant::GgmlType;
 use leanlm::transform::quantize::{OutType, OutputFormat};
 
@@ -50,11 +52,7 @@ pub fn format(outtype: OutTypeArg, source: &Loaded) -> OutputFormat {
 pub fn write(model: &Model, source: &Loaded, path: &Path, outtype: OutTypeArg) -> Result<Model> {
     let (out_model, dense_as) = format(outtype, source).model(model)?;
     let written = if is_hf(path) {
-        let dtype = match dense_as {
-            GgmlType::F16 => HfDtype::F16,
-            _ => HfDtype::F32,
-        };
-        save_hf(&out_model, &source.tokenizer, path, dtype)
+        save_hf(&out_model, &source.tokenizer, path, hf_dtype(dense_as))
     } else {
         save_gguf(&out_model, source.metadata_to_carry()?, path, dense_as)
     };
@@ -62,48 +60,88 @@ pub fn write(model: &Model, source: &Loaded, path: &Path, outtype: OutTypeArg) -
     Ok(out_model)
 }
 
-/// A GGUF output that receives a transform's blocks one at a time, with the embeddings,
-/// final norm and head of `source`: the derived model is never whole in memory.
-pub struct StreamedGguf<'a> {
-    w: GgufModelWriter,
-    format: OutputFormat,
-    source: &'a Loaded,
+fn hf_dtype(dense_as: GgmlType) -> HfDtype {
+    match dense_as {
+        GgmlType::F16 => HfDtype::F16,
+        _ => HfDtype::F32,
+    }
 }
 
-impl<'a> StreamedGguf<'a> {
+/// An output (GGUF file or Hugging Face folder) that receives a transform's blocks one at
+/// a time, with the embeddings, final norm and head of `source`: the derived model is
+/// never whole in memory.
+pub struct Streamed<'a> {
+    writer: Writer,
+    format: OutputFormat,
+    source: &'a Loaded,
+    path: std::path::PathBuf,
+}
+
+enum Writer {
+    Gguf(GgufModelWriter),
+    Hf(HfModelWriter),
+}
+
+impl<'a> Streamed<'a> {
+    /// Start `path`; `outtype` has passed [`check`].
     pub fn create(path: &Path, source: &'a Loaded, outtype: OutTypeArg) -> Result<Self> {
         let format = format(outtype, source);
         let m = &source.model;
-        let w = GgufModelWriter::create(
-            path,
-            &m.config,
-            &format.matrix(&m.tok_embd)?,
-            format.dense_as(),
-        )
-        .with_context(|| format!("writing {}", path.display()))?;
-        Ok(Self { w, format, source })
+        let writer = if is_hf(path) {
+            HfModelWriter::create(path, &m.config, &m.tok_embd, hf_dtype(format.dense_as()))
+                .map(Writer::Hf)
+        } else {
+            GgufModelWriter::create(
+                path,
+                &m.config,
+                &format.matrix(&m.tok_embd)?,
+                format.dense_as(),
+            )
+            .map(Writer::Gguf)
+        };
+        Ok(Self {
+            writer: writer.with_context(|| format!("writing {}", path.display()))?,
+            format,
+            source,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn put(&mut self, layer: Layer) -> leanlm::Result<()> {
-        self.w.put_layer(&self.format.layer(&layer)?)
+        match &mut self.writer {
+            // A Hugging Face folder holds f32 or f16 only: the writer encodes the weights.
+            Writer::Hf(w) => w.put_layer(&layer),
+            Writer::Gguf(w) => w.put_layer(&self.format.layer(&layer)?),
+        }
     }
 
-    /// Finish the file; returns its block and parameter counts.
+    /// Finish the output; returns its block and parameter counts.
     pub fn finish(self) -> Result<(usize, usize)> {
         let m = &self.source.model;
-        let output = match m.tied() {
-            true => None,
-            false => Some(self.format.matrix(&m.output)?),
+        let layers = match &self.writer {
+            Writer::Hf(w) => w.layers(),
+            Writer::Gguf(w) => w.layers(),
         };
-        let counts = (self.w.layers(), self.w.params());
-        self.w
-            .finish(
-                self.source.metadata_to_carry()?,
+        let params = match self.writer {
+            Writer::Hf(w) => w.finish(
+                &self.source.tokenizer,
                 &m.out_norm,
-                output.as_ref(),
-            )
-            .context("writing the output")?;
-        Ok(counts)
+                (!m.tied()).then_some(&m.output),
+            ),
+            Writer::Gguf(w) => {
+                let output = match m.tied() {
+                    true => None,
+                    false => Some(self.format.matrix(&m.output)?),
+                };
+                w.finish(
+                    self.source.metadata_to_carry()?,
+                    &m.out_norm,
+                    output.as_ref(),
+                )
+            }
+        };
+        let params = params.with_context(|| format!("writing {}", self.path.display()))?;
+        Ok((layers, params))
     }
 }
 

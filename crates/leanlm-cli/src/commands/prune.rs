@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use leanlm::transform::prune::{
     self, Method, OwlConfig, Pattern, PruneConfig, PruneReport, SparseGptConfig, Structured,
 };
@@ -152,18 +152,18 @@ pub fn run(a: Args) -> Result<()> {
             prune::prune(model, calib.as_ref(), &cfg, &mut progress, sink)
         }
     };
-    // GGUF: each pruned block goes to the file as it is finished, so the pruned model is
-    // never whole in memory. A Hugging Face folder is assembled first.
-    let (report, layers, params) = if output::is_hf(&a.output) {
-        let (pruned, report) = prune::collect(model, run)?;
-        let written = output::write(&pruned, &loaded, &a.output, a.outtype)?;
-        (report, written.layers.len(), written.n_params())
-    } else {
-        let mut out = output::StreamedGguf::create(&a.output, &loaded, a.outtype)?;
-        let report = run(&mut |layer| out.put(layer))?;
-        let (layers, params) = out.finish()?;
-        (report, layers, params)
-    };
+    // Each pruned block goes to the output as it is finished, so the pruned model is
+    // never whole in memory.
+    let out_path = a.output.clone();
+    // Ctrl-C: the output path was never touched; remove the parts written so far.
+    ctrlc::set_handler(move || {
+        leanlm::model::spill::remove_leftovers(&out_path);
+        std::process::exit(130);
+    })
+    .context("installing the Ctrl-C handler")?;
+    let mut out = output::Streamed::create(&a.output, &loaded, a.outtype)?;
+    let report = run(&mut |layer| out.put(layer))?;
+    let (layers, params) = out.finish()?;
     bar.finish_and_clear();
 
     let peak = leanlm::measure::cost::memory().map(|(_, peak)| peak);

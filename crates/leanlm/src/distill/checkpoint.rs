@@ -14,9 +14,7 @@ use crate::error::{Error, Result};
 
 /// `path` with `.partial` appended to its file name.
 pub fn partial_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    path.with_file_name(name)
+    crate::model::spill::with_suffix(path, ".partial")
 }
 
 /// What a checkpoint records besides tensors.

@@ -11,6 +11,7 @@ mod load_hf;
 pub mod random;
 mod save_gguf;
 mod save_hf;
+pub mod spill;
 mod vec_math;
 
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ pub use llama::{Layer, Logits, Model, Pass};
 pub use load_gguf::{config_from_gguf, load_gguf};
 pub use load_hf::{config_from_hf, load_hf};
 pub use save_gguf::{save_gguf, GgufModelWriter};
-pub use save_hf::{save_hf, HfDtype};
+pub use save_hf::{save_hf, HfDtype, HfModelWriter};
 
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;

@@ -24,7 +24,7 @@ pub fn save_gguf(
         w.put_layer(layer)?;
     }
     let output = (!model.tied()).then_some(&model.output);
-    w.finish(metadata, &model.out_norm, output)
+    w.finish(metadata, &model.out_norm, output).map(|_| ())
 }
 
 /// A model written block by block: only the block being added needs to be in memory, so
@@ -100,18 +100,14 @@ impl GgufModelWriter {
         self.widths.len()
     }
 
-    /// Parameters written so far (a tied LM head counted once).
-    pub fn params(&self) -> usize {
-        self.params
-    }
-
     /// Final norm, the LM head unless tied (`None`), then the header; renames into place.
+    /// Returns the parameters written (a tied LM head counted once).
     pub fn finish(
         mut self,
         metadata: Vec<(String, Value)>,
         out_norm: &[f32],
         output: Option<&Matrix>,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         if self.widths.is_empty() {
             return Err(Error::InvalidInput(
                 "a model without blocks cannot be written".into(),
@@ -159,7 +155,8 @@ impl GgufModelWriter {
         for (k, v) in keys {
             self.w.set(&k, v);
         }
-        self.w.finish()
+        self.w.finish()?;
+        Ok(self.params)
     }
 
     fn vector(&mut self, name: &str, v: &[f32]) -> Result<()> {

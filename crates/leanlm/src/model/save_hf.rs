@@ -1,16 +1,19 @@
 //! Write a [`Model`] as a Hugging Face folder: `config.json`, `model.safetensors` and the
 //! tokenizer files, in transformers' Llama/Qwen2 layout. Llama Q/K rows loaded from GGUF
-//! (adjacent-pair RoPE order) go back to HF's halves order. The folder is assembled under
+//! (adjacent-pair RoPE order) go back to HF's halves order. Blocks are written one at a
+//! time (a pruner hands them over as it finishes them), and the folder is assembled under
 //! a temporary name and renamed at the end, so an interrupted write leaves no half folder.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use safetensors::{tensor::TensorView, Dtype};
 use serde_json::json;
 
-use super::config::{Arch, RopeStyle};
-use super::llama::Model;
+use super::config::{Arch, Config, RopeStyle};
+use super::llama::{Layer, Model};
+use super::spill::{with_suffix, SpilledFile};
 use crate::error::{Error, Result};
+use crate::quant::Matrix;
 use crate::tokenizer::Tokenizer;
 
 /// Element type of the written tensors.
@@ -21,203 +24,270 @@ pub enum HfDtype {
     BF16,
 }
 
-pub fn save_hf(model: &Model, tokenizer: &Tokenizer, dir: &Path, dtype: HfDtype) -> Result<()> {
-    let c = &model.config;
-    let hd = c.head_dim;
-    let l0 = model
-        .layers
-        .first()
-        .ok_or_else(|| Error::InvalidInput("a model without blocks cannot be written".into()))?;
-    // transformers' config has one width per kind: blocks must agree.
-    let uniform = model.layers.iter().all(|l| {
-        (l.n_heads(hd), l.n_kv_heads(hd), l.ffn_dim())
-            == (l0.n_heads(hd), l0.n_kv_heads(hd), l0.ffn_dim())
-    });
-    if !uniform {
-        return Err(Error::InvalidInput(
-            "blocks have different head counts or MLP widths, which a Hugging Face config cannot \
-             describe; write GGUF instead"
-                .into(),
-        ));
+impl HfDtype {
+    fn safetensors_name(self) -> &'static str {
+        match self {
+            HfDtype::F32 => "F32",
+            HfDtype::F16 => "F16",
+            HfDtype::BF16 => "BF16",
+        }
     }
-    if c.rope_dim != hd {
-        return Err(Error::InvalidInput(
-            "partial rotary embeddings are not expressible in a Llama config".into(),
-        ));
-    }
-    let (arch, model_type) = match c.arch {
-        Arch::Llama => ("LlamaForCausalLM", "llama"),
-        Arch::Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
-    };
-    let torch_dtype = match dtype {
-        HfDtype::F32 => "float32",
-        HfDtype::F16 => "float16",
-        HfDtype::BF16 => "bfloat16",
-    };
-    let config = json!({
-        "architectures": [arch],
-        "model_type": model_type,
-        "hidden_size": c.d_model,
-        "intermediate_size": l0.ffn_dim(),
-        "num_hidden_layers": model.layers.len(),
-        "num_attention_heads": l0.n_heads(hd),
-        "num_key_value_heads": l0.n_kv_heads(hd),
-        "head_dim": hd,
-        "hidden_act": "silu",
-        "max_position_embeddings": c.context_len,
-        "rms_norm_eps": c.rms_eps,
-        "rope_theta": c.rope_theta,
-        "vocab_size": model.vocab_size(),
-        "tie_word_embeddings": model.tied(),
-        "attention_bias": l0.bq.is_some(),
-        "bos_token_id": tokenizer.bos,
-        "eos_token_id": tokenizer.eos,
-        "torch_dtype": torch_dtype,
-    });
 
-    // Halves-order rows for llama's q/k when the model holds them in pair order.
-    let unpermute = c.rope_style == RopeStyle::Interleaved;
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    let mut put = |name: String, shape: Vec<usize>, data: &[f32]| {
-        tensors.push((name, shape, encode(data, dtype)));
-    };
-    let matrix = |m: &crate::quant::Matrix, permute: bool| -> Vec<f32> {
-        let w = m.to_f32();
-        if !permute {
-            return w;
+    fn torch_name(self) -> &'static str {
+        match self {
+            HfDtype::F32 => "float32",
+            HfDtype::F16 => "float16",
+            HfDtype::BF16 => "bfloat16",
         }
-        let (half, mut out) = (hd / 2, vec![0f32; w.len()]);
-        for r in 0..m.rows {
-            let (head, j) = (r / hd, r % hd);
-            let (i, s) = (j / 2, j % 2); // pair order: j = 2i + s
-            let dst = head * hd + s * half + i;
-            out[dst * m.cols..(dst + 1) * m.cols].copy_from_slice(&w[r * m.cols..(r + 1) * m.cols]);
+    }
+}
+
+pub fn save_hf(model: &Model, tokenizer: &Tokenizer, dir: &Path, dtype: HfDtype) -> Result<()> {
+    let mut w = HfModelWriter::create(dir, &model.config, &model.tok_embd, dtype)?;
+    for layer in &model.layers {
+        w.put_layer(layer)?;
+    }
+    let output = (!model.tied()).then_some(&model.output);
+    w.finish(tokenizer, &model.out_norm, output).map(|_| ())
+}
+
+/// A Hugging Face folder written block by block: only the block being added is in memory.
+/// `config.json` is written by `finish`, once every block's widths are known.
+pub struct HfModelWriter {
+    dir: PathBuf,
+    tmp: PathBuf,
+    /// Open until `finish`.
+    st: Option<SafetensorsWriter>,
+    config: Config,
+    dtype: HfDtype,
+    vocab: usize,
+    /// (query heads, key/value heads, MLP width, q/k/v biases) of each block written.
+    widths: Vec<(usize, usize, usize, bool)>,
+    params: usize,
+    finished: bool,
+}
+
+impl HfModelWriter {
+    /// Start the folder `dir` (written as `dir.partial` until `finish`) with the token
+    /// embedding.
+    pub fn create(dir: &Path, config: &Config, tok_embd: &Matrix, dtype: HfDtype) -> Result<Self> {
+        if config.rope_dim != config.head_dim {
+            return Err(Error::InvalidInput(
+                "partial rotary embeddings are not expressible in a Llama config".into(),
+            ));
         }
-        out
-    };
-    let shape = |m: &crate::quant::Matrix| vec![m.rows, m.cols];
-    put(
-        "model.embed_tokens.weight".into(),
-        shape(&model.tok_embd),
-        &model.tok_embd.to_f32(),
-    );
-    for (i, l) in model.layers.iter().enumerate() {
+        let tmp = with_suffix(dir, ".partial");
+        let io = |e| Error::io(&tmp, e);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io)?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(io)?;
+        let mut out = Self {
+            dir: dir.to_path_buf(),
+            st: Some(SafetensorsWriter::create(
+                &tmp.join("model.safetensors"),
+                dtype,
+            )?),
+            tmp,
+            config: config.clone(),
+            dtype,
+            vocab: tok_embd.rows,
+            widths: Vec::new(),
+            params: 0,
+            finished: false,
+        };
+        out.matrix("model.embed_tokens.weight", tok_embd, false)?;
+        Ok(out)
+    }
+
+    /// Append the next block (numbered in the order blocks are added).
+    pub fn put_layer(&mut self, l: &Layer) -> Result<()> {
+        let (i, hd) = (self.widths.len(), self.config.head_dim);
         let p = |s: &str| format!("model.layers.{i}.{s}");
-        put(p("input_layernorm.weight"), vec![c.d_model], &l.attn_norm);
-        put(
-            p("self_attn.q_proj.weight"),
-            shape(&l.wq),
-            &matrix(&l.wq, unpermute),
-        );
-        put(
-            p("self_attn.k_proj.weight"),
-            shape(&l.wk),
-            &matrix(&l.wk, unpermute),
-        );
-        put(
-            p("self_attn.v_proj.weight"),
-            shape(&l.wv),
-            &matrix(&l.wv, false),
-        );
-        put(
-            p("self_attn.o_proj.weight"),
-            shape(&l.wo),
-            &matrix(&l.wo, false),
-        );
+        // Halves-order rows for llama's q/k when the model holds them in pair order.
+        let unpermute = self.config.rope_style == RopeStyle::Interleaved;
+        self.vector(&p("input_layernorm.weight"), &l.attn_norm)?;
+        self.matrix(&p("self_attn.q_proj.weight"), &l.wq, unpermute)?;
+        self.matrix(&p("self_attn.k_proj.weight"), &l.wk, unpermute)?;
+        self.matrix(&p("self_attn.v_proj.weight"), &l.wv, false)?;
+        self.matrix(&p("self_attn.o_proj.weight"), &l.wo, false)?;
         for (name, b) in [("q_proj", &l.bq), ("k_proj", &l.bk), ("v_proj", &l.bv)] {
             if let Some(b) = b {
-                put(p(&format!("self_attn.{name}.bias")), vec![b.len()], b);
+                self.vector(&p(&format!("self_attn.{name}.bias")), b)?;
             }
         }
-        put(
-            p("post_attention_layernorm.weight"),
-            vec![c.d_model],
-            &l.ffn_norm,
-        );
-        put(
-            p("mlp.gate_proj.weight"),
-            shape(&l.w_gate),
-            &matrix(&l.w_gate, false),
-        );
-        put(
-            p("mlp.up_proj.weight"),
-            shape(&l.w_up),
-            &matrix(&l.w_up, false),
-        );
-        put(
-            p("mlp.down_proj.weight"),
-            shape(&l.w_down),
-            &matrix(&l.w_down, false),
-        );
-    }
-    put("model.norm.weight".into(), vec![c.d_model], &model.out_norm);
-    if !model.tied() {
-        put(
-            "lm_head.weight".into(),
-            shape(&model.output),
-            &model.output.to_f32(),
-        );
+        self.vector(&p("post_attention_layernorm.weight"), &l.ffn_norm)?;
+        self.matrix(&p("mlp.gate_proj.weight"), &l.w_gate, false)?;
+        self.matrix(&p("mlp.up_proj.weight"), &l.w_up, false)?;
+        self.matrix(&p("mlp.down_proj.weight"), &l.w_down, false)?;
+        self.widths
+            .push((l.n_heads(hd), l.n_kv_heads(hd), l.ffn_dim(), l.bq.is_some()));
+        Ok(())
     }
 
-    let tmp = partial_dir(dir);
-    let result = write_folder(&tmp, &config, tokenizer, &tensors, dtype);
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return result;
+    /// Blocks added so far.
+    pub fn layers(&self) -> usize {
+        self.widths.len()
     }
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+
+    /// Final norm, the LM head unless tied (`None`), config and tokenizer files; renames
+    /// the folder into place. Returns the parameters written (a tied head counted once).
+    pub fn finish(
+        mut self,
+        tokenizer: &Tokenizer,
+        out_norm: &[f32],
+        output: Option<&Matrix>,
+    ) -> Result<usize> {
+        // transformers' config has one width per kind: blocks must agree.
+        let &(heads, kv_heads, ffn, bias) = self.widths.first().ok_or_else(|| {
+            Error::InvalidInput("a model without blocks cannot be written".into())
+        })?;
+        if self
+            .widths
+            .iter()
+            .any(|w| (w.0, w.1, w.2) != (heads, kv_heads, ffn))
+        {
+            return Err(Error::InvalidInput(
+                "blocks have different head counts or MLP widths, which a Hugging Face config \
+                 cannot describe; write GGUF instead"
+                    .into(),
+            ));
+        }
+        self.vector("model.norm.weight", out_norm)?;
+        if let Some(m) = output {
+            self.matrix("lm_head.weight", m, false)?;
+        }
+        let c = &self.config;
+        let (arch, model_type) = match c.arch {
+            Arch::Llama => ("LlamaForCausalLM", "llama"),
+            Arch::Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
+        };
+        let config = json!({
+            "architectures": [arch],
+            "model_type": model_type,
+            "hidden_size": c.d_model,
+            "intermediate_size": ffn,
+            "num_hidden_layers": self.widths.len(),
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads,
+            "head_dim": c.head_dim,
+            "hidden_act": "silu",
+            "max_position_embeddings": c.context_len,
+            "rms_norm_eps": c.rms_eps,
+            "rope_theta": c.rope_theta,
+            "vocab_size": self.vocab,
+            "tie_word_embeddings": output.is_none(),
+            "attention_bias": bias,
+            "bos_token_id": tokenizer.bos,
+            "eos_token_id": tokenizer.eos,
+            "torch_dtype": self.dtype.torch_name(),
+        });
+        let tmp = self.tmp.clone();
+        let write_json = |name: &str, v: &serde_json::Value| {
+            let path = tmp.join(name);
+            let text = serde_json::to_string_pretty(v).expect("serializable");
+            std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
+        };
+        write_json("config.json", &config)?;
+        let (tok, tok_cfg) = tokenizer.hf_json();
+        write_json("tokenizer.json", &tok)?;
+        write_json("tokenizer_config.json", &tok_cfg)?;
+        self.st.take().expect("open until finish").finish()?;
+        if self.dir.exists() {
+            std::fs::remove_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        }
+        std::fs::rename(&self.tmp, &self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        self.finished = true;
+        Ok(self.params)
     }
-    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))
+
+    fn st(&mut self) -> &mut SafetensorsWriter {
+        self.st.as_mut().expect("open until finish")
+    }
+
+    fn vector(&mut self, name: &str, v: &[f32]) -> Result<()> {
+        self.params += v.len();
+        let bytes = encode(v, self.dtype);
+        self.st().add(name, vec![v.len()], &bytes)
+    }
+
+    fn matrix(&mut self, name: &str, m: &Matrix, unpermute: bool) -> Result<()> {
+        self.params += m.rows * m.cols;
+        let mut w = m.to_f32();
+        if unpermute {
+            w = pairs_to_halves(&w, m.cols, self.config.head_dim);
+        }
+        let bytes = encode(&w, self.dtype);
+        self.st().add(name, vec![m.rows, m.cols], &bytes)
+    }
 }
 
-fn partial_dir(dir: &Path) -> PathBuf {
-    let mut name = dir
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".partial");
-    dir.with_file_name(name)
+impl Drop for HfModelWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
 }
 
-fn write_folder(
-    tmp: &Path,
-    config: &serde_json::Value,
-    tokenizer: &Tokenizer,
-    tensors: &[(String, Vec<usize>, Vec<u8>)],
+/// Rows of each head from adjacent-pair order (2i, 2i + 1) back to halves (i, i + d/2).
+fn pairs_to_halves(w: &[f32], cols: usize, hd: usize) -> Vec<f32> {
+    let half = hd / 2;
+    let mut out = vec![0f32; w.len()];
+    for (r, row) in w.chunks_exact(cols).enumerate() {
+        let (head, j) = (r / hd, r % hd);
+        let (i, s) = (j / 2, j % 2); // pair order: j = 2i + s
+        let dst = head * hd + s * half + i;
+        out[dst * cols..(dst + 1) * cols].copy_from_slice(row);
+    }
+    out
+}
+
+/// A safetensors file written tensor by tensor: 8 bytes of header length, a JSON header
+/// naming each tensor's dtype, shape and byte range, then the data in the order added.
+struct SafetensorsWriter {
+    file: SpilledFile,
     dtype: HfDtype,
-) -> Result<()> {
-    let io = |p: &Path, e| Error::io(p, e);
-    if tmp.exists() {
-        std::fs::remove_dir_all(tmp).map_err(|e| io(tmp, e))?;
-    }
-    std::fs::create_dir_all(tmp).map_err(|e| io(tmp, e))?;
-    let write_json = |name: &str, v: &serde_json::Value| {
-        let path = tmp.join(name);
-        let text = serde_json::to_string_pretty(v).expect("serializable");
-        std::fs::write(&path, text).map_err(|e| io(&path, e))
-    };
-    write_json("config.json", config)?;
-    let (tok, tok_cfg) = tokenizer.hf_json();
-    write_json("tokenizer.json", &tok)?;
-    write_json("tokenizer_config.json", &tok_cfg)?;
-    let st_dtype = match dtype {
-        HfDtype::F32 => Dtype::F32,
-        HfDtype::F16 => Dtype::F16,
-        HfDtype::BF16 => Dtype::BF16,
-    };
-    let views = tensors
-        .iter()
-        .map(|(name, shape, bytes)| {
-            TensorView::new(st_dtype, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| Error::InvalidInput(format!("tensor {name}: {e}")))
+    header: BTreeMap<String, serde_json::Value>,
+    offset: usize,
+}
+
+impl SafetensorsWriter {
+    fn create(path: &Path, dtype: HfDtype) -> Result<Self> {
+        Ok(Self {
+            file: SpilledFile::create(path)?,
+            dtype,
+            header: BTreeMap::new(),
+            offset: 0,
         })
-        .collect::<Result<Vec<_>>>()?;
-    let path = tmp.join("model.safetensors");
-    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(meta), &path)
-        .map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))
+    }
+
+    fn add(&mut self, name: &str, shape: Vec<usize>, bytes: &[u8]) -> Result<()> {
+        if self.header.contains_key(name) {
+            return Err(Error::InvalidInput(format!(
+                "tensor '{name}' written twice"
+            )));
+        }
+        self.file.write(bytes)?;
+        let end = self.offset + bytes.len();
+        self.header.insert(
+            name.to_string(),
+            json!({"dtype": self.dtype.safetensors_name(), "shape": shape, "data_offsets": [self.offset, end]}),
+        );
+        self.offset = end;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.header
+            .insert("__metadata__".into(), json!({"format": "pt"}));
+        let mut head = serde_json::to_vec(&self.header).expect("serializable");
+        // The data that follows starts 8-byte aligned (spaces pad the JSON).
+        head.resize((8 + head.len()).div_ceil(8) * 8 - 8, b' ');
+        let mut bytes = (head.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&head);
+        self.file.finish(&bytes)
+    }
 }
 
 fn encode(data: &[f32], dtype: HfDtype) -> Vec<u8> {
@@ -231,5 +301,49 @@ fn encode(data: &[f32], dtype: HfDtype) -> Vec<u8> {
             .iter()
             .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::random::{random_model, RandomSpec};
+
+    fn temp(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("leanlm-{name}-{}", std::process::id()))
+    }
+
+    #[test]
+    fn safetensors_writer_output_reads_back() {
+        let p = temp("st-rt.safetensors");
+        let mut w = SafetensorsWriter::create(&p, HfDtype::F16).unwrap();
+        let a = encode(&[1.0, -2.0, 0.5], HfDtype::F16);
+        let b = encode(&[3.0; 8], HfDtype::F16);
+        w.add("z.first", vec![3], &a).unwrap();
+        w.add("a.second", vec![2, 4], &b).unwrap();
+        assert!(w.add("a.second", vec![8], &b).is_err(), "a name twice");
+        assert!(!p.exists(), "nothing at the final path before finish");
+        w.finish().unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!((8 + n) % 8, 0, "data starts 8-byte aligned");
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let t = st.tensor("z.first").unwrap();
+        assert_eq!((t.dtype(), t.shape()), (safetensors::Dtype::F16, &[3][..]));
+        assert_eq!(t.data(), &a[..]);
+        let t = st.tensor("a.second").unwrap();
+        assert_eq!(t.shape(), &[2, 4]);
+        assert_eq!(t.data(), &b[..]);
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn an_unfinished_folder_leaves_nothing() {
+        let m = random_model(RandomSpec::default(), 3).unwrap();
+        let dir = temp("hf-unfinished");
+        let mut w = HfModelWriter::create(&dir, &m.config, &m.tok_embd, HfDtype::F32).unwrap();
+        w.put_layer(&m.layers[0]).unwrap();
+        drop(w);
+        assert!(!dir.exists() && !with_suffix(&dir, ".partial").exists());
     }
 }

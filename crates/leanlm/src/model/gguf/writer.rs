@@ -1,12 +1,11 @@
 //! GGUF writer, tensor by tensor. Output goes to a temporary file that is renamed into
 //! place only when complete, so an interrupted write never leaves a half-written model.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{Value, DEFAULT_ALIGNMENT, MAGIC};
 use crate::error::{Error, Result};
+use crate::model::spill::SpilledFile;
 use crate::quant::GgmlType;
 
 /// A tensor to write: GGUF-order dims (innermost first) and its encoded bytes.
@@ -18,30 +17,20 @@ pub struct TensorData {
 }
 
 /// A GGUF written tensor by tensor, so that a model need never be in memory at once (a
-/// pruned model leaves the pruner one block at a time). Tensor bytes go straight to a
-/// spill file; `finish` writes the header (whose metadata may depend on what was added),
-/// appends the spill and renames the result into place. Until then `path` is untouched,
-/// and dropping an unfinished writer removes its spill file.
+/// pruned model leaves the pruner one block at a time). The header, whose metadata may
+/// depend on what was added, is written by `finish`; until then `path` is untouched.
 pub struct GgufWriter {
-    path: PathBuf,
-    spill_path: PathBuf,
-    spill: BufWriter<File>,
+    file: SpilledFile,
     metadata: Vec<(String, Value)>,
     infos: Vec<TensorInfo>,
-    finished: bool,
 }
 
 impl GgufWriter {
     pub fn create(path: &Path) -> Result<Self> {
-        let spill_path = path.with_extension("gguf.data.partial");
-        let file = File::create(&spill_path).map_err(|e| Error::io(&spill_path, e))?;
         Ok(Self {
-            path: path.to_path_buf(),
-            spill_path,
-            spill: BufWriter::new(file),
+            file: SpilledFile::create(path)?,
             metadata: Vec::new(),
             infos: Vec::new(),
-            finished: false,
         })
     }
 
@@ -60,45 +49,15 @@ impl GgufWriter {
                 tensor.name
             )));
         }
-        let io = |e| Error::io(&self.spill_path, e);
-        self.spill.write_all(&tensor.bytes).map_err(io)?;
-        let pad = padding(tensor.bytes.len());
-        self.spill.write_all(&vec![0u8; pad]).map_err(io)?;
+        self.file.write(&tensor.bytes)?;
+        self.file.write(&vec![0u8; padding(tensor.bytes.len())])?;
         self.infos.push(TensorInfo::of(&tensor));
         Ok(())
     }
 
-    /// Header, then the spilled tensor data, into `path` (temp file + rename).
-    pub fn finish(mut self) -> Result<()> {
-        let io = |e| Error::io(&self.spill_path, e);
-        self.spill.flush().map_err(io)?;
-        let tmp = self.path.with_extension("gguf.partial");
-        let write = || -> Result<()> {
-            let tio = |e| Error::io(&tmp, e);
-            let mut out = BufWriter::new(File::create(&tmp).map_err(tio)?);
-            out.write_all(&header(&self.metadata, &self.infos))
-                .map_err(tio)?;
-            let mut spill = File::open(&self.spill_path).map_err(io)?;
-            std::io::copy(&mut spill, &mut out).map_err(tio)?;
-            out.flush().map_err(tio)?;
-            out.get_ref().sync_all().map_err(tio)
-        };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        std::fs::rename(&tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
-        self.finished = true;
-        let _ = std::fs::remove_file(&self.spill_path);
-        Ok(())
-    }
-}
-
-impl Drop for GgufWriter {
-    fn drop(&mut self) {
-        if !self.finished {
-            let _ = std::fs::remove_file(&self.spill_path);
-        }
+    /// Header, then the tensor data, into `path` (temp file + rename).
+    pub fn finish(self) -> Result<()> {
+        self.file.finish(&header(&self.metadata, &self.infos))
     }
 }
 
