@@ -152,15 +152,15 @@ pub fn run(a: Args) -> Result<()> {
             prune::prune(model, calib.as_ref(), &cfg, &mut progress, sink)
         }
     };
-    // Each pruned block goes to the output as it is finished, so the pruned model is
-    // never whole in memory.
-    let out_path = a.output.clone();
     // Ctrl-C: the output path was never touched; remove the parts written so far.
+    let out_path = a.output.clone();
     ctrlc::set_handler(move || {
         leanlm::model::spill::remove_leftovers(&out_path);
         std::process::exit(130);
     })
     .context("installing the Ctrl-C handler")?;
+    // Each pruned block goes to the output as it is finished, so the pruned model is
+    // never whole in memory.
     let mut out = output::Streamed::create(&a.output, &loaded, a.outtype)?;
     let report = run(&mut |layer| out.put(layer))?;
     let (layers, params) = out.finish()?;
