@@ -383,12 +383,7 @@ fn prune_streams_a_hugging_face_folder_that_matches_its_gguf_twin() {
         m.forward(&t, &mut m.new_cache(), leanlm::model::Logits::All)
             .unwrap()
     };
-    let (la, lb) = (logits(&a.model), logits(&b.model));
-    let diff = la
-        .iter()
-        .zip(&lb)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
+    let diff = leanlm::numerics::max_abs_diff(&logits(&a.model), &logits(&b.model));
     assert!(diff < 1e-3, "max logit difference {diff}");
     std::fs::remove_file(&gguf).ok();
     std::fs::remove_dir_all(&dir).ok();

@@ -14,6 +14,18 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     ab / (aa.sqrt() * bb.sqrt())
 }
 
+/// Largest |a_i − b_i|; infinite when the lengths differ, so a shape mismatch never
+/// passes as agreement.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::INFINITY;
+    }
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 /// splitmix64: a small generator, reproducible from its seed on every platform
 /// (calibration windows, sampling).
 #[derive(Debug, Clone)]
@@ -62,5 +74,12 @@ mod tests {
         assert!((cosine(&[1.0, 0.0], &[1.0, 1.0]) - std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-12);
         assert_eq!(cosine(&[0.0, 0.0], &[1.0, 1.0]), 0.0);
         assert!((cosine(&[2.0, 0.0], &[-3.0, 0.0]) + 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn max_abs_diff_by_hand() {
+        assert_eq!(max_abs_diff(&[1.0, 2.0, -1.0], &[1.5, 0.5, -1.0]), 1.5);
+        assert_eq!(max_abs_diff(&[], &[]), 0.0);
+        assert_eq!(max_abs_diff(&[1.0], &[1.0, 2.0]), f32::INFINITY);
     }
 }

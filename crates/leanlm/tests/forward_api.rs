@@ -4,19 +4,12 @@
 mod common;
 
 use leanlm::model::{Hooks, KvCache, LinearSite, Logits, Pass};
+use leanlm::numerics::max_abs_diff as max_diff;
 
 fn tokens(n: usize, offset: u32) -> Vec<u32> {
     (0..n as u32)
         .map(|i| (i * 97 + offset) % 30_000 + 100)
         .collect()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use leanlm::model::{load, save_gguf, Logits, RopeStyle};
+use leanlm::numerics::max_abs_diff as max_diff;
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::json;
 
@@ -146,13 +147,6 @@ fn byte_letter(b: u8) -> String {
     }
     let n = (0..b).filter(|&x| !printable(x)).count() as u32;
     char::from_u32(256 + n).unwrap().to_string()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod common;
 
 use leanlm::calibrate::{Calibration, Sweep};
 use leanlm::model::{load, save_gguf, Hooks, Logits, Model, Pass};
+use leanlm::numerics::max_abs_diff;
 use leanlm::quant::GgmlType;
 use leanlm::transform::prune::{
     collect, prune, prune_structured, BlockSink, Method, Pattern, PruneConfig, Structured,
@@ -81,11 +82,7 @@ fn block_by_block_sweep_equals_the_forward_pass() {
     // see different batch shapes, so equality is up to f32 summation order.
     assert_eq!(h.1.len(), h_sweep.1.len());
     let scale = h.1.iter().map(|v| v.abs()).fold(0.0, f32::max);
-    let diff =
-        h.1.iter()
-            .zip(&h_sweep.1)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+    let diff = max_abs_diff(&h.1, &h_sweep.1);
     assert!(diff <= 1e-4 * scale.max(1.0), "diff {diff}, scale {scale}");
 }
 
@@ -245,11 +242,7 @@ fn hugging_face_folder_round_trip_keeps_logits_and_tokens() {
     assert_eq!(back.model.layers.len(), 26);
     // HF keeps q/k rows in halves order: same function, different summation order.
     let (a, b) = (logits(&back.model), logits(&dense));
-    let diff = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
+    let diff = max_abs_diff(&a, &b);
     assert!(diff < 1e-3, "max logit difference {diff}");
     let text = "Pruning 123 layers: naïve café — 日本語 <|im_start|>user\n";
     for special in [false, true] {

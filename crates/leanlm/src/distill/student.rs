@@ -465,11 +465,7 @@ mod tests {
             let got: Vec<f32> = out.logits.flatten_all().unwrap().to_vec1().unwrap();
             let mut want = logits_of(&m, &toks[..12]);
             want.extend(logits_of(&m, &toks[12..]));
-            let err = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let err = crate::numerics::max_abs_diff(&got, &want);
             assert!(err < 1e-4, "{style:?}: max |Δlogit| {err}");
             // And the student converts back to the same model.
             let back = logits_of(&s.to_model().unwrap(), &toks[..12]);
