@@ -82,12 +82,13 @@ impl HfModelWriter {
             std::fs::remove_dir_all(&tmp).map_err(io)?;
         }
         std::fs::create_dir_all(&tmp).map_err(io)?;
+        let st = SafetensorsWriter::create(&tmp.join("model.safetensors"), dtype);
+        if st.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
         let mut out = Self {
             dir: dir.to_path_buf(),
-            st: Some(SafetensorsWriter::create(
-                &tmp.join("model.safetensors"),
-                dtype,
-            )?),
+            st: Some(st?),
             tmp,
             config: config.clone(),
             dtype,
