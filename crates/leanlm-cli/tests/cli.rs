@@ -3,11 +3,20 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::*;
 use leanlm::model::gguf::Value;
 use leanlm::quant::GgmlType;
 use leanlm::transform::prune::{self, Method, Pattern, PruneConfig};
 use leanlm::transform::quantize::{OutType, OutputFormat};
+
+/// `leanlm prune M -o OUT ARGS…`.
+fn run_prune(m: &Path, out: &Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["prune", m.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    all.extend_from_slice(args);
+    leanlm(&all)
+}
 
 #[test]
 fn truncated_gguf() {
@@ -247,9 +256,7 @@ fn eval_base_with_another_vocabulary_is_refused() {
 #[test]
 fn prune_bad_inputs() {
     let m = model();
-    let m = m.to_str().unwrap();
     let out = tmp("pruned.gguf");
-    let o = out.to_str().unwrap();
     let short = tmp("short.txt");
     std::fs::write(&short, "only a few words of calibration text").unwrap();
     let s = short.to_str().unwrap();
@@ -283,9 +290,7 @@ fn prune_bad_inputs() {
         (&["--method", "magnitude"], "say how much to prune"),
     ];
     for (args, needle) in cases {
-        let mut all = vec!["prune", m, "-o", o];
-        all.extend_from_slice(args);
-        assert_clean_error(&leanlm(&all), needle);
+        assert_clean_error(&run_prune(&m, &out, args), needle);
         for left in [out.clone(), out.with_extension("gguf.data.partial")] {
             assert!(!left.exists(), "{args:?} left {} behind", left.display());
         }
@@ -296,19 +301,19 @@ fn prune_bad_inputs() {
 fn prune_writes_a_model_that_info_reports_as_two_four() {
     let m = model();
     let out = tmp("mag24.gguf");
-    let r = leanlm(&[
-        "prune",
-        m.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--method",
-        "magnitude",
-        "--pattern",
-        "2:4",
-        "--outtype",
-        "q8_0",
-        "--json",
-    ]);
+    let r = run_prune(
+        &m,
+        &out,
+        &[
+            "--method",
+            "magnitude",
+            "--pattern",
+            "2:4",
+            "--outtype",
+            "q8_0",
+            "--json",
+        ],
+    );
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     // At least half: the 4-bit source already holds a few exact zeros.
@@ -350,19 +355,19 @@ fn prune_streams_a_hugging_face_folder_that_matches_its_gguf_twin() {
     let (gguf, dir) = (tmp("mag50-f32.gguf"), tmp("mag50-hf"));
     let mut params = Vec::new();
     for out in [&gguf, &dir] {
-        let r = leanlm(&[
-            "prune",
-            m.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--method",
-            "magnitude",
-            "--sparsity",
-            "0.5",
-            "--outtype",
-            "f32",
-            "--json",
-        ]);
+        let r = run_prune(
+            &m,
+            out,
+            &[
+                "--method",
+                "magnitude",
+                "--sparsity",
+                "0.5",
+                "--outtype",
+                "f32",
+                "--json",
+            ],
+        );
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
         let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
         params.push(v["params"].as_u64().unwrap());
@@ -463,18 +468,18 @@ fn quantize_writes_k_quants_with_an_importance_matrix() {
 fn sparse_gguf_round_trips_and_decodes_like_its_dense_copy() {
     let m = model();
     let pruned = tmp("mag50.gguf");
-    let r = leanlm(&[
-        "prune",
-        m.to_str().unwrap(),
-        "-o",
-        pruned.to_str().unwrap(),
-        "--method",
-        "magnitude",
-        "--sparsity",
-        "0.5",
-        "--outtype",
-        "f32",
-    ]);
+    let r = run_prune(
+        &m,
+        &pruned,
+        &[
+            "--method",
+            "magnitude",
+            "--sparsity",
+            "0.5",
+            "--outtype",
+            "f32",
+        ],
+    );
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let (dense, sparse) = (tmp("mag50.q8.gguf"), tmp("mag50.sparse.gguf"));
     for (out, extra) in [(&dense, None), (&sparse, Some("--sparse=bitmap"))] {
