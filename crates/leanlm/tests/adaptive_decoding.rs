@@ -1,6 +1,8 @@
 //! Adaptive decoding on the real model: with greedy choice, every speculative drafter must
 //! give the plain greedy tokens exactly (20 prompts × 64 tokens), and early exit that never
-//! fires must give the plain logits.
+//! fires must give the plain logits. The drafter test runs on the default model's first 8
+//! blocks (with its norm and head): exactness depends on the kernels and the cache
+//! rollback, not on depth, and a third of the blocks keeps CI's two cores in budget.
 
 mod common;
 
@@ -36,28 +38,35 @@ fn greedy() -> Sampler {
 
 #[test]
 fn every_drafter_reproduces_plain_greedy_decoding() {
-    let m = &common::default_model().model;
-    // A depth-pruned draft: the target's first 12 blocks with its own norm and head.
-    let draft = Model::new(
-        m.config.clone(),
-        m.tok_embd.clone(),
-        m.layers[..12].to_vec(),
-        m.out_norm.clone(),
-        m.output.clone(),
-    )
-    .unwrap();
+    let full = &common::default_model().model;
+    let first = |blocks: usize| {
+        Model::new(
+            full.config.clone(),
+            full.tok_embd.clone(),
+            full.layers[..blocks].to_vec(),
+            full.out_norm.clone(),
+            full.output.clone(),
+        )
+        .unwrap()
+    };
+    let m = &first(8);
+    // A depth-pruned draft: the first 5 blocks with the norm and head (self-drafting
+    // with 3 layers is a different, shallower draft).
+    let draft = first(5);
     let drafters = [
-        ("self, 10 layers", Drafter::EarlyLayers(10)),
+        ("self, 3 layers", Drafter::EarlyLayers(3)),
         ("draft model", Drafter::Model(&draft)),
         ("prompt lookup", Drafter::PromptLookup { ngram: 2 }),
     ];
     let n = 64;
+    // Per drafter: drafted and accepted tokens over all prompts.
+    let mut totals = [(0, 0); 3];
     for (p, prompt) in prompts().iter().enumerate() {
         let plain = generate(m, prompt, n, &mut greedy(), None, |_| {})
             .unwrap()
             .tokens;
         assert_eq!(plain.len(), n);
-        for (name, drafter) in &drafters {
+        for ((name, drafter), total) in drafters.iter().zip(&mut totals) {
             let opts = SpecOptions {
                 k: 4,
                 adaptive: p % 2 == 1,
@@ -70,7 +79,14 @@ fn every_drafter_reproduces_plain_greedy_decoding() {
                 stats.rounds <= n && stats.accepted <= stats.drafted,
                 "{name}"
             );
+            total.0 += stats.drafted;
+            total.1 += stats.accepted;
         }
+    }
+    // Both branches of verification ran: some drafts were kept, some rolled back.
+    for ((name, _), (drafted, accepted)) in drafters.iter().zip(totals) {
+        eprintln!("{name}: accepted {accepted} of {drafted} drafted");
+        assert!(0 < accepted && accepted < drafted, "{name}");
     }
 }
 

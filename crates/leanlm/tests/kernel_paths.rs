@@ -43,25 +43,58 @@ fn greedy(m: &Model, prompt: &[u32]) -> Vec<u32> {
     generate(m, prompt, N, &mut s, None, |_| {}).unwrap().tokens
 }
 
-/// Positions (of the reference's greedy continuation, teacher-forced) where `m` and
-/// `reference` pick the same next token, and the number compared.
-fn top1_agreement(m: &Model, reference: &Model, prompts: &[Vec<u32>]) -> (usize, usize) {
-    let v = m.vocab_size();
-    let (mut same, mut total) = (0, 0);
-    for prompt in prompts {
-        let mut seq = prompt.clone();
-        seq.extend(greedy(reference, prompt));
-        let input = &seq[..seq.len() - 1];
-        let a = m.forward(input, &mut m.new_cache(), Logits::All).unwrap();
-        let b = reference
-            .forward(input, &mut reference.new_cache(), Logits::All)
-            .unwrap();
-        for p in prompt.len() - 1..input.len() {
-            same += (argmax(&a[p * v..(p + 1) * v]) == argmax(&b[p * v..(p + 1) * v])) as usize;
-            total += 1;
+/// The reference's greedy continuations of `prompts`, and its logits along them (each
+/// prompt and its continuation but the last token, in one pass), computed once and
+/// compared against several variants.
+struct Reference {
+    tokens: Vec<Vec<u32>>,
+    inputs: Vec<Vec<u32>>,
+    logits: Vec<Vec<f32>>,
+}
+
+impl Reference {
+    fn new(reference: &Model, prompts: &[Vec<u32>]) -> Self {
+        let tokens: Vec<Vec<u32>> = prompts.iter().map(|p| greedy(reference, p)).collect();
+        let inputs: Vec<Vec<u32>> = prompts
+            .iter()
+            .zip(&tokens)
+            .map(|(p, t)| p.iter().chain(&t[..t.len() - 1]).copied().collect())
+            .collect();
+        let logits = inputs.iter().map(|i| all_logits(reference, i)).collect();
+        Self {
+            tokens,
+            inputs,
+            logits,
         }
     }
-    (same, total)
+
+    /// Positions of the continuations (teacher-forced) where `m` picks the reference's
+    /// next token, and the number compared.
+    fn top1_agreement(&self, m: &Model, prompts: &[Vec<u32>]) -> (usize, usize) {
+        let v = m.vocab_size();
+        let (mut same, mut total) = (0, 0);
+        for ((prompt, input), b) in prompts.iter().zip(&self.inputs).zip(&self.logits) {
+            let a = all_logits(m, input);
+            for p in prompt.len() - 1..input.len() {
+                same += (argmax(&a[p * v..(p + 1) * v]) == argmax(&b[p * v..(p + 1) * v])) as usize;
+                total += 1;
+            }
+        }
+        (same, total)
+    }
+
+    /// Prompts on which `m` decodes the reference's 32 tokens.
+    fn same_greedy(&self, m: &Model, prompts: &[Vec<u32>]) -> usize {
+        prompts
+            .iter()
+            .zip(&self.tokens)
+            .filter(|(p, t)| greedy(m, p) == **t)
+            .count()
+    }
+}
+
+fn all_logits(m: &Model, input: &[u32]) -> Vec<f32> {
+    m.forward(input, &mut m.new_cache(), Logits::All).unwrap()
 }
 
 /// `m` with its quantized matrices rounding activations to `precision`.
@@ -69,14 +102,6 @@ fn at(m: &Model, precision: Precision) -> Model {
     let mut m = m.clone();
     m.precision = precision;
     m
-}
-
-/// Prompts (of 5) on which `m` and `reference` decode the same 32 tokens.
-fn same_greedy(m: &Model, reference: &Model, prompts: &[Vec<u32>]) -> usize {
-    prompts
-        .iter()
-        .filter(|p| greedy(m, p) == greedy(reference, p))
-        .count()
 }
 
 #[test]
@@ -92,11 +117,11 @@ fn quantized_types_agree_with_their_dequantized_reference() {
         GgmlType::Q8_0,
     ] {
         let m = quantize_model(source, target, GgmlType::Q8_0, None, SparseChoice::Off).unwrap();
-        let reference = m.dequantized();
-        let (same8, total) = top1_agreement(&at(&m, Precision::Int8), &reference, &prompts);
+        let reference = Reference::new(&m.dequantized(), &prompts);
+        let (same8, total) = reference.top1_agreement(&at(&m, Precision::Int8), &prompts);
         let m16 = at(&m, Precision::Int16);
-        let (same16, _) = top1_agreement(&m16, &reference, &prompts);
-        let greedy16 = same_greedy(&m16, &reference, &prompts);
+        let (same16, _) = reference.top1_agreement(&m16, &prompts);
+        let greedy16 = reference.same_greedy(&m16, &prompts);
         eprintln!(
             "{target}: top-1 agreement {same8}/{total} (8-bit), {same16}/{total} (16-bit); \
              16-bit greedy identical on {greedy16}/5 prompts"
@@ -165,10 +190,10 @@ fn sparse_layouts_decode_exactly_like_dense_q8_0() {
             assert!(run(&sparse) == run(&dense), "{want}: prompt logits differ");
         }
         // With 16-bit activations, the same tokens as the pruned weights in f32.
-        let reference = sparse.dequantized();
+        let reference = Reference::new(&sparse.dequantized(), &prompts);
         let sparse16 = at(&sparse, Precision::Int16);
         assert_eq!(
-            same_greedy(&sparse16, &reference, &prompts),
+            reference.same_greedy(&sparse16, &prompts),
             5,
             "{want} 16-bit"
         );

@@ -395,18 +395,32 @@ impl Sparse {
     pub fn dot(&self, r: usize, x: Q8Row) -> f32 {
         let row = self.row(r);
         #[cfg(target_arch = "x86_64")]
-        if has_avx512() {
-            // SAFETY: the CPU has the features; `new` validated the row's layout.
-            return unsafe {
-                match self.format {
-                    SparseFormat::S24Q8 => x86::dot_s24(row, x),
-                    SparseFormat::BitmapQ8 => x86::dot_bitmap(row, x),
-                }
-            };
+        {
+            // SAFETY: the CPU has each kernel's features; `new` validated the row's layout.
+            if has_avx512() {
+                return unsafe {
+                    match self.format {
+                        SparseFormat::S24Q8 => x86::dot_s24(row, x),
+                        SparseFormat::BitmapQ8 => x86::dot_bitmap(row, x),
+                    }
+                };
+            }
+            if has_avx2() {
+                return unsafe {
+                    match self.format {
+                        SparseFormat::S24Q8 => x86::dot_s24_avx2(row, x),
+                        SparseFormat::BitmapQ8 => x86::dot_bitmap_avx2(row, x),
+                    }
+                };
+            }
         }
-        // Without those kernels: the row rebuilt as dense Q8_0 blocks for the dense
-        // kernel, so that the products still equal the dense copy's bit for bit (greedy
-        // decoding must not depend on the storage) at the cost of decoding the row.
+        self.dot_as_dense(r, x)
+    }
+
+    /// Without SIMD kernels: the row rebuilt as dense Q8_0 blocks for the dense
+    /// reference, so that the products still equal the dense copy's bit for bit (greedy
+    /// decoding must not depend on the storage) at the cost of decoding the row.
+    fn dot_as_dense(&self, r: usize, x: Q8Row) -> f32 {
         DENSE_ROW.with(|buf| {
             let mut buf = buf.borrow_mut();
             self.row_as_q8_0(r, &mut buf);
@@ -433,7 +447,7 @@ thread_local! {
 }
 
 #[cfg(target_arch = "x86_64")]
-use super::simd::has_avx512_sparse as has_avx512;
+use super::simd::{has_avx2, has_avx512_sparse as has_avx512};
 
 pub fn dot_s24_ref(row: &[u8], x: Q8Row) -> f32 {
     let nb = x.d.len();
@@ -582,6 +596,168 @@ mod x86 {
         }
         hsum(acc)
     }
+    /// [`dot_s24`] on AVX2 alone. Without a multishift or a two-table permute, each
+    /// slot's 2-bit position is picked out with byte shuffles and nibble masks, and the
+    /// activations are gathered from each block with one in-lane shuffle per block (a
+    /// slot of 0-7 meets columns 0-15, a slot of 8-15 columns 16-31: the same 128-bit
+    /// lane of the block's activations). The integer lanes are the dense kernel's.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_s24_avx2(row: &[u8], x: Q8Row) -> f32 {
+        let nb = x.d.len();
+        let p = row.as_ptr();
+        let mut acc = _mm256_setzero_ps();
+        let mut b = 0;
+        while b + 2 <= nb {
+            let q = p.add(b * S24_BLOCK);
+            let codes = (q.add(4) as *const i64).read_unaligned();
+            let xa = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32) as *const __m256i);
+            let xb = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32 + 32) as *const __m256i);
+            let xg = gather_pair(codes, xa, xb);
+            let wv = _mm256_loadu_si256(q.add(12) as *const __m256i);
+            let lanes = _mm256_cvtepi32_ps(dot_i8(wv, xg));
+            acc = _mm256_fmadd_ps(pair_scales(q, x, b), lanes, acc);
+            b += 2;
+        }
+        if b < nb {
+            // A lone last block pairs with zeros, as in the dense kernel.
+            let q = p.add(b * S24_BLOCK);
+            let codes = (q.add(2) as *const u32).read_unaligned() as i64;
+            let xa = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32) as *const __m256i);
+            let xg = gather_pair(codes, xa, _mm256_setzero_si256());
+            let lo = _mm_loadl_epi64(q.add(6) as *const __m128i);
+            let hi = _mm_loadl_epi64(q.add(14) as *const __m128i);
+            let wv = _mm256_set_m128i(hi, lo);
+            let lanes = _mm256_cvtepi32_ps(dot_i8(wv, xg));
+            acc = _mm256_fmadd_ps(pair_scale(half(q) * x.d[b], 0.0), lanes, acc);
+        }
+        hsum(acc)
+    }
+
+    /// The activations that meet a 2:4 pair's 32 stored values, in their storage order
+    /// `[A 0-7, B 0-7 | A 8-15, B 8-15]`. `codes` holds A's 16 two-bit positions in its
+    /// low 32 bits and B's in the high 32.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn gather_pair(codes: i64, xa: __m256i, xb: __m256i) -> __m256i {
+        // Each value byte takes the code byte that holds its slot: slot k of a block
+        // sits in code byte k/4, B's code bytes follow A's four.
+        let pick = _mm256_setr_epi8(
+            0, 0, 0, 0, 1, 1, 1, 1, 4, 4, 4, 4, 5, 5, 5, 5, 2, 2, 2, 2, 3, 3, 3, 3, 6, 6, 6, 6, 7,
+            7, 7, 7,
+        );
+        let c = _mm256_shuffle_epi8(_mm256_set1_epi64x(codes), pick);
+        // Slot k's field is bits 2(k%4)..2(k%4)+2 of its byte: take the nibble that holds
+        // it, mask the field, and map 0-3 or 0/4/8/12 to 0-3 with a table.
+        let nibble = _mm256_set1_epi8(0x0f);
+        let lo = _mm256_and_si256(c, nibble);
+        let hi = _mm256_and_si256(_mm256_srli_epi16(c, 4), nibble);
+        let upper = _mm256_set1_epi32(0xffff_0000u32 as i32);
+        let field = _mm256_and_si256(
+            _mm256_blendv_epi8(lo, hi, upper),
+            _mm256_set1_epi32(0x0c03_0c03),
+        );
+        let to_pos = _mm256_setr_epi8(
+            0, 1, 2, 3, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0, 1, 2, 3, 1, 0, 0, 0, 2, 0, 0, 0, 3,
+            0, 0, 0,
+        );
+        // Slot k's group of 4 columns starts at 4·(k/2) within its 16-column lane.
+        let group = _mm256_setr_epi8(
+            0, 0, 4, 4, 8, 8, 12, 12, 0, 0, 4, 4, 8, 8, 12, 12, 0, 0, 4, 4, 8, 8, 12, 12, 0, 0, 4,
+            4, 8, 8, 12, 12,
+        );
+        let idx = _mm256_add_epi8(_mm256_shuffle_epi8(to_pos, field), group);
+        // Bytes 8-15 and 24-31 are B's.
+        _mm256_blend_epi32(
+            _mm256_shuffle_epi8(xa, idx),
+            _mm256_shuffle_epi8(xb, idx),
+            0b1100_1100,
+        )
+    }
+
+    /// For each 8-bit mask, the byte shuffle that spreads the next stored values to
+    /// the columns whose bits are set (0x80 zeroes the others).
+    const EXPAND: [[u8; 8]; 256] = {
+        let mut t = [[0x80u8; 8]; 256];
+        let mut m = 0;
+        while m < 256 {
+            let (mut j, mut n) = (0, 0u8);
+            while j < 8 {
+                if m >> j & 1 == 1 {
+                    t[m][j] = n;
+                    n += 1;
+                }
+                j += 1;
+            }
+            m += 1;
+        }
+        t
+    };
+
+    /// One bitmap block's values at their columns. Reads 8 bytes at each of four
+    /// offsets past `v`; the caller guarantees 32 readable bytes from `v`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn expand_avx2(mask: u32, v: *const u8) -> __m256i {
+        let mut part = [_mm_setzero_si128(); 4];
+        let mut at = 0;
+        for (i, part) in part.iter_mut().enumerate() {
+            let m = (mask >> (8 * i)) as u8;
+            let values = _mm_loadl_epi64(v.add(at) as *const __m128i);
+            let ctrl = _mm_loadl_epi64(EXPAND[m as usize].as_ptr() as *const __m128i);
+            *part = _mm_shuffle_epi8(values, ctrl);
+            at += m.count_ones() as usize;
+        }
+        _mm256_set_m128i(
+            _mm_unpacklo_epi64(part[2], part[3]),
+            _mm_unpacklo_epi64(part[0], part[1]),
+        )
+    }
+
+    /// The block whose values start at byte `v` of `row`, at its columns; moves `v` past
+    /// them. Near the end of the row the values are first copied into a zero-padded
+    /// buffer, so that no load reads past the row.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn next_block(row: &[u8], mask: u32, v: &mut usize) -> __m256i {
+        let n = mask.count_ones() as usize;
+        let w = if *v + 32 <= row.len() {
+            expand_avx2(mask, row.as_ptr().add(*v))
+        } else {
+            let mut tail = [0u8; 32];
+            tail[..n].copy_from_slice(&row[*v..*v + n]);
+            expand_avx2(mask, tail.as_ptr())
+        };
+        *v += n;
+        w
+    }
+
+    /// [`dot_bitmap`] on AVX2: each block's values spread by four table-driven byte
+    /// shuffles.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_bitmap_avx2(row: &[u8], x: Q8Row) -> f32 {
+        let nb = x.d.len();
+        let p = row.as_ptr();
+        let masks = p.add(2 * nb) as *const u32;
+        let mut v = BITMAP_HEADER * nb;
+        let mut acc = _mm256_setzero_ps();
+        let mut b = 0;
+        while b < nb {
+            let wa = next_block(row, masks.add(b).read_unaligned(), &mut v);
+            let xa = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32) as *const __m256i);
+            let (wb, xb, scale) = if b + 1 < nb {
+                let wb = next_block(row, masks.add(b + 1).read_unaligned(), &mut v);
+                let xb = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32 + 32) as *const __m256i);
+                (wb, xb, pair_scales(p.add(2 * b), x, b))
+            } else {
+                let z = _mm256_setzero_si256();
+                (z, z, pair_scale(half(p.add(2 * b)) * x.d[b], 0.0))
+            };
+            let lanes = _mm256_cvtepi32_ps(pair_lanes(wa, xa, wb, xb));
+            acc = _mm256_fmadd_ps(scale, lanes, acc);
+            b += 2;
+        }
+        hsum(acc)
+    }
 }
 
 #[cfg(test)]
@@ -616,6 +792,10 @@ mod tests {
         for (rows, cols) in [(1, 32), (3, 64), (5, 96), (7, 576)] {
             let mut w24 = data(rows * cols, 3 + cols as u32);
             prune_2_4(&mut w24);
+            // Groups with one kept value or none leave slots empty.
+            for v in w24.iter_mut().step_by(7) {
+                *v = 0.0;
+            }
             let mut wu = data(rows * cols, 5);
             prune_below(&mut wu, 0.5);
             wu[0] = 0.9; // a block with 32 non-zeros and one with none, too
@@ -638,11 +818,24 @@ mod tests {
                         SparseFormat::BitmapQ8 => dot_bitmap_ref(s.row(r), x),
                     };
                     let got = s.dot(r, x);
-                    // Bit-identical to dense Q8_0 on the same values, with or without the
-                    // AVX-512 kernels.
+                    // Bit-identical to dense Q8_0 on the same values, on every kernel
+                    // this CPU can run.
                     let q8 = quantize_q8_0(&w[r * cols..(r + 1) * cols]);
                     let dense = crate::quant::dot::dot_q8_0(&q8, x);
-                    assert_eq!(got.to_bits(), dense.to_bits(), "{format}");
+                    let mut paths = vec![("dispatched", got), ("as dense", s.dot_as_dense(r, x))];
+                    #[cfg(target_arch = "x86_64")]
+                    if has_avx2() {
+                        // SAFETY: AVX2 detected; `encode` wrote a valid row.
+                        paths.push(("avx2", unsafe {
+                            match format {
+                                SparseFormat::S24Q8 => x86::dot_s24_avx2(s.row(r), x),
+                                SparseFormat::BitmapQ8 => x86::dot_bitmap_avx2(s.row(r), x),
+                            }
+                        }));
+                    }
+                    for (path, v) in paths {
+                        assert_eq!(v.to_bits(), dense.to_bits(), "{format} {path}");
+                    }
                     assert!(
                         (got - reference).abs() <= 1e-4 * (1.0 + reference.abs()),
                         "{format}: {got} vs {reference}"
