@@ -528,9 +528,7 @@ mod x86 {
             let qa = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32) as *const __m256i);
             let qb = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32 + 32) as *const __m256i);
             let xg = _mm256_permutex2var_epi8(qa, idx, qb);
-            let wv = _mm256_loadu_si256(q.add(12) as *const __m256i);
-            let lanes = _mm256_cvtepi32_ps(dot_i8(wv, xg));
-            acc = _mm256_fmadd_ps(pair_scales(q, x, b), lanes, acc);
+            acc = block_pair(q, xg, x, b, acc);
             b += 2;
         }
         if b < nb {
@@ -544,12 +542,7 @@ mod x86 {
             let idx = _mm256_add_epi8(pos, base);
             let qa = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32) as *const __m256i);
             let xg = _mm256_permutex2var_epi8(qa, idx, _mm256_setzero_si256());
-            // Slots 0-7 to bytes 0-7, 8-15 to bytes 16-23; the B positions stay zero.
-            let lo = _mm_loadl_epi64(q.add(6) as *const __m128i);
-            let hi = _mm_loadl_epi64(q.add(14) as *const __m128i);
-            let wv = _mm256_set_m128i(hi, lo);
-            let lanes = _mm256_cvtepi32_ps(dot_i8(wv, xg));
-            acc = _mm256_fmadd_ps(pair_scale(half(q) * x.d[b], 0.0), lanes, acc);
+            acc = lone_block(q, xg, x.d[b], acc);
         }
         hsum(acc)
     }
@@ -613,9 +606,7 @@ mod x86 {
             let xa = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32) as *const __m256i);
             let xb = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32 + 32) as *const __m256i);
             let xg = gather_pair(codes, xa, xb);
-            let wv = _mm256_loadu_si256(q.add(12) as *const __m256i);
-            let lanes = _mm256_cvtepi32_ps(dot_i8(wv, xg));
-            acc = _mm256_fmadd_ps(pair_scales(q, x, b), lanes, acc);
+            acc = block_pair(q, xg, x, b, acc);
             b += 2;
         }
         if b < nb {
@@ -624,13 +615,32 @@ mod x86 {
             let codes = (q.add(2) as *const u32).read_unaligned() as i64;
             let xa = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32) as *const __m256i);
             let xg = gather_pair(codes, xa, _mm256_setzero_si256());
-            let lo = _mm_loadl_epi64(q.add(6) as *const __m128i);
-            let hi = _mm_loadl_epi64(q.add(14) as *const __m128i);
-            let wv = _mm256_set_m128i(hi, lo);
-            let lanes = _mm256_cvtepi32_ps(dot_i8(wv, xg));
-            acc = _mm256_fmadd_ps(pair_scale(half(q) * x.d[b], 0.0), lanes, acc);
+            acc = lone_block(q, xg, x.d[b], acc);
         }
         hsum(acc)
+    }
+
+    /// `acc` plus the pair of 2:4 blocks `b`, `b + 1` stored at `q`, against their
+    /// gathered activations `xg`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn block_pair(q: *const u8, xg: __m256i, x: Q8Row, b: usize, acc: __m256) -> __m256 {
+        let wv = _mm256_loadu_si256(q.add(12) as *const __m256i);
+        let lanes = _mm256_cvtepi32_ps(dot_i8(wv, xg));
+        _mm256_fmadd_ps(pair_scales(q, x, b), lanes, acc)
+    }
+
+    /// `acc` plus a lone last 2:4 block at `q` (stored `[d | codes | slots 0-15]`) against
+    /// its gathered activations `xg`, paired with zeros as in the dense kernel.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn lone_block(q: *const u8, xg: __m256i, dx: f32, acc: __m256) -> __m256 {
+        // Slots 0-7 to bytes 0-7, 8-15 to bytes 16-23; the B positions stay zero.
+        let lo = _mm_loadl_epi64(q.add(6) as *const __m128i);
+        let hi = _mm_loadl_epi64(q.add(14) as *const __m128i);
+        let wv = _mm256_set_m128i(hi, lo);
+        let lanes = _mm256_cvtepi32_ps(dot_i8(wv, xg));
+        _mm256_fmadd_ps(pair_scale(half(q) * dx, 0.0), lanes, acc)
     }
 
     /// The activations that meet a 2:4 pair's 32 stored values, in their storage order
