@@ -418,7 +418,7 @@ impl Sparse {
     }
 
     /// Without SIMD kernels: the row rebuilt as dense Q8_0 blocks for the dense
-    /// reference, so that the products still equal the dense copy's bit for bit (greedy
+    /// kernel, so that the products still equal the dense copy's bit for bit (greedy
     /// decoding must not depend on the storage) at the cost of decoding the row.
     fn dot_as_dense(&self, r: usize, x: Q8Row) -> f32 {
         DENSE_ROW.with(|buf| {
