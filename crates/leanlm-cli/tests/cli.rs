@@ -11,6 +11,16 @@ use leanlm::quant::GgmlType;
 use leanlm::transform::prune::{self, Method, Pattern, PruneConfig};
 use leanlm::transform::quantize::{OutType, OutputFormat};
 
+/// Magnitude pruning to 50% with an f32 output: no calibration, so it is quick.
+const MAGNITUDE_50_F32: [&str; 6] = [
+    "--method",
+    "magnitude",
+    "--sparsity",
+    "0.5",
+    "--outtype",
+    "f32",
+];
+
 /// `leanlm prune M -o OUT ARGS…`.
 fn run_prune(m: &Path, out: &Path, args: &[&str]) -> std::process::Output {
     let mut all = vec!["prune", m.to_str().unwrap(), "-o", out.to_str().unwrap()];
@@ -355,19 +365,7 @@ fn prune_streams_a_hugging_face_folder_that_matches_its_gguf_twin() {
     let (gguf, dir) = (tmp("mag50-f32.gguf"), tmp("mag50-hf"));
     let mut params = Vec::new();
     for out in [&gguf, &dir] {
-        let r = run_prune(
-            &m,
-            out,
-            &[
-                "--method",
-                "magnitude",
-                "--sparsity",
-                "0.5",
-                "--outtype",
-                "f32",
-                "--json",
-            ],
-        );
+        let r = run_prune(&m, out, &[&MAGNITUDE_50_F32[..], &["--json"]].concat());
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
         let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
         params.push(v["params"].as_u64().unwrap());
@@ -401,14 +399,7 @@ fn ctrl_c_during_a_prune_leaves_nothing_behind() {
     let spill = tmp("interrupted.gguf.data.partial");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_leanlm"))
         .args(["prune", m.to_str().unwrap(), "-o", out.to_str().unwrap()])
-        .args([
-            "--method",
-            "magnitude",
-            "--sparsity",
-            "0.5",
-            "--outtype",
-            "f32",
-        ])
+        .args(MAGNITUDE_50_F32)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -468,18 +459,7 @@ fn quantize_writes_k_quants_with_an_importance_matrix() {
 fn sparse_gguf_round_trips_and_decodes_like_its_dense_copy() {
     let m = model();
     let pruned = tmp("mag50.gguf");
-    let r = run_prune(
-        &m,
-        &pruned,
-        &[
-            "--method",
-            "magnitude",
-            "--sparsity",
-            "0.5",
-            "--outtype",
-            "f32",
-        ],
-    );
+    let r = run_prune(&m, &pruned, &MAGNITUDE_50_F32);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let (dense, sparse) = (tmp("mag50.q8.gguf"), tmp("mag50.sparse.gguf"));
     for (out, extra) in [(&dense, None), (&sparse, Some("--sparse=bitmap"))] {
