@@ -12,7 +12,7 @@ else
   src="$peer/llama_cpp_python-$VERSION/vendor/llama.cpp"
   if [ ! -f "$src/CMakeLists.txt" ]; then
     mkdir -p "$peer"
-    python3 -m pip download --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$peer" >&2
+    python3 -m pip download --no-deps --no-binary llama-cpp-python "llama-cpp-python==$VERSION" -d "$peer" >&2
     tar -xzf "$peer/llama_cpp_python-$VERSION.tar.gz" -C "$peer"
   fi
 fi
@@ -21,7 +21,7 @@ need=(llama-bench llama-perplexity llama-tokenize llama-simple)
 missing=0
 for t in "${need[@]}"; do [ -x "$bin/$t" ] || missing=1; done
 if [ "$missing" = 1 ]; then
-  command -v cmake >/dev/null || { echo "cmake is needed: apt-get install -y cmake" >&2; exit 1; }
+  command -v cmake >/dev/null || { echo "cmake is needed: python3 -m pip install cmake (or apt-get install -y cmake)" >&2; exit 1; }
   cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DGGML_NATIVE=ON \
         -DLLAMA_BUILD_TESTS=OFF >&2
   cmake --build "$src/build" -j"$(nproc)" --target "${need[@]}" >&2
