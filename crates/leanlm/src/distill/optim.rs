@@ -3,7 +3,8 @@
 //! moment estimates are plain tensors so that a checkpoint can hold them.
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor};
+use candle_core::{CpuStorage, DType, Storage, Tensor};
+use rayon::prelude::*;
 
 use super::student::Param;
 use crate::error::{Error, Result};
@@ -111,14 +112,16 @@ impl AdamW {
     /// One update with `lr` (the schedule applied) from summed gradients scaled by
     /// `grad_scale` (1 / accumulation steps).
     pub fn step(&mut self, params: &[Param], grads: &[Tensor], lr: f64) -> Result<StepInfo> {
-        let c = self.cfg;
         let mut sq = 0f64;
         for g in grads {
-            sq += g
-                .sqr()?
-                .sum_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
+            sq += match with_cpu_f32(g, sum_of_squares) {
+                Some(s) => s,
+                None => g
+                    .sqr()?
+                    .sum_all()?
+                    .to_dtype(DType::F64)?
+                    .to_scalar::<f64>()?,
+            };
         }
         let grad_norm = sq.sqrt();
         if !grad_norm.is_finite() {
@@ -126,30 +129,144 @@ impl AdamW {
                 "the gradient norm is {grad_norm}: training diverged (lower --lr)"
             )));
         }
-        let clip = match c.clip {
+        let clip = match self.cfg.clip {
             Some(max) if grad_norm > max => max / grad_norm,
             _ => 1.0,
         };
         self.t += 1;
-        let bc1 = 1.0 - c.beta1.powi(self.t as i32);
-        let bc2 = 1.0 - c.beta2.powi(self.t as i32);
         for (i, (p, g)) in params.iter().zip(grads).enumerate() {
-            let g = (g * clip)?;
-            self.m[i] = ((&self.m[i] * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
-            self.v[i] = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
-            let mhat = (&self.m[i] / bc1)?;
-            let vhat = (&self.v[i] / bc2)?;
-            let update = (mhat / (vhat.sqrt()? + c.eps)?)?;
-            let w = p.var.as_tensor();
-            let decayed = if p.decay && c.weight_decay > 0.0 {
-                (w * (1.0 - lr * c.weight_decay))?
-            } else {
-                w.clone()
+            let h = Hyper::new(&self.cfg, self.t, clip, lr, p.decay);
+            let (w, m, v) = match fused_update(p.var.as_tensor(), g, &self.m[i], &self.v[i], &h)? {
+                Some(new) => new,
+                None => tensor_update(p.var.as_tensor(), g, &self.m[i], &self.v[i], &h)?,
             };
-            p.var.set(&(decayed - (update * lr)?)?)?;
+            p.var.set(&w)?;
+            (self.m[i], self.v[i]) = (m, v);
         }
         Ok(StepInfo { grad_norm, lr })
     }
+}
+
+/// The scalars of one parameter's update, in f32 as the tensor ops apply them.
+struct Hyper {
+    clip: f32,
+    beta1: f32,
+    beta2: f32,
+    /// Bias corrections 1 − βᵗ.
+    bc1: f32,
+    bc2: f32,
+    eps: f32,
+    lr: f32,
+    /// 1 − lr·weight_decay, or 1 where the parameter takes no decay.
+    keep: f32,
+}
+
+impl Hyper {
+    fn new(c: &AdamWConfig, t: usize, clip: f64, lr: f64, decay: bool) -> Self {
+        let keep = if decay && c.weight_decay > 0.0 {
+            1.0 - lr * c.weight_decay
+        } else {
+            1.0
+        };
+        Self {
+            clip: clip as f32,
+            beta1: c.beta1 as f32,
+            beta2: c.beta2 as f32,
+            bc1: (1.0 - c.beta1.powi(t as i32)) as f32,
+            bc2: (1.0 - c.beta2.powi(t as i32)) as f32,
+            eps: c.eps as f32,
+            lr: lr as f32,
+            keep: keep as f32,
+        }
+    }
+}
+
+/// New (w, m, v) from candle tensor operations: any device, any float type.
+fn tensor_update(
+    w: &Tensor,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    h: &Hyper,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let f = |x: f32| x as f64;
+    let g = (g * f(h.clip))?;
+    let m = ((m * f(h.beta1))? + (&g * f(1.0 - h.beta1))?)?;
+    let v = ((v * f(h.beta2))? + (g.sqr()? * f(1.0 - h.beta2))?)?;
+    let mhat = (&m / f(h.bc1))?;
+    let vhat = (&v / f(h.bc2))?;
+    let update = (mhat / (vhat.sqrt()? + f(h.eps))?)?;
+    let w = ((w * f(h.keep))? - (update * f(h.lr))?)?;
+    Ok((w, m, v))
+}
+
+/// The same update in one pass over f32 tensors on the CPU. The tensor form allocates a
+/// full-size temporary per operation: about 3 s of an 8 s step for 113 M weights.
+/// `None` when a tensor is elsewhere or not contiguous f32.
+fn fused_update(
+    w: &Tensor,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    h: &Hyper,
+) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+    let n = w.elem_count();
+    if [g, m, v].iter().any(|t| t.elem_count() != n) {
+        return Ok(None); // the tensor ops name the mismatch
+    }
+    let (mut w2, mut m2, mut v2) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    let done = with_cpu_f32(w, |w| {
+        with_cpu_f32(g, |g| {
+            with_cpu_f32(m, |m| {
+                with_cpu_f32(v, |v| {
+                    const CHUNK: usize = 1 << 16;
+                    w2.par_chunks_mut(CHUNK)
+                        .zip(m2.par_chunks_mut(CHUNK))
+                        .zip(v2.par_chunks_mut(CHUNK))
+                        .enumerate()
+                        .for_each(|(c, ((w2, m2), v2))| {
+                            let at = c * CHUNK;
+                            let end = at + w2.len();
+                            let it = w[at..end].iter().zip(&g[at..end]);
+                            let it = it.zip(m[at..end].iter().zip(&v[at..end]));
+                            for (j, ((&w, &g), (&m, &v))) in it.enumerate() {
+                                let g = g * h.clip;
+                                let m = m * h.beta1 + g * (1.0 - h.beta1);
+                                let v = v * h.beta2 + g * g * (1.0 - h.beta2);
+                                let update = (m / h.bc1) / ((v / h.bc2).sqrt() + h.eps);
+                                (w2[j], m2[j], v2[j]) = (w * h.keep - update * h.lr, m, v);
+                            }
+                        });
+                })
+            })
+        })
+    });
+    if done.flatten().flatten().flatten().is_none() {
+        return Ok(None);
+    }
+    let shape = w.shape();
+    let cpu = |x: Vec<f32>| Tensor::from_vec(x, shape, &candle_core::Device::Cpu);
+    Ok(Some((cpu(w2)?, cpu(m2)?, cpu(v2)?)))
+}
+
+/// Run `f` on the tensor's data when it is a contiguous f32 tensor in CPU memory.
+fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    if t.dtype() != DType::F32 {
+        return None;
+    }
+    let (storage, layout) = t.storage_and_layout();
+    let (from, to) = layout.contiguous_offsets()?;
+    match &*storage {
+        Storage::Cpu(CpuStorage::F32(data)) => Some(f(&data[from..to])),
+        _ => None,
+    }
+}
+
+/// Σx² in f64, in parallel.
+fn sum_of_squares(x: &[f32]) -> f64 {
+    x.par_chunks(1 << 16)
+        .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
+        .sum()
 }
 
 /// Add this micro-batch's gradients (scaled) into the running sums, one per parameter;
@@ -217,6 +334,53 @@ mod tests {
             (w[0] - 0.9).abs() < 1e-5 && (w[1] + 1.9).abs() < 1e-5 && w[2] == 0.5,
             "{w:?}"
         );
+    }
+
+    /// The fused CPU pass against the tensor-op form it replaces, over three steps with
+    /// clipping, with and without weight decay, on a length that ends in a partial chunk.
+    #[test]
+    fn fused_update_equals_the_tensor_ops() {
+        use candle_core::Device;
+        let n = (1 << 16) + 37;
+        let t = |seed: u32| {
+            Tensor::from_vec(crate::quant::test_data(n, seed), n, &Device::Cpu).unwrap()
+        };
+        let cfg = AdamWConfig {
+            weight_decay: 0.1,
+            ..Default::default()
+        };
+        for decay in [false, true] {
+            let zeros = t(0).zeros_like().unwrap();
+            let (mut wf, mut mf, mut vf) = (t(1), zeros.clone(), zeros.clone());
+            let (mut wt, mut mt, mut vt) = (t(1), zeros.clone(), zeros);
+            for step in 1..=3 {
+                let g = t(10 + step as u32);
+                let h = Hyper::new(&cfg, step, 0.5, 1e-2, decay);
+                (wf, mf, vf) = fused_update(&wf, &g, &mf, &vf, &h)
+                    .unwrap()
+                    .expect("contiguous f32 on the CPU");
+                (wt, mt, vt) = tensor_update(&wt, &g, &mt, &vt, &h).unwrap();
+            }
+            for (a, b) in [(&wf, &wt), (&mf, &mt), (&vf, &vt)] {
+                let (a, b) = (a.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());
+                for (x, y) in a.iter().zip(&b) {
+                    assert!((x - y).abs() <= 1e-6 * (1.0 + y.abs()), "{x} vs {y}");
+                }
+            }
+            let before = t(1).to_vec1::<f32>().unwrap();
+            assert!(wf
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .zip(&before)
+                .all(|(a, b)| a != b));
+        }
+        // A transposed (non-contiguous) weight is left to the tensor ops.
+        let w = Tensor::from_vec(crate::quant::test_data(32, 5), (4, 8), &Device::Cpu).unwrap();
+        let w = w.t().unwrap();
+        let z = w.zeros_like().unwrap();
+        let h = Hyper::new(&cfg, 1, 1.0, 1e-2, true);
+        assert!(fused_update(&w, &z, &z, &z, &h).unwrap().is_none());
     }
 
     #[test]
