@@ -109,8 +109,8 @@ impl AdamW {
         })
     }
 
-    /// One update with `lr` (the schedule applied) from summed gradients scaled by
-    /// `grad_scale` (1 / accumulation steps).
+    /// One update with `lr` (the schedule applied) from the accumulated gradients, one
+    /// per parameter in parameter order.
     pub fn step(&mut self, params: &[Param], grads: &[Tensor], lr: f64) -> Result<StepInfo> {
         let mut sq = 0f64;
         for g in grads {
