@@ -3,7 +3,7 @@
 //! moment estimates are plain tensors so that a checkpoint can hold them.
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, Storage, Tensor};
+use candle_core::{CpuStorage, DType, Layout, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::student::Param;
@@ -114,8 +114,9 @@ impl AdamW {
     pub fn step(&mut self, params: &[Param], grads: &[Tensor], lr: f64) -> Result<StepInfo> {
         let mut sq = 0f64;
         for g in grads {
-            sq += match with_cpu_f32(g, sum_of_squares) {
-                Some(s) => s,
+            let (storage, layout) = g.storage_and_layout();
+            sq += match cpu_f32(&storage, layout) {
+                Some(x) => sum_of_squares(x),
                 None => g
                     .sqr()?
                     .sum_all()?
@@ -214,50 +215,43 @@ fn fused_update(
     if [g, m, v].iter().any(|t| t.elem_count() != n) {
         return Ok(None); // the tensor ops name the mismatch
     }
-    let (mut w2, mut m2, mut v2) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
-    let done = with_cpu_f32(w, |w| {
-        with_cpu_f32(g, |g| {
-            with_cpu_f32(m, |m| {
-                with_cpu_f32(v, |v| {
-                    const CHUNK: usize = 1 << 16;
-                    w2.par_chunks_mut(CHUNK)
-                        .zip(m2.par_chunks_mut(CHUNK))
-                        .zip(v2.par_chunks_mut(CHUNK))
-                        .enumerate()
-                        .for_each(|(c, ((w2, m2), v2))| {
-                            let at = c * CHUNK;
-                            let end = at + w2.len();
-                            let it = w[at..end].iter().zip(&g[at..end]);
-                            let it = it.zip(m[at..end].iter().zip(&v[at..end]));
-                            for (j, ((&w, &g), (&m, &v))) in it.enumerate() {
-                                let g = g * h.clip;
-                                let m = m * h.beta1 + g * (1.0 - h.beta1);
-                                let v = v * h.beta2 + g * g * (1.0 - h.beta2);
-                                let update = (m / h.bc1) / ((v / h.bc2).sqrt() + h.eps);
-                                (w2[j], m2[j], v2[j]) = (w * h.keep - update * h.lr, m, v);
-                            }
-                        });
-                })
-            })
-        })
-    });
-    if done.flatten().flatten().flatten().is_none() {
+    let held = [w, g, m, v].map(|t| t.storage_and_layout());
+    let Some(data) = held
+        .iter()
+        .map(|(storage, layout)| cpu_f32(storage, layout))
+        .collect::<Option<Vec<_>>>()
+    else {
         return Ok(None);
-    }
-    let shape = w.shape();
+    };
+    let (w, g, m, v) = (data[0], data[1], data[2], data[3]);
+    let (mut w2, mut m2, mut v2) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    const CHUNK: usize = 1 << 16;
+    w2.par_chunks_mut(CHUNK)
+        .zip(m2.par_chunks_mut(CHUNK))
+        .zip(v2.par_chunks_mut(CHUNK))
+        .enumerate()
+        .for_each(|(c, ((w2, m2), v2))| {
+            let range = c * CHUNK..c * CHUNK + w2.len();
+            let it = w[range.clone()].iter().zip(&g[range.clone()]);
+            let it = it.zip(m[range.clone()].iter().zip(&v[range]));
+            for (j, ((&w, &g), (&m, &v))) in it.enumerate() {
+                let g = g * h.clip;
+                let m = m * h.beta1 + g * (1.0 - h.beta1);
+                let v = v * h.beta2 + g * g * (1.0 - h.beta2);
+                let update = (m / h.bc1) / ((v / h.bc2).sqrt() + h.eps);
+                (w2[j], m2[j], v2[j]) = (w * h.keep - update * h.lr, m, v);
+            }
+        });
+    let shape = held[0].1.shape();
     let cpu = |x: Vec<f32>| Tensor::from_vec(x, shape, &candle_core::Device::Cpu);
     Ok(Some((cpu(w2)?, cpu(m2)?, cpu(v2)?)))
 }
 
-/// Run `f` on the tensor's data when it is a contiguous f32 tensor in CPU memory.
-fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
-    if t.dtype() != DType::F32 {
-        return None;
-    }
-    let (storage, layout) = t.storage_and_layout();
+/// The data of a contiguous f32 tensor in CPU memory.
+fn cpu_f32<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
     let (from, to) = layout.contiguous_offsets()?;
-    match &*storage {
-        Storage::Cpu(CpuStorage::F32(data)) => Some(f(&data[from..to])),
+    match storage {
+        Storage::Cpu(CpuStorage::F32(data)) => Some(&data[from..to]),
         _ => None,
     }
 }
