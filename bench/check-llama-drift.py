@@ -13,29 +13,13 @@ last bits of everything before it; so the greedy path depends on the CPU's instr
 set and the kernels' summation order, in llama.cpp as in leanlm. Prints one JSON object.
 Usage: bench/check-llama-drift.py
 """
-import importlib.util, json, os, struct, subprocess, tempfile
+import importlib.util, json, os, subprocess, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 spec = importlib.util.spec_from_file_location("fixtures", os.path.join(ROOT, "bench", "make-fixtures.py"))
 fixtures = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(fixtures)
 FX = fixtures.OUT
-
-
-def top_logprobs(kld_path):
-    """Top-16 (token, log p) per scored position of a --kl-divergence-base file."""
-    raw = open(kld_path, "rb").read()
-    n_ctx, n_vocab, n_chunk = struct.unpack_from("<iii", raw, 8)
-    off = 20 + 4 * n_ctx * n_chunk
-    nv = 2 * ((n_vocab + 1) // 2) + 4
-    rows = []
-    for _ in range(n_ctx - 1 - n_ctx // 2):
-        scale, min_lp = struct.unpack_from("<ff", raw, off)
-        q = struct.unpack_from(f"<{n_vocab}H", raw, off + 8)
-        off += 2 * nv
-        order = sorted(range(n_vocab), key=lambda t: -q[t])[:fixtures.TOP]
-        rows.append([(t, min_lp + scale * q[t]) for t in order])
-    return rows
 
 
 def greedy_matches(continuations, cases):
@@ -60,13 +44,13 @@ def main():
         base = os.path.join(tmp, "base.kld")
         fixtures.run([os.path.join(bin_dir, "llama-perplexity"), "-m", fixtures.MODEL, "-f", fixtures.WIKI,
                       "-c", "512", "--chunks", "1", "-t", "2", "--kl-divergence-base", base])
-        here = top_logprobs(base)
+        _, _, here = fixtures.read_logits(base)
     recorded = json.load(open(os.path.join(FX, "logprobs.json")))["positions"]
     diffs, top1 = [], 0
     for h, r in zip(here, recorded):
-        hd = dict(h)
+        hd = {t: lp for t, lp in h["top"]}
         diffs += [abs(hd[t] - lp) for t, lp in r["top"] if t in hd]
-        top1 += h[0][0] == r["top"][0][0]
+        top1 += h["top"][0][0] == r["top"][0][0]
 
     print(json.dumps({
         "cpu_avx512f": "avx512f" in open("/proc/cpuinfo").read(),

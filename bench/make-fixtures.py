@@ -31,6 +31,27 @@ def run(args):
     return subprocess.run(args, check=True, capture_output=True, text=True).stdout
 
 
+def read_logits(path):
+    """A llama-perplexity --kl-divergence-base file (one chunk): its context length, its
+    tokens, and llama.cpp's top log-probs at each scored position (the second half)."""
+    raw = open(path, "rb").read()
+    assert raw[:8] == b"_logits_"
+    n_ctx, n_vocab, n_chunk = struct.unpack_from("<iii", raw, 8)
+    off = 20
+    tokens = list(struct.unpack_from(f"<{n_ctx}i", raw, off))
+    off += 4 * n_ctx * n_chunk
+    nv = 2 * ((n_vocab + 1) // 2) + 4
+    first = n_ctx // 2
+    positions = []
+    for i in range(n_ctx - 1 - first):
+        scale, min_lp = struct.unpack_from("<ff", raw, off)
+        q = struct.unpack_from(f"<{n_vocab}H", raw, off + 8)
+        off += 2 * nv
+        order = sorted(range(n_vocab), key=lambda t: -q[t])[:TOP]
+        positions.append({"pos": first + i, "top": [[t, min_lp + scale * q[t]] for t in order]})
+    return n_ctx, tokens, positions
+
+
 def main():
     bin_dir = run([os.path.join(ROOT, "bench", "build-peer.sh")]).strip()
     tool = lambda name: os.path.join(bin_dir, name)
@@ -53,21 +74,7 @@ def main():
         base = os.path.join(tmp, "base.kld")
         run([tool("llama-perplexity"), "-m", MODEL, "-f", WIKI, "-c", "512", "--chunks", "1", "-t", "2",
              "--kl-divergence-base", base])
-        raw = open(base, "rb").read()
-    assert raw[:8] == b"_logits_"
-    n_ctx, n_vocab, n_chunk = struct.unpack_from("<iii", raw, 8)
-    off = 20
-    tokens = list(struct.unpack_from(f"<{n_ctx}i", raw, off))
-    off += 4 * n_ctx * n_chunk
-    nv = 2 * ((n_vocab + 1) // 2) + 4
-    first = n_ctx // 2
-    positions = []
-    for i in range(n_ctx - 1 - first):
-        scale, min_lp = struct.unpack_from("<ff", raw, off)
-        q = struct.unpack_from(f"<{n_vocab}H", raw, off + 8)
-        off += 2 * nv
-        order = sorted(range(n_vocab), key=lambda t: -q[t])[:TOP]
-        positions.append({"pos": first + i, "top": [[t, min_lp + scale * q[t]] for t in order]})
+        n_ctx, tokens, positions = read_logits(base)
     json.dump({"made_with": "llama-perplexity -c 512 --chunks 1 --kl-divergence-base, log-probs quantized "
                             "by llama.cpp to 16 bits over a 16-nat range (error <= 1.3e-4)",
                "ctx": n_ctx, "tokens": tokens, "positions": positions},
