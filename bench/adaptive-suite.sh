@@ -21,14 +21,14 @@ leanlm=target/release/leanlm
 if [ -z "${DRAFT:-}" ]; then
   DRAFT=$OUT/draft-depth14.gguf
   [ -f "$DRAFT" ] || $leanlm prune "$MODEL" -o "$DRAFT" --structured layers=16 --outtype same \
-      --calib ../shared/data/wikitext-2/valid.txt --nsamples 16 --seqlen 512 -t 2 > /dev/null 2>&1
+      --calib data/wikitext-2/valid.txt --nsamples 16 --seqlen 512 -t 2 > /dev/null 2>&1
 fi
 "$bin/llama-bench" -m "$MODEL" -p 0 -n 128 -r 5 -t 2 -o json > "$OUT/llama-tg128.json" 2>/dev/null
 
 python3 - "$MODEL" "$DRAFT" "$N" "$P" "$OUT" <<'PY'
 import json, subprocess, sys, statistics
 model, draft, n, p, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-lines = [l.strip() for l in open("../shared/data/wikitext-2/valid.txt", encoding="utf-8") if len(l.strip()) > 200][:p]
+lines = [l.strip() for l in open("data/wikitext-2/valid.txt", encoding="utf-8") if len(l.strip()) > 200][:p]
 prompts = [l[:300] for l in lines]
 def run(args):
     res = []

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 p = argparse.ArgumentParser()
 p.add_argument("model")
-p.add_argument("--text", default="../shared/data/wikitext-2-raw/wiki.test.raw")
+p.add_argument("--text", default="data/wikitext-2-raw/wiki.test.raw")
 p.add_argument("--chunks", type=int, default=20)
 p.add_argument("--ctx", type=int, default=512)
 a = p.parse_args()

@@ -7,8 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
-WIKI=../shared/data/wikitext-2-raw/wiki.test.raw
-HS=../shared/data/hellaswag/hellaswag_val_1000.txt
+WIKI=data/wikitext-2-raw/wiki.test.raw
+HS=data/hellaswag/hellaswag_val_1000.txt
 TASKS=${TASKS:-1000}
 [ -f "$MODEL" ] || scripts/fetch-model.sh
 bin=$(bench/build-peer.sh)

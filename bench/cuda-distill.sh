@@ -17,11 +17,11 @@ OUT=bench/out/cuda
 mkdir -p "$OUT"
 leanlm=target/release/leanlm
 [ -f "$OUT/depth-6.gguf" ] || $leanlm prune "$MODEL" -o "$OUT/depth-6.gguf" --structured layers=6 \
-    --calib ../shared/data/wikitext-2/valid.txt --nsamples 64 --seqlen 512 --outtype f16
+    --calib data/wikitext-2/valid.txt --nsamples 64 --seqlen 512 --outtype f16
 for dev in cuda cpu; do
   rm -f "$OUT/kd-$dev.gguf"*
   $leanlm distill --teacher "$MODEL" --student "$OUT/depth-6.gguf" -o "$OUT/kd-$dev.gguf" \
-      --data ../shared/data/wikitext-2/valid.txt --steps "$STEPS" --eval-every 0 --device "$dev" \
+      --data data/wikitext-2/valid.txt --steps "$STEPS" --eval-every 0 --device "$dev" \
       --json > "$OUT/kd-$dev.json"
 done
 python3 - "$OUT" <<'PY'

@@ -15,9 +15,9 @@ cargo build --release --quiet
 OUT=bench/out/distill
 mkdir -p "$OUT"
 leanlm=target/release/leanlm
-VALID=../shared/data/wikitext-2/valid.txt
-TEST=../shared/data/wikitext-2-raw/wiki.test.raw
-HS=../shared/data/hellaswag/hellaswag_val_1000.txt
+VALID=data/wikitext-2/valid.txt
+TEST=data/wikitext-2-raw/wiki.test.raw
+HS=data/hellaswag/hellaswag_val_1000.txt
 CHUNKS=${CHUNKS:-100}
 LR=${LR:-2e-4}
 calib=(--calib "$VALID" --nsamples 64 --seqlen 512 --seed 0)
@@ -67,7 +67,7 @@ PY
 python3 - "$MODEL" "$OUT/draft10-kd.gguf" <<'PY'
 import json, subprocess, sys, statistics
 model, draft = sys.argv[1], sys.argv[2]
-lines = [l.strip() for l in open("../shared/data/wikitext-2/valid.txt", encoding="utf-8") if len(l.strip()) > 200][:8]
+lines = [l.strip() for l in open("data/wikitext-2/valid.txt", encoding="utf-8") if len(l.strip()) > 200][:8]
 def run(args):
     res = []
     for pr in lines:

@@ -16,8 +16,8 @@ cargo build --release --quiet
 OUT=bench/out/exit
 mkdir -p "$OUT"
 leanlm="target/release/leanlm -t 2"
-VALID=../shared/data/wikitext-2/valid.txt
-TEST=../shared/data/wikitext-2-raw/wiki.test.raw
+VALID=data/wikitext-2/valid.txt
+TEST=data/wikitext-2-raw/wiki.test.raw
 $leanlm eval "$MODEL" --ppl "$VALID" --chunks "$CHUNKS" --calibrate-exit "$BUDGET" --json > "$OUT/calibration.json"
 T=$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["chosen"]; print(c["threshold"] if c["threshold"] is not None else "never")' "$OUT/calibration.json")
 echo "calibrated threshold (budget $BUDGET top-1 disagreement on $CHUNKS validation chunks): $T"

@@ -10,8 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
-CALIB=../shared/data/wikitext-2/valid.txt
-WIKI=../shared/data/wikitext-2-raw/wiki.test.raw
+CALIB=data/wikitext-2/valid.txt
+WIKI=data/wikitext-2-raw/wiki.test.raw
 NSAMPLES=${NSAMPLES:-128}
 SEQLEN=${SEQLEN:-2048}
 OUT=bench/out/prune

@@ -15,7 +15,7 @@ D=bench/out/sparse; mkdir -p $D
 for p in "50:--sparsity 0.5" "24:--pattern 2:4"; do
   name=wanda${p%%:*}; args=${p#*:}
   [ -f $D/$name.f32.gguf ] || $L prune "$MODEL" -o $D/$name.f32.gguf --method wanda $args \
-      --calib ../shared/data/wikitext-2/valid.txt --nsamples "$NSAMPLES" --seqlen "$SEQLEN" --outtype f32 2>/dev/null
+      --calib data/wikitext-2/valid.txt --nsamples "$NSAMPLES" --seqlen "$SEQLEN" --outtype f32 2>/dev/null
   # Re-encoded every run: the sparse layouts belong to this build.
   $L quantize $D/$name.f32.gguf -o $D/$name.q8_0.gguf --type q8_0 2>/dev/null
   $L quantize $D/$name.f32.gguf -o $D/$name.sparse.gguf --type q8_0 --sparse=bitmap 2>/dev/null

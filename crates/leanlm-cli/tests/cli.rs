@@ -171,7 +171,7 @@ fn eval_bad_inputs() {
         &leanlm(&["eval", m, "--hellaswag", hs.to_str().unwrap()]),
         "gold label \"9\" is not 0-3",
     );
-    let wiki = root().join("../shared/data/wikitext-2-raw/wiki.test.raw");
+    let wiki = root().join("data/wikitext-2-raw/wiki.test.raw");
     let wiki = wiki.to_str().unwrap();
     assert_clean_error(&leanlm(&["eval", m, "--ppl", wiki, "-c", "1"]), "too small");
     assert_clean_error(
@@ -201,7 +201,7 @@ fn eval_bad_inputs() {
 #[test]
 fn calibrated_early_exit_meets_its_budget_as_decoded() {
     let m = model();
-    let wiki = root().join("../shared/data/wikitext-2/valid.txt");
+    let wiki = root().join("data/wikitext-2/valid.txt");
     let out = leanlm(&[
         "eval",
         m.to_str().unwrap(),
@@ -248,7 +248,7 @@ fn eval_base_with_another_vocabulary_is_refused() {
         }
     });
     let m = model();
-    let wiki = root().join("../shared/data/wikitext-2-raw/wiki.test.raw");
+    let wiki = root().join("data/wikitext-2-raw/wiki.test.raw");
     let out = leanlm(&[
         "eval",
         m.to_str().unwrap(),
@@ -430,7 +430,7 @@ fn quantize_writes_k_quants_with_an_importance_matrix() {
         "--type",
         "q4_k",
         "--imatrix",
-        "../shared/data/wikitext-2/valid.txt",
+        "data/wikitext-2/valid.txt",
         "--imatrix-samples",
         "2",
         "--imatrix-seqlen",

@@ -12,7 +12,7 @@ use leanlm::model::gguf::Value;
 
 /// A few thousand tokens of WikiText-2 validation text.
 fn small_data() -> PathBuf {
-    let text = std::fs::read_to_string(root().join("../shared/data/wikitext-2/valid.txt")).unwrap();
+    let text = std::fs::read_to_string(root().join("data/wikitext-2/valid.txt")).unwrap();
     let p = tmp("distill-data.txt");
     std::fs::write(&p, &text[..20_000]).unwrap();
     p

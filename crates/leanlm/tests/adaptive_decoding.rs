@@ -16,7 +16,7 @@ use leanlm::run::{
 
 fn prompts() -> Vec<Vec<u32>> {
     let loaded = common::default_model();
-    let text = std::fs::read_to_string(common::shared_data("wikitext-2/valid.txt")).unwrap();
+    let text = std::fs::read_to_string(common::data_file("wikitext-2/valid.txt")).unwrap();
     let lines: Vec<&str> = text
         .lines()
         .filter(|l| l.trim().len() > 80)
@@ -181,7 +181,7 @@ fn a_base_is_scored_with_every_block_even_when_the_variant_exits_early() {
     use leanlm::measure::{BaseLogits, Chunks, PerplexityOptions, Protocol};
     let loaded = common::default_model();
     let (m, tok) = (&loaded.model, &loaded.tokenizer);
-    let text = std::fs::read_to_string(common::shared_data("wikitext-2/valid.txt")).unwrap();
+    let text = std::fs::read_to_string(common::data_file("wikitext-2/valid.txt")).unwrap();
     let opt = PerplexityOptions {
         ctx: 64,
         protocol: Protocol::LlamaCpp,

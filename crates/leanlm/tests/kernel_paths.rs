@@ -28,7 +28,7 @@ const N: usize = 32;
 
 fn prompts() -> Vec<Vec<u32>> {
     let loaded = common::default_model();
-    let text = std::fs::read_to_string(common::shared_data("wikitext-2/valid.txt")).unwrap();
+    let text = std::fs::read_to_string(common::data_file("wikitext-2/valid.txt")).unwrap();
     text.lines()
         .filter(|l| l.trim().len() > 80)
         .step_by(7)

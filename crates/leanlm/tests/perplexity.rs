@@ -10,7 +10,7 @@ use leanlm::measure::{compare, perplexity, BaseLogits, Chunks, PerplexityOptions
 fn first_chunks_match_llama_perplexity_within_half_a_percent() {
     let loaded = common::default_model();
     let text =
-        std::fs::read_to_string(common::shared_data("wikitext-2-raw/wiki.test.raw")).unwrap();
+        std::fs::read_to_string(common::data_file("wikitext-2-raw/wiki.test.raw")).unwrap();
     let opt = PerplexityOptions {
         ctx: 512,
         protocol: Protocol::LlamaCpp,
@@ -61,7 +61,7 @@ fn bad_contexts_are_errors() {
 fn kld_of_a_model_against_itself_is_zero() {
     let loaded = common::default_model();
     let text =
-        std::fs::read_to_string(common::shared_data("wikitext-2-raw/wiki.test.raw")).unwrap();
+        std::fs::read_to_string(common::data_file("wikitext-2-raw/wiki.test.raw")).unwrap();
     let opt = PerplexityOptions {
         ctx: 128,
         protocol: Protocol::LlamaCpp,

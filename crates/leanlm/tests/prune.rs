@@ -15,7 +15,7 @@ use leanlm::transform::quantize::{OutType, OutputFormat};
 
 fn calibration(nsamples: usize, seqlen: usize) -> Calibration {
     let loaded = common::default_model();
-    let text = std::fs::read_to_string(common::shared_data("wikitext-2/valid.txt")).unwrap();
+    let text = std::fs::read_to_string(common::data_file("wikitext-2/valid.txt")).unwrap();
     let tokens = loaded
         .tokenizer
         .encode(&text[..200_000], false, false)

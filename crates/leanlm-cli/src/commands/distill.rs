@@ -24,7 +24,7 @@ use super::output::{self, OutTypeArg};
     args_conflicts_with_subcommands = true,
     after_help = "Examples:\n  \
     leanlm distill --teacher models/SmolLM2-135M-Instruct.Q4_1.gguf --student short6.gguf -o healed.gguf \\\n      \
-      --data ../shared/data/wikitext-2/valid.txt --steps 100 --eval-ppl ../shared/data/wikitext-2-raw/wiki.test.raw\n  \
+      --data data/wikitext-2/valid.txt --steps 100 --eval-ppl data/wikitext-2-raw/wiki.test.raw\n  \
     leanlm distill --teacher T.gguf --init-from-teacher layers=0,3,6,9,12,15,18,21 -o draft.gguf --data valid.txt --tokens 200000\n  \
     leanlm distill cache-teacher --teacher T.gguf --data valid.txt -o teacher.cache\n\n\
     Interrupt with Ctrl-C: a checkpoint is written and `--resume` continues exactly where it stopped.\n\

@@ -14,7 +14,7 @@ use super::output::{self, disk_bytes, OutTypeArg};
 
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
-    leanlm prune -o wanda50.gguf --method wanda --sparsity 0.5 --calib ../shared/data/wikitext-2/valid.txt\n  \
+    leanlm prune -o wanda50.gguf --method wanda --sparsity 0.5 --calib data/wikitext-2/valid.txt\n  \
     leanlm prune -o sgpt24.gguf --method sparsegpt --pattern 2:4 --calib valid.txt --nsamples 32 --seqlen 512\n  \
     leanlm prune -o owl.gguf --method wanda --sparsity 0.5 --owl --calib valid.txt\n  \
     leanlm prune -o short.gguf --structured layers=4 --calib valid.txt\n\n\
@@ -102,7 +102,7 @@ pub fn run(a: Args) -> Result<()> {
     let needs_calib = structured.is_some() || method.needs_calibration() || a.owl;
     if needs_calib && a.calib.is_none() {
         anyhow::bail!(
-            "this prune needs calibration text: add --calib FILE (e.g. ../shared/data/wikitext-2/valid.txt)"
+            "this prune needs calibration text: add --calib FILE (e.g. data/wikitext-2/valid.txt)"
         );
     }
     output::check(&a.output, a.outtype)?;

@@ -13,7 +13,7 @@ use leanlm::transform::quantize::{embedding_type, quantize_model, SparseChoice};
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
     leanlm quantize -o q8.gguf --type q8_0\n  \
-    leanlm quantize -o q4k.gguf --type q4_k --imatrix ../shared/data/wikitext-2/valid.txt\n  \
+    leanlm quantize -o q4k.gguf --type q4_k --imatrix data/wikitext-2/valid.txt\n  \
     leanlm quantize wanda24.gguf -o wanda24.sparse.gguf --type q8_0 --sparse\n\n\
     K-quants need rows of whole 256-value super-blocks: narrower matrices fall back to q4_1\n\
     (for q4_k) or q8_0 (for q6_k), as llama-quantize falls back to 32-value block types.")]

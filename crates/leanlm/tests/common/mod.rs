@@ -1,5 +1,5 @@
 //! Shared by the integration tests: the default model (fetched through the project's own
-//! script when absent) and the shared data folder.
+//! script when absent) and the benchmark data in data/.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -14,8 +14,8 @@ pub fn repo_root() -> PathBuf {
         .unwrap()
 }
 
-pub fn shared_data(rel: &str) -> PathBuf {
-    repo_root().join("../shared/data").join(rel)
+pub fn data_file(rel: &str) -> PathBuf {
+    repo_root().join("data").join(rel)
 }
 
 /// Path of SmolLM2-135M-Instruct Q4_1, fetched by scripts/fetch-model.sh if needed.
