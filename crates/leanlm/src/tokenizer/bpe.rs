@@ -1,10 +1,13 @@
-//! The BPE merge loop and the tokenizer value.
+//! The tokenizer value: special-token splitting as llama.cpp does it, then byte-level
+//! BPE (merges by rank, GPT-2 family) or SentencePiece-style merging by score
+//! ([`super::spm`], GGUF `llama` vocabularies) on the text between special tokens.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::byte_level;
 use super::pretokenize::PreTokenizer;
+use super::spm;
 use crate::error::{Error, Result};
 
 pub struct Tokenizer {
@@ -26,8 +29,37 @@ pub struct Tokenizer {
     /// Single-byte ids, for pieces the merges cannot spell.
     byte_ids: [Option<u32>; 256],
     cache: Mutex<HashMap<String, Vec<u32>>>,
+    /// Scores and flags of a SentencePiece vocabulary; `None` for byte-level BPE.
+    spm: Option<SpmParts>,
+    /// Finds which special tokens occur in a text at all, in one pass.
+    special_finder: Option<aho_corasick::AhoCorasick>,
     /// What it was built from, kept so that writers can store the tokenizer again.
     source: SourceParts,
+}
+
+/// What a SentencePiece vocabulary adds to the tokens: a score each (higher merges
+/// first), each token's GGUF type, and whether a space is prepended to text that starts
+/// the input or follows a special token.
+#[derive(Debug, Clone)]
+pub struct SpmParts {
+    pub scores: Vec<f32>,
+    pub types: Vec<i32>,
+    pub add_space_prefix: bool,
+}
+
+/// GGUF token types (llama.cpp's `llama_token_type`).
+pub mod token_type {
+    pub const NORMAL: i32 = 1;
+    pub const UNKNOWN: i32 = 2;
+    pub const CONTROL: i32 = 3;
+    pub const USER_DEFINED: i32 = 4;
+    pub const BYTE: i32 = 6;
+}
+
+/// A stretch of the input: text still to be merged, or a special token found in it.
+enum Fragment<'a> {
+    Text(&'a str),
+    Token(u32),
 }
 
 struct SourceParts {
@@ -58,6 +90,8 @@ pub struct TokenizerParts {
     pub eos: Option<u32>,
     pub add_bos: bool,
     pub chat_template: Option<String>,
+    /// A SentencePiece vocabulary (`merges` empty, `pre` unused); `None` for BPE.
+    pub spm: Option<SpmParts>,
 }
 
 impl Tokenizer {
@@ -90,13 +124,35 @@ impl Tokenizer {
                 }
             }
         }
+        if let Some(spm) = &parts.spm {
+            if spm.scores.len() != n || spm.types.len() != n {
+                return Err(Error::Tokenizer(format!(
+                    "{n} tokens but {} scores and {} token types",
+                    spm.scores.len(),
+                    spm.types.len()
+                )));
+            }
+            if let Some(i) = spm.scores.iter().position(|s| !s.is_finite()) {
+                return Err(Error::Tokenizer(format!(
+                    "token {i} has a non-finite score {}",
+                    spm.scores[i]
+                )));
+            }
+        }
         let pieces = parts
             .tokens
             .iter()
             .enumerate()
-            .map(|(i, t)| match is_special[i] {
-                true => t.as_bytes().to_vec(),
-                false => byte_level::decode(t).unwrap_or_else(|| t.as_bytes().to_vec()),
+            .map(|(i, t)| match (&parts.spm, is_special[i]) {
+                (_, true) => t.as_bytes().to_vec(),
+                (Some(spm), false) => match spm.types[i] {
+                    token_type::BYTE => spm::byte_token_value(t)
+                        .map(|b| vec![b])
+                        .unwrap_or_else(|| t.as_bytes().to_vec()),
+                    token_type::NORMAL => spm::unescape(t),
+                    _ => t.as_bytes().to_vec(),
+                },
+                (None, false) => byte_level::decode(t).unwrap_or_else(|| t.as_bytes().to_vec()),
             })
             .collect();
         let mut merges = HashMap::with_capacity(parts.merges.len());
@@ -115,9 +171,20 @@ impl Tokenizer {
         }
         let mut byte_ids = [None; 256];
         for (b, slot) in byte_ids.iter_mut().enumerate() {
-            *slot = by_spelling
-                .get(&byte_level::byte_char(b as u8).to_string())
-                .copied();
+            *slot = match parts.spm {
+                // `<0xNN>`, else (ASCII) the byte's own one-character token, as llama.cpp.
+                Some(_) => by_spelling
+                    .get(&format!("<0x{b:02X}>"))
+                    .or_else(|| {
+                        (b < 0x80)
+                            .then(|| by_spelling.get(&(b as u8 as char).to_string()))
+                            .flatten()
+                    })
+                    .copied(),
+                None => by_spelling
+                    .get(&byte_level::byte_char(b as u8).to_string())
+                    .copied(),
+            };
         }
         let mut specials: Vec<Special> = parts
             .special_ids
@@ -131,7 +198,15 @@ impl Tokenizer {
             })
             .filter(|s| !s.text.is_empty())
             .collect();
-        specials.sort_by_key(|s| std::cmp::Reverse(s.text.len()));
+        // llama.cpp splits the text at the longest special tokens first.
+        specials.sort_by_key(|s| (std::cmp::Reverse(s.text.len()), s.id));
+        let special_finder = match specials.is_empty() {
+            true => None,
+            false => Some(
+                aho_corasick::AhoCorasick::new(specials.iter().map(|s| s.text.as_str()))
+                    .map_err(|e| Error::Tokenizer(format!("special tokens: {e}")))?,
+            ),
+        };
         Ok(Self {
             pieces,
             by_spelling,
@@ -144,6 +219,8 @@ impl Tokenizer {
             chat_template: parts.chat_template,
             byte_ids,
             cache: Mutex::new(HashMap::new()),
+            spm: parts.spm,
+            special_finder,
             source: SourceParts {
                 tokens: parts.tokens,
                 merges: parts.merges,
@@ -166,29 +243,82 @@ impl Tokenizer {
                 ids.push(b);
             }
         }
-        let mut rest = text;
-        while let Some((pos, tok, id)) = self.next_special(rest, parse_special) {
-            self.encode_plain(&rest[..pos], &mut ids)?;
-            ids.push(id);
-            rest = &rest[pos + tok.len()..];
+        // A SentencePiece vocabulary may ask for a space before text that opens the
+        // input or follows a special token.
+        let mut after_special = true;
+        for fragment in self.partition(text, parse_special) {
+            match fragment {
+                Fragment::Token(id) => {
+                    ids.push(id);
+                    after_special = true;
+                }
+                Fragment::Text(t) => {
+                    match &self.spm {
+                        Some(spm) => {
+                            let escaped = spm::escape(t, spm.add_space_prefix && after_special);
+                            self.spm_vocab(spm).encode(&escaped, &mut ids)?;
+                        }
+                        None => self.encode_plain(t, &mut ids)?,
+                    }
+                    after_special = false;
+                }
+            }
         }
-        self.encode_plain(rest, &mut ids)?;
         Ok(ids)
     }
 
-    fn next_special<'a>(
-        &'a self,
-        text: &str,
-        parse_special: bool,
-    ) -> Option<(usize, &'a str, u32)> {
-        self.specials
+    /// Split `text` at special tokens as llama.cpp does: the longest special token first,
+    /// at every place it occurs in the text not yet claimed, then the next. Control tokens
+    /// only when `parse_special`; user-defined ones always.
+    fn partition<'a>(&self, text: &'a str, parse_special: bool) -> Vec<Fragment<'a>> {
+        let mut fragments = Vec::new();
+        if text.is_empty() {
+            return fragments;
+        }
+        fragments.push(Fragment::Text(text));
+        let Some(finder) = &self.special_finder else {
+            return fragments;
+        };
+        // Which specials occur at all (one pass over the text), so that a vocabulary of
+        // thousands of control tokens costs a scan per token that is present, not each.
+        let mut present = vec![false; self.specials.len()];
+        for m in finder.find_overlapping_iter(text) {
+            present[m.pattern().as_usize()] = true;
+        }
+        for (s, _) in self
+            .specials
             .iter()
-            .filter(|s| parse_special || s.always)
-            .filter_map(|s| {
-                text.find(s.text.as_str())
-                    .map(|p| (p, s.text.as_str(), s.id))
-            })
-            .min_by_key(|&(p, s, _)| (p, std::cmp::Reverse(s.len())))
+            .zip(&present)
+            .filter(|(s, &p)| p && (parse_special || s.always))
+        {
+            let mut next = Vec::with_capacity(fragments.len() + 2);
+            for f in fragments {
+                let Fragment::Text(mut t) = f else {
+                    next.push(f);
+                    continue;
+                };
+                while let Some(at) = t.find(s.text.as_str()) {
+                    if at > 0 {
+                        next.push(Fragment::Text(&t[..at]));
+                    }
+                    next.push(Fragment::Token(s.id));
+                    t = &t[at + s.text.len()..];
+                }
+                if !t.is_empty() {
+                    next.push(Fragment::Text(t));
+                }
+            }
+            fragments = next;
+        }
+        fragments
+    }
+
+    fn spm_vocab<'a>(&'a self, spm: &'a SpmParts) -> spm::SpmVocab<'a> {
+        spm::SpmVocab {
+            by_text: &self.by_spelling,
+            scores: &spm.scores,
+            byte_ids: &self.byte_ids,
+        }
     }
 
     fn encode_plain(&self, text: &str, ids: &mut Vec<u32>) -> Result<()> {
@@ -259,6 +389,11 @@ impl Tokenizer {
         self.specials.iter().any(|s| s.id == id)
     }
 
+    /// The SentencePiece scores and flags, for a vocabulary of that kind.
+    pub fn spm(&self) -> Option<&SpmParts> {
+        self.spm.as_ref()
+    }
+
     pub fn pre_tokenizer(&self) -> &PreTokenizer {
         &self.pre
     }
@@ -272,8 +407,12 @@ impl Tokenizer {
         &self.source.merges
     }
 
-    /// GGUF token type of each id: 1 normal, 3 control, 4 user-defined.
+    /// GGUF token type of each id: 1 normal, 3 control, 4 user-defined (and, for a
+    /// SentencePiece vocabulary, the types it was read with).
     pub fn token_types(&self) -> Vec<i32> {
+        if let Some(spm) = &self.spm {
+            return spm.types.clone();
+        }
         let mut t = vec![1; self.source.tokens.len()];
         for &i in &self.source.special_ids {
             t[i as usize] = 3;
@@ -308,6 +447,7 @@ mod tests {
             eos: None,
             add_bos: true,
             chat_template: None,
+            spm: None,
         })
         .unwrap()
     }
@@ -336,5 +476,114 @@ mod tests {
         for s in ["", "héllo wörld", "日本語 🎉 \u{0}\t\r\n", "  spaces   "] {
             assert_eq!(t.decode(&t.encode(s, false, false).unwrap()), s.as_bytes());
         }
+    }
+
+    #[test]
+    fn longer_special_tokens_claim_text_first_as_in_llama_cpp() {
+        // User-defined "xy" and "yzw" overlap in "xyzw": llama.cpp splits at the longer
+        // one first, so "x" stays text.
+        let mut tokens: Vec<String> = (0..=255u8)
+            .map(|b| byte_level::byte_char(b).to_string())
+            .collect();
+        tokens.push("xy".into()); // 256
+        tokens.push("yzw".into()); // 257
+        let t = Tokenizer::build(TokenizerParts {
+            tokens,
+            merges: vec![],
+            pre: PreTokenizer::new(&[GPT2]).unwrap(),
+            special_ids: vec![],
+            user_ids: vec![256, 257],
+            bos: None,
+            eos: None,
+            add_bos: false,
+            chat_template: None,
+            spm: None,
+        })
+        .unwrap();
+        assert_eq!(t.encode("xyzw", false, false).unwrap(), vec![b'x' as u32, 257]);
+        assert_eq!(t.encode("xyxy", false, false).unwrap(), vec![256, 256]);
+    }
+
+    /// A SentencePiece vocabulary: `<unk>`, `<s>`, `</s>`, 256 byte tokens, then pieces.
+    fn tiny_spm(add_space_prefix: bool) -> Tokenizer {
+        let mut tokens = vec!["<unk>".to_string(), "<s>".into(), "</s>".into()];
+        let mut types = vec![token_type::UNKNOWN, token_type::CONTROL, token_type::CONTROL];
+        for b in 0..=255u8 {
+            tokens.push(format!("<0x{b:02X}>"));
+            types.push(token_type::BYTE);
+        }
+        let pieces = [
+            ("\u{2581}", -3.0), // 259
+            ("a", -4.0),         // 260
+            ("b", -4.0),         // 261
+            ("ab", -2.0),        // 262
+            ("\u{2581}ab", -1.0), // 263
+            ("\n\n", 0.0),     // 264, user-defined
+        ];
+        let mut scores = vec![0.0; tokens.len()];
+        for (p, s) in pieces {
+            tokens.push(p.to_string());
+            types.push(token_type::NORMAL);
+            scores.push(s);
+        }
+        *types.last_mut().unwrap() = token_type::USER_DEFINED;
+        Tokenizer::build(TokenizerParts {
+            merges: vec![],
+            pre: PreTokenizer::new(&[]).unwrap(),
+            special_ids: vec![0, 1, 2],
+            user_ids: vec![264],
+            bos: Some(1),
+            eos: Some(2),
+            add_bos: true,
+            chat_template: None,
+            spm: Some(SpmParts {
+                scores,
+                types,
+                add_space_prefix,
+            }),
+            tokens,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn sentencepiece_vocabularies_merge_by_score_with_byte_fallback() {
+        let t = tiny_spm(true);
+        // " ab ab" after the space prefix: "▁ab" twice.
+        assert_eq!(t.encode("ab ab", true, false).unwrap(), vec![1, 263, 263]);
+        // "é" has no piece: its two bytes.
+        assert_eq!(t.encode("é", false, false).unwrap(), vec![259, 3 + 0xC3, 3 + 0xA9]);
+        // User-defined "\n\n" splits the text; the text after it is prefixed again.
+        assert_eq!(t.encode("ab\n\nab", false, false).unwrap(), vec![263, 264, 263]);
+        // Control tokens only with special parsing.
+        assert_eq!(t.encode("<s>ab", false, true).unwrap(), vec![1, 263]);
+        let no_prefix = tiny_spm(false);
+        assert_eq!(no_prefix.encode("ab ab", false, false).unwrap(), vec![262, 263]);
+        assert_eq!(t.decode(&[263, 3 + 0xC3, 3 + 0xA9, 264]), " abé\n\n".as_bytes());
+    }
+
+    #[test]
+    fn sentencepiece_scores_must_be_finite_and_complete() {
+        let mut parts_scores = vec![0.0f32; 3];
+        parts_scores[1] = f32::NAN;
+        let err = Tokenizer::build(TokenizerParts {
+            tokens: vec!["a".into(), "b".into(), "ab".into()],
+            merges: vec![],
+            pre: PreTokenizer::new(&[]).unwrap(),
+            special_ids: vec![],
+            user_ids: vec![],
+            bos: None,
+            eos: None,
+            add_bos: false,
+            chat_template: None,
+            spm: Some(SpmParts {
+                scores: parts_scores,
+                types: vec![token_type::NORMAL; 3],
+                add_space_prefix: false,
+            }),
+        })
+        .err()
+        .expect("a NaN score is refused");
+        assert!(err.to_string().contains("non-finite score"), "{err}");
     }
 }

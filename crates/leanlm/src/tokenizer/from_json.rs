@@ -90,6 +90,7 @@ impl Tokenizer {
             pre: PreTokenizer::new(&pats)?,
             special_ids,
             user_ids: Vec::new(),
+            spm: None,
         })
     }
 }

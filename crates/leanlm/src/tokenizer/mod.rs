@@ -10,6 +10,7 @@ mod byte_level;
 mod from_gguf;
 mod from_json;
 mod pretokenize;
+mod spm;
 mod to_gguf;
 mod to_json;
 
