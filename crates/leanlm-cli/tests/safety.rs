@@ -182,7 +182,7 @@ fn force_replaces_only_leanlm_files_of_a_marked_folder() {
     // Without --force: refused, nothing changes.
     let before = snapshot(&dir);
     let mut args = prune_args(&m, &out, &[]);
-    args[5] = "0.25".into(); // --sparsity
+    args[7] = "0.25".into(); // --sparsity
     assert_clean_error(&run(&args), "add --force");
     assert_untouched(&dir, &before);
 
@@ -456,8 +456,29 @@ fn diverging_distillation_stops_with_the_step_named() {
         "--outtype",
         "f32",
     ];
-    assert_clean_error(&leanlm(&args), "distillation diverged at step ");
+    // Distillation prints its plan first; the error is the last line.
+    let r = leanlm(&args);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && !err.contains("panicked"), "{err}");
+    let last = err.trim_end().lines().last().unwrap_or("");
+    assert!(last.starts_with("error: distillation diverged at step "), "{err}");
     assert!(!out.exists(), "a diverged student was written");
+
+    // In a recipe, the stage fails and so does the run.
+    let recipe = small_recipe(
+        "nan",
+        "\n[[stage]]\nname = \"blown\"\ntype = \"distill\"\nteacher = \"original\"\n\
+         init = \"layers=0\"\ndata = [\"data/wikitext-2/valid.txt\"]\nsteps = 2\nseq = 32\n\
+         batch = 1\naccum = 1\nwarmup = 0\nlr = 1e308\n",
+    );
+    let dir = tmp("run-nan");
+    let _ = std::fs::remove_dir_all(&dir);
+    let r = leanlm(&["run", recipe.to_str().unwrap(), "-o", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success(), "the run succeeded: {err}");
+    assert!(err.contains("distillation diverged at step "), "{err}");
+    assert!(err.contains("distill blown failed"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
