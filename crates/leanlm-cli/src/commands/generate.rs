@@ -57,10 +57,10 @@ pub fn run(a: Args) -> Result<()> {
     // The prompt and every generated token take a position of the context: a larger -n
     // could only fail later, after allocating for it.
     let context = loaded.model.config.context_len;
-    if ids.len().checked_add(a.n).is_none_or(|end| end > context) {
+    let needed = ids.len().saturating_add(a.n);
+    if needed > context {
         anyhow::bail!(
-            "-n {}: the prompt's {} tokens plus {} new ones exceed the model's context of {context}",
-            a.n,
+            "the prompt's {} tokens plus -n {} need {needed} positions but the context holds {context}",
             ids.len(),
             a.n
         );
