@@ -299,6 +299,19 @@ fn absurd_counts_are_clean_errors() {
         "data/wikitext-2/valid.txt",
     ];
     assert_clean_error(&leanlm(&layers), "bad layer list");
+    let calib = [
+        "prune",
+        m,
+        "-o",
+        "/nonexistent/x.gguf",
+        "--calib",
+        "data/wikitext-2/valid.txt",
+        "--nsamples",
+        "18446744073709551615",
+        "--seqlen",
+        "512",
+    ];
+    assert_clean_error(&leanlm(&calib), "tokens in all");
 }
 
 /// A recipe with no stages: the original's info, eval and bench, in seconds.
@@ -528,4 +541,29 @@ fn eval_fails_when_a_figure_is_not_finite() {
     assert_clean_error(&out, "not a finite number");
     assert!(!results.exists(), "a NaN figure reached the results file");
     std::fs::remove_file(&p).ok();
+}
+
+#[test]
+fn distill_never_truncates_a_file_named_as_its_log() {
+    let dir = fresh_dir("log");
+    let log = dir.join("notes.txt");
+    std::fs::write(&log, b"my notes").unwrap();
+    let m = model();
+    let out = dir.join("out.gguf");
+    let args = [
+        "distill",
+        "--teacher",
+        m.to_str().unwrap(),
+        "--init-from-teacher",
+        "layers=0",
+        "-o",
+        out.to_str().unwrap(),
+        "--data",
+        "data/wikitext-2/valid.txt",
+        "--log",
+        log.to_str().unwrap(),
+    ];
+    assert_clean_error(&leanlm(&args), "already exists: add --force");
+    assert_eq!(std::fs::read(&log).unwrap(), b"my notes");
+    std::fs::remove_dir_all(&dir).ok();
 }

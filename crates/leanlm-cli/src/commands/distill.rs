@@ -319,6 +319,21 @@ fn train(a: TrainArgs) -> Result<()> {
             checkpoint.display()
         );
     }
+    // A fresh run starts its log empty: never truncate a file that was there before
+    // unless asked to (--force replaces the earlier run's output, and its log with it).
+    if log_path.exists() && !a.resume && !a.force {
+        anyhow::bail!(
+            "{} already exists: add --force to replace it, or name another --log",
+            log_path.display()
+        );
+    }
+    // Sequences per micro-batch are held at once (activations and gradients of each).
+    if a.batch > 1024 {
+        anyhow::bail!(
+            "--batch {}: at most 1024 sequences per micro-batch",
+            a.batch
+        );
+    }
 
     let teacher = super::load(&teacher_path)?;
     let student_model = match (&a.student, &keep) {

@@ -368,6 +368,9 @@ fn check_stage(stage: &Stage, bad: &mut impl FnMut(&str, String)) {
             if !(d.lr > 0.0 && d.lr.is_finite()) {
                 bad("lr", "must be a positive number".into());
             }
+            if d.batch > 1024 {
+                bad("batch", "at most 1024 sequences per micro-batch".into());
+            }
             if !(d.temperature > 0.0 && d.temperature.is_finite()) {
                 bad("temperature", "must be a positive number".into());
             }
@@ -420,6 +423,9 @@ fn check_stage(stage: &Stage, bad: &mut impl FnMut(&str, String)) {
                     "imatrix_samples",
                     "the importance matrix needs at least 1 sample of at least 2 tokens".into(),
                 );
+            }
+            if q.imatrix.is_some() {
+                check_calibration_size("imatrix_samples", q.imatrix_samples, q.imatrix_seqlen, bad);
             }
         }
         Stage::Decode(d) => {
@@ -501,6 +507,30 @@ fn check_prune(p: &Prune, bad: &mut impl FnMut(&str, String)) {
         bad(
             "nsamples",
             "need at least 1 sample of at least 2 tokens".into(),
+        );
+    }
+    check_calibration_size("nsamples", p.nsamples, p.seqlen, bad);
+}
+
+/// The most calibration tokens a stage may ask for (the commands refuse more: every
+/// window's hidden states are held at once).
+const MAX_CALIBRATION_TOKENS: usize = 1 << 24;
+
+fn check_calibration_size(
+    field: &str,
+    samples: usize,
+    seqlen: usize,
+    bad: &mut impl FnMut(&str, String),
+) {
+    if samples
+        .checked_mul(seqlen)
+        .is_none_or(|t| t > MAX_CALIBRATION_TOKENS)
+    {
+        bad(
+            field,
+            format!(
+                "{samples} windows of {seqlen} tokens: at most {MAX_CALIBRATION_TOKENS} tokens in all"
+            ),
         );
     }
 }

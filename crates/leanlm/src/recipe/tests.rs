@@ -176,6 +176,12 @@ fn values_a_stage_would_refuse_are_refused_at_check_time() {
             "model = \"m.gguf\"\nthreads = 100000",
             "threads",
         ),
+        ("steps = 3", "steps = 3\nbatch = 100000", "batch"),
+        (
+            "calib = \"valid.txt\"",
+            "calib = \"valid.txt\"\nnsamples = 1000000\nseqlen = 2048",
+            "nsamples",
+        ),
     ] {
         let e = parse_str(&GOOD.replace(from, to)).expect_err(to);
         assert!(
