@@ -306,6 +306,8 @@ fn absurd_counts_are_clean_errors() {
         "/nonexistent/x.gguf",
         "--calib",
         "data/wikitext-2/valid.txt",
+        "--sparsity",
+        "0.5",
         "--nsamples",
         "18446744073709551615",
         "--seqlen",
