@@ -93,9 +93,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(t) = cli.threads {
-        if t == 0 {
-            anyhow::bail!("--threads must be at least 1");
-        }
+        check_threads(t)?;
         pool = pool.num_threads(t);
     }
     Precision::set_process_default(match cli.activations {
@@ -106,6 +104,18 @@ fn run(cli: Cli) -> Result<()> {
     // workers with the caller taking part, instead of a foreign thread handing each
     // matrix product over and sleeping until it is done.
     pool.build()?.install(|| dispatch(cli.command))
+}
+
+fn check_threads(t: usize) -> Result<()> {
+    // More worker threads than cores only adds switching, and each costs a stack: beyond
+    // 4 per core (at most 1024) a count is a typo, not a choice.
+    let max = leanlm::recipe::max_threads();
+    if t == 0 || t > max {
+        anyhow::bail!(
+            "-t {t}: the thread count must be between 1 and {max} (4 per core of this machine, at most 1024)"
+        );
+    }
+    Ok(())
 }
 
 fn dispatch(command: Command) -> Result<()> {

@@ -58,6 +58,26 @@ pub enum Error {
 
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// An output path leanlm refuses to write to (it would replace or remove something
+    /// leanlm did not create, or the input itself).
+    #[error("{path}: {reason}")]
+    Output { path: PathBuf, reason: String },
+
+    /// Training diverged: a loss or gradient stopped being a finite number.
+    #[error("distillation diverged at step {step}: {what} is {value} (try a lower learning rate)")]
+    NonFinite {
+        step: usize,
+        what: String,
+        value: f64,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -65,6 +85,14 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A failed write, create, rename or removal of `path`.
+    pub fn write(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Write {
             path: path.into(),
             source,
         }

@@ -158,6 +158,10 @@ pub fn run(a: Args) -> Result<()> {
     if a.reps == 0 || a.n_prompt == 0 || a.n_gen == 0 {
         anyhow::bail!("-p, -n and -r must all be at least 1");
     }
+    // The median needs a handful; a count beyond this is a typo that would run for ever.
+    if a.reps > 1000 {
+        anyhow::bail!("-r {}: at most 1000 repetitions", a.reps);
+    }
     let adaptive = a.exit.threshold.is_some() || a.spec.enabled();
     if a.exit.threshold.is_some() && a.spec.enabled() {
         anyhow::bail!("choose early exit or speculative decoding, not both");

@@ -15,6 +15,7 @@ use leanlm::distill::{
     Student, StudentOptions, Teacher, TrainConfig, Trainer,
 };
 use leanlm::measure::perplexity::{Chunks, PerplexityOptions, Protocol};
+use leanlm::model::destination::{self, OutputKind};
 use serde_json::json;
 
 use super::output::{self, OutTypeArg};
@@ -72,9 +73,13 @@ struct CacheArgs {
     teacher: PathBuf,
     #[command(flatten)]
     data: DataArgs,
-    /// Cache file to write.
+    /// Cache file to write (an existing file is refused unless it is a teacher cache and
+    /// --force is given).
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
+    /// Replace an existing teacher cache (never any other kind of file).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(clap::Args)]
@@ -88,9 +93,14 @@ struct TrainArgs {
     /// Build the student from teacher blocks: layers=0,2,4 or layers=0-7.
     #[arg(long, value_name = "layers=LIST")]
     init_from_teacher: Option<String>,
-    /// Output: a .gguf file, or any other path for a Hugging Face folder.
+    /// Output: a .gguf file, or any other path for a Hugging Face folder. An existing path
+    /// is refused unless it is an earlier leanlm output of the same kind and --force is given.
     #[arg(short = 'o', long = "output")]
     output: Option<PathBuf>,
+    /// Replace an existing output that leanlm wrote (a GGUF file, or a folder with
+    /// leanlm's .leanlm-output marker); nothing else is ever replaced.
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     data: Option<DataArgs>,
     /// Optimizer steps.
@@ -195,6 +205,11 @@ pub fn run(a: Args) -> Result<()> {
 
 fn cache_teacher(a: CacheArgs) -> Result<()> {
     check_temperature(a.data.temperature)?;
+    // The cache's own `.partial` is continued by a re-run, so only the path is checked.
+    let inputs: Vec<&Path> = std::iter::once(a.teacher.as_path())
+        .chain(a.data.data.iter().map(|p| p.as_path()))
+        .collect();
+    destination::check(&a.output, OutputKind::TeacherCache, &inputs, a.force)?;
     let teacher = super::load(&a.teacher)?;
     let data = dataset(&a.data, &teacher)?;
     let bar = super::bar("teacher");
@@ -262,6 +277,12 @@ fn train(a: TrainArgs) -> Result<()> {
         .context("give the output: -o OUT.gguf (or a folder)")?;
     let d = a.data.as_ref().context("give training text: --data FILE")?;
     output::check(&out, a.outtype)?;
+    let inputs: Vec<&Path> = [&a.teacher, &a.student, &a.teacher_cache]
+        .into_iter()
+        .filter_map(|p| p.as_deref())
+        .chain(d.data.iter().map(|p| p.as_path()))
+        .collect();
+    output::prepare(&out, &inputs, a.force)?;
     check_temperature(d.temperature)?;
     let divergence = Divergence::parse(&a.loss)?;
     let hidden = a
@@ -296,6 +317,21 @@ fn train(a: TrainArgs) -> Result<()> {
         anyhow::bail!(
             "{} exists from an earlier run: add --resume to continue it, or remove it",
             checkpoint.display()
+        );
+    }
+    // A fresh run starts its log empty: never truncate a file that was there before
+    // unless asked to (--force replaces the earlier run's output, and its log with it).
+    if log_path.exists() && !a.resume && !a.force {
+        anyhow::bail!(
+            "{} already exists: add --force to replace it, or name another --log",
+            log_path.display()
+        );
+    }
+    // Sequences per micro-batch are held at once (activations and gradients of each).
+    if a.batch > 1024 {
+        anyhow::bail!(
+            "--batch {}: at most 1024 sequences per micro-batch",
+            a.batch
         );
     }
 
@@ -419,13 +455,13 @@ fn train(a: TrainArgs) -> Result<()> {
                 );
             }
             std::fs::write(&log_path, b"")
-                .with_context(|| format!("writing {}", log_path.display()))?;
+                .with_context(|| format!("cannot write {}", log_path.display()))?;
         }
     }
     let mut log_file = std::fs::OpenOptions::new()
         .append(true)
         .open(&log_path)
-        .with_context(|| format!("opening {}", log_path.display()))?;
+        .with_context(|| format!("cannot write {}", log_path.display()))?;
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -548,7 +584,7 @@ fn truncate_log(path: &Path, step: usize) -> Result<()> {
         .map(|l| format!("{l}\n"))
         .collect();
     let tmp = suffixed(path, ".partial");
-    std::fs::write(&tmp, kept).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&tmp, kept).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

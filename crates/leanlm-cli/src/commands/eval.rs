@@ -387,6 +387,17 @@ pub fn run(a: Args) -> Result<()> {
         ));
         out.insert(label.into(), serde_json::to_value(&r)?);
     }
+    // A NaN or infinite figure (from NaN weights, say) is a failed measurement, not a
+    // result: fail before it reaches a results file or a report.
+    if let Some(r) = records.iter().find(|r| !r.value.is_finite()) {
+        anyhow::bail!(
+            "{} of {} is {}, not a finite number: the model's outputs are not finite (NaN or \
+             infinite weights?)",
+            r.metric,
+            a.model.path().display(),
+            r.value
+        );
+    }
     if let Some(path) = &a.results {
         let commit = super::git_commit();
         let records: Vec<Record> = records

@@ -54,6 +54,17 @@ pub fn run(a: Args) -> Result<()> {
     if ids.is_empty() {
         anyhow::bail!("the prompt is empty: give some text with -p or -f");
     }
+    // The prompt and every generated token take a position of the context: a larger -n
+    // could only fail later, after allocating for it.
+    let context = loaded.model.config.context_len;
+    let needed = ids.len().saturating_add(a.n);
+    if needed > context {
+        anyhow::bail!(
+            "the prompt's {} tokens plus -n {} need {needed} positions but the context holds {context}",
+            ids.len(),
+            a.n
+        );
+    }
     let mut sampler = Sampler::new(SamplerConfig {
         temperature: a.temperature,
         top_k: a.top_k,

@@ -120,6 +120,14 @@ pub fn calibration(
     if seqlen > context {
         anyhow::bail!("{flag} {seqlen} exceeds the model's context of {context}");
     }
+    // Every window's hidden states are held while a block is calibrated: 16M tokens is
+    // far beyond any paper's setting (128 × 2048) and already tens of GB.
+    const MAX_TOKENS: usize = 1 << 24;
+    if nsamples.checked_mul(seqlen).is_none_or(|t| t > MAX_TOKENS) {
+        anyhow::bail!(
+            "{nsamples} calibration windows of {seqlen} tokens: at most {MAX_TOKENS} tokens in all"
+        );
+    }
     let text = read_utf8(path)?;
     let tokens = loaded.tokenizer.encode(&text, false, false)?;
     leanlm::calibrate::Calibration::sample(&tokens, nsamples, seqlen, seed)

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use leanlm::model::destination::{self, OutputKind};
 use leanlm::model::{
     save_gguf, save_hf, GgufModelWriter, HfDtype, HfModelWriter, Layer, Loaded, Model,
 };
@@ -34,6 +35,18 @@ pub fn check(path: &Path, outtype: OutTypeArg) -> Result<()> {
     Ok(())
 }
 
+/// Refuse an output path that would replace anything but an earlier leanlm output of the
+/// same kind (and that only with `--force`) or any of `inputs`, then remove what a killed
+/// earlier write of it left; before any work starts. See `leanlm::model::destination`.
+pub fn prepare(path: &Path, inputs: &[&Path], force: bool) -> Result<()> {
+    let kind = match is_hf(path) {
+        true => OutputKind::HfFolder,
+        false => OutputKind::Gguf,
+    };
+    destination::prepare(path, kind, inputs, force)?;
+    Ok(())
+}
+
 /// How matrices derived from `source` are stored in the output.
 pub fn format(outtype: OutTypeArg, source: &Loaded) -> OutputFormat {
     let out = match outtype {
@@ -56,7 +69,7 @@ pub fn write(model: &Model, source: &Loaded, path: &Path, outtype: OutTypeArg) -
     } else {
         save_gguf(&out_model, source.metadata_to_carry()?, path, dense_as)
     };
-    written.with_context(|| format!("writing {}", path.display()))?;
+    written.with_context(|| format!("cannot write {}", path.display()))?;
     Ok(out_model)
 }
 
@@ -100,7 +113,7 @@ impl<'a> Streamed<'a> {
             .map(Writer::Gguf)
         };
         Ok(Self {
-            writer: writer.with_context(|| format!("writing {}", path.display()))?,
+            writer: writer.with_context(|| format!("cannot write {}", path.display()))?,
             format,
             source,
             path: path.to_path_buf(),
@@ -140,7 +153,7 @@ impl<'a> Streamed<'a> {
                 )
             }
         };
-        let params = params.with_context(|| format!("writing {}", self.path.display()))?;
+        let params = params.with_context(|| format!("cannot write {}", self.path.display()))?;
         Ok((layers, params))
     }
 }

@@ -2,7 +2,7 @@
 //! optional OWL layer ratios) or whole heads, MLP channels and layers, calibrated block by
 //! block, and write a GGUF that llama.cpp and leanlm load.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use leanlm::transform::prune::{
@@ -25,8 +25,14 @@ pub struct Args {
     model: super::ModelArg,
     /// Output: a .gguf file, or any other path for a Hugging Face folder (config.json,
     /// model.safetensors, tokenizer.json). Written under a temporary name, renamed at the end.
+    /// An existing path is refused, unless it is an earlier leanlm output of the same kind
+    /// and --force is given.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
+    /// Replace an existing output that leanlm wrote (a GGUF file, or a folder with
+    /// leanlm's .leanlm-output marker); nothing else is ever replaced.
+    #[arg(long)]
+    force: bool,
     /// Importance criterion for weight pruning.
     #[arg(long, value_enum, default_value = "wanda")]
     method: MethodArg,
@@ -106,6 +112,13 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     output::check(&a.output, a.outtype)?;
+    let inputs = [a.model.path()];
+    let inputs: Vec<&Path> = inputs
+        .iter()
+        .map(|p| p.as_path())
+        .chain(a.calib.as_deref())
+        .collect();
+    output::prepare(&a.output, &inputs, a.force)?;
 
     let loaded = a.model.load()?;
     let model = &loaded.model;

@@ -2,10 +2,11 @@
 //! weighting rounding errors by an importance matrix gathered from calibration text.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use leanlm::calibrate::Importance;
+use leanlm::model::destination::{self, OutputKind};
 use leanlm::model::save_gguf;
 use leanlm::quant::GgmlType;
 use leanlm::transform::quantize::{embedding_type, quantize_model, SparseChoice};
@@ -20,9 +21,12 @@ use leanlm::transform::quantize::{embedding_type, quantize_model, SparseChoice};
 pub struct Args {
     #[command(flatten)]
     model: super::ModelArg,
-    /// Output GGUF file.
+    /// Output GGUF file. An existing file is refused unless it is a GGUF and --force is given.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
+    /// Replace an existing GGUF output (never any other kind of file).
+    #[arg(long)]
+    force: bool,
     /// Target type of the block matrices.
     #[arg(long = "type", value_enum)]
     ty: TypeArg,
@@ -90,6 +94,12 @@ impl TypeArg {
 
 pub fn run(a: Args) -> Result<()> {
     let started = std::time::Instant::now();
+    let model_path = a.model.path();
+    let inputs: Vec<&Path> = std::iter::once(model_path.as_path())
+        .chain(a.imatrix.as_deref())
+        .collect();
+    // Whatever its name, the output is one GGUF file.
+    destination::prepare(&a.output, OutputKind::Gguf, &inputs, a.force)?;
     let loaded = a.model.load()?;
     let model = &loaded.model;
     let target = a.ty.ggml();
@@ -122,7 +132,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let q = quantize_model(model, target, embeddings, importance.as_ref(), sparse)?;
     save_gguf(&q, loaded.metadata_to_carry()?, &a.output, GgmlType::F32)
-        .with_context(|| format!("writing {}", a.output.display()))?;
+        .with_context(|| format!("cannot write {}", a.output.display()))?;
     let bytes = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
 
     // Matrices per type actually written (K-quants fall back on narrow rows).

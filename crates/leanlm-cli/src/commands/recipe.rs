@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use leanlm::recipe::Stage;
 
 #[derive(clap::Args)]
@@ -23,8 +23,7 @@ enum Sub {
 
 pub fn run(a: Args) -> Result<()> {
     let Sub::Check { file } = a.command;
-    let text =
-        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let text = leanlm::recipe::read_recipe(&file)?;
     let plan = leanlm::recipe::parse(&text, &file)?;
     leanlm::recipe::check_files(&plan, &text, &file)?;
     println!(

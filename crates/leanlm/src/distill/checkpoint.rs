@@ -44,8 +44,8 @@ pub fn save(path: &Path, params: &[Param], opt: &AdamW, state: &CheckpointState)
         Some(meta),
         &tmp,
     )
-    .map_err(|e| Error::InvalidInput(format!("{}: cannot write checkpoint: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    .map_err(|e| Error::InvalidInput(format!("cannot write {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::write(path, e))
 }
 
 /// Load `path` into `params` and `opt`; refuses a checkpoint of other settings.

@@ -18,7 +18,7 @@ pub use data::Dataset;
 pub use loss::{Divergence, HiddenLoss, LossConfig, TeacherTopK};
 pub use optim::{AdamWConfig, Schedule};
 pub use student::{Student, StudentOptions};
-pub use teacher::{write_cache, Teacher};
+pub use teacher::{write_cache, Teacher, MAGIC as CACHE_MAGIC};
 pub use train::{HiddenPair, LogLine, TrainConfig, Trainer};
 
 use crate::error::{Error, Result};
@@ -89,18 +89,27 @@ fn cuda_device(_ordinal: usize) -> Result<candle_core::Device> {
 /// "0,2,4" or "0-5,8" → layer indices.
 pub fn parse_layer_list(s: &str) -> Result<Vec<usize>> {
     let bad = || Error::InvalidInput(format!("bad layer list '{s}' (e.g. 0,2,4 or 0-7)"));
+    // No model has this many blocks; a larger index is a typo, and a range up to it would
+    // allocate without bound.
+    const MAX_LAYER: usize = 100_000;
+    let index = |t: &str| {
+        t.parse::<usize>()
+            .ok()
+            .filter(|&i| i < MAX_LAYER)
+            .ok_or_else(bad)
+    };
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('-') {
             Some((a, b)) => {
-                let (a, b): (usize, usize) =
-                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
-                if a > b {
+                let (a, b) = (index(a)?, index(b)?);
+                if a > b || out.len() + (b - a) >= MAX_LAYER {
                     return Err(bad());
                 }
                 out.extend(a..=b);
             }
-            None => out.push(part.parse().map_err(|_| bad())?),
+            None if out.len() >= MAX_LAYER => return Err(bad()),
+            None => out.push(index(part)?),
         }
     }
     Ok(out)

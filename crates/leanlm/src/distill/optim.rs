@@ -126,9 +126,12 @@ impl AdamW {
         }
         let grad_norm = sq.sqrt();
         if !grad_norm.is_finite() {
-            return Err(Error::InvalidInput(format!(
-                "the gradient norm is {grad_norm}: training diverged (lower --lr)"
-            )));
+            // `t` counts the steps taken (a checkpoint restores it): this is step t + 1.
+            return Err(Error::NonFinite {
+                step: self.t + 1,
+                what: "the gradient norm".into(),
+                value: grad_norm,
+            });
         }
         let clip = match self.cfg.clip {
             Some(max) if grad_norm > max => max / grad_norm,

@@ -17,7 +17,8 @@ use super::loss::TeacherTopK;
 use crate::error::{Error, Result};
 use crate::model::{Hooks, KvCache, Logits, Model, Pass};
 
-const MAGIC: &[u8; 8] = b"LLMTCH01";
+/// The first bytes of a teacher cache file.
+pub const MAGIC: &[u8; 8] = b"LLMTCH01";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CacheHeader {
@@ -273,20 +274,20 @@ pub fn write_cache(
         let f = OpenOptions::new()
             .write(true)
             .open(&partial)
-            .map_err(|e| Error::io(&partial, e))?;
+            .map_err(|e| Error::write(&partial, e))?;
         f.set_len(start_len + header.record_bytes() * done as u64)
-            .map_err(|e| Error::io(&partial, e))?;
+            .map_err(|e| Error::write(&partial, e))?;
         f
     } else {
-        let mut f = File::create(&partial).map_err(|e| Error::io(&partial, e))?;
+        let mut f = File::create(&partial).map_err(|e| Error::write(&partial, e))?;
         let mut head = MAGIC.to_vec();
         head.extend((json.len() as u64).to_le_bytes());
         head.extend(&json);
-        f.write_all(&head).map_err(|e| Error::io(&partial, e))?;
+        f.write_all(&head).map_err(|e| Error::write(&partial, e))?;
         f
     };
     f.seek(SeekFrom::End(0))
-        .map_err(|e| Error::io(&partial, e))?;
+        .map_err(|e| Error::write(&partial, e))?;
     progress(done, data.n_windows);
     for w in done..data.n_windows {
         let b = run_live(model, &[data.window(w)], header.k, tau, &[])?;
@@ -295,11 +296,11 @@ pub fn write_cache(
         t.ids.iter().for_each(|i| buf.extend(i.to_le_bytes()));
         t.logp.iter().for_each(|v| buf.extend(v.to_le_bytes()));
         t.rest.iter().for_each(|v| buf.extend(v.to_le_bytes()));
-        f.write_all(&buf).map_err(|e| Error::io(&partial, e))?;
+        f.write_all(&buf).map_err(|e| Error::write(&partial, e))?;
         progress(w + 1, data.n_windows);
     }
-    f.sync_all().map_err(|e| Error::io(&partial, e))?;
-    std::fs::rename(&partial, path).map_err(|e| Error::io(path, e))
+    f.sync_all().map_err(|e| Error::write(&partial, e))?;
+    std::fs::rename(&partial, path).map_err(|e| Error::write(path, e))
 }
 
 #[cfg(test)]

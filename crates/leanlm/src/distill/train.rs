@@ -394,6 +394,8 @@ impl<'a> Trainer<'a> {
                 acc.ce += terms.ce * w;
                 acc.hidden += terms.hidden * w;
             }
+            // A NaN loss would only make NaN weights: stop at the step it appears.
+            finite(self.step + 1, "the training loss", acc.total)?;
             let lr = cfg.adamw.lr
                 * cfg
                     .schedule
@@ -417,6 +419,10 @@ impl<'a> Trainer<'a> {
             let last = self.step == cfg.steps;
             if last || (cfg.eval_every > 0 && self.step.is_multiple_of(cfg.eval_every)) {
                 let e = self.evaluate()?;
+                // The last update is only seen here: weights it made infinite give a NaN
+                // held-out loss, and such a student must not be written.
+                finite(self.step, "the held-out loss", e.heldout_loss)?;
+                finite(self.step, "the held-out KLD", e.heldout_kld)?;
                 log(&LogLine::Eval(e.clone()))?;
                 last_eval = Some(e);
             }
@@ -476,6 +482,18 @@ impl<'a> Trainer<'a> {
             heldout_same_top: same as f64 / n.max(1) as f64,
             ppl,
         })
+    }
+}
+
+/// `value` (a figure of `step`) as an error when it is not a finite number.
+fn finite(step: usize, what: &str, value: f64) -> Result<()> {
+    match value.is_finite() {
+        true => Ok(()),
+        false => Err(Error::NonFinite {
+            step,
+            what: what.into(),
+            value,
+        }),
     }
 }
 

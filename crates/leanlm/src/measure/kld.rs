@@ -102,11 +102,11 @@ impl BaseLogits {
             }
         }
         let tmp = path.with_extension("partial");
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::write(&tmp, e))?;
         f.write_all(&b)
             .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+            .map_err(|e| Error::write(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::write(path, e))
     }
 
     pub fn load(path: &Path) -> Result<Self> {

@@ -66,8 +66,9 @@ pub fn append(path: &Path, records: &[Record]) -> Result<()> {
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| Error::io(path, e))?;
-    f.write_all(buf.as_bytes()).map_err(|e| Error::io(path, e))
+        .map_err(|e| Error::write(path, e))?;
+    f.write_all(buf.as_bytes())
+        .map_err(|e| Error::write(path, e))
 }
 
 #[cfg(test)]

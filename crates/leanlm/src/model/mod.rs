@@ -2,6 +2,7 @@
 
 mod attention;
 pub mod config;
+pub mod destination;
 pub mod gguf;
 pub mod hooks;
 pub mod kv_cache;

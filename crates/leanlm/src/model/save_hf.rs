@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use super::config::{Arch, Config, RopeStyle};
+use super::destination::{self, OutputKind};
 use super::llama::{Layer, Model};
 use super::spill::{with_suffix, SpilledFile};
 use crate::error::{Error, Result};
@@ -76,15 +77,16 @@ impl HfModelWriter {
                 "partial rotary embeddings are not expressible in a Llama config".into(),
             ));
         }
+        // Never a recursive delete: a stale temporary folder is emptied only of our files,
+        // and anything else in the way is an error.
+        destination::remove_stale_partials(dir)?;
         let tmp = with_suffix(dir, ".partial");
-        let io = |e| Error::io(&tmp, e);
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(io)?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(io)?;
-        let st = SafetensorsWriter::create(&tmp.join("model.safetensors"), dtype);
+        std::fs::create_dir(&tmp).map_err(|e| Error::write(&tmp, e))?;
+        // The marker first: a folder left by a kill is then recognisably ours.
+        let st = destination::write_marker(&tmp, OutputKind::HfFolder)
+            .and_then(|_| SafetensorsWriter::create(&tmp.join("model.safetensors"), dtype));
         if st.is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
+            let _ = destination::remove_stale_partials(dir);
         }
         let mut out = Self {
             dir: dir.to_path_buf(),
@@ -187,17 +189,16 @@ impl HfModelWriter {
         let write_json = |name: &str, v: &serde_json::Value| {
             let path = tmp.join(name);
             let text = serde_json::to_string_pretty(v).expect("serializable");
-            std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
+            std::fs::write(&path, text).map_err(|e| Error::write(&path, e))
         };
         write_json("config.json", &config)?;
         let (tok, tok_cfg) = tokenizer.hf_json();
         write_json("tokenizer.json", &tok)?;
         write_json("tokenizer_config.json", &tok_cfg)?;
         self.st.take().expect("open until finish").finish()?;
-        if self.dir.exists() {
-            std::fs::remove_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        }
-        std::fs::rename(&self.tmp, &self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        // A new folder is renamed into place; an earlier leanlm folder there has its own
+        // files replaced one by one, and keeps any other.
+        destination::install_folder(&self.tmp, &self.dir)?;
         self.finished = true;
         Ok(self.params)
     }
@@ -226,7 +227,9 @@ impl HfModelWriter {
 impl Drop for HfModelWriter {
     fn drop(&mut self) {
         if !self.finished {
-            let _ = std::fs::remove_dir_all(&self.tmp);
+            // Drop the safetensors writer first: it removes its own spill file.
+            self.st = None;
+            let _ = destination::remove_stale_partials(&self.dir);
         }
     }
 }

@@ -20,7 +20,7 @@ pub struct SpilledFile {
 impl SpilledFile {
     pub fn create(path: &Path) -> Result<Self> {
         let spill_path = with_suffix(path, ".data.partial");
-        let file = File::create(&spill_path).map_err(|e| Error::io(&spill_path, e))?;
+        let file = File::create(&spill_path).map_err(|e| Error::write(&spill_path, e))?;
         Ok(Self {
             path: path.to_path_buf(),
             spill_path,
@@ -33,19 +33,20 @@ impl SpilledFile {
     pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.spill
             .write_all(bytes)
-            .map_err(|e| Error::io(&self.spill_path, e))
+            .map_err(|e| Error::write(&self.spill_path, e))
     }
 
     /// `header`, then everything written, into the destination (temp file + rename).
     pub fn finish(mut self, header: &[u8]) -> Result<()> {
-        let io = |e| Error::io(&self.spill_path, e);
+        let io = |e| Error::write(&self.spill_path, e);
         self.spill.flush().map_err(io)?;
         let tmp = with_suffix(&self.path, ".partial");
         let write = || -> Result<()> {
-            let tio = |e| Error::io(&tmp, e);
+            let tio = |e| Error::write(&tmp, e);
             let mut out = BufWriter::new(File::create(&tmp).map_err(tio)?);
             out.write_all(header).map_err(tio)?;
-            let mut spill = File::open(&self.spill_path).map_err(io)?;
+            let mut spill =
+                File::open(&self.spill_path).map_err(|e| Error::io(&self.spill_path, e))?;
             std::io::copy(&mut spill, &mut out).map_err(tio)?;
             out.flush().map_err(tio)?;
             out.get_ref().sync_all().map_err(tio)
@@ -54,7 +55,7 @@ impl SpilledFile {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        std::fs::rename(&tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| Error::write(&self.path, e))?;
         self.finished = true;
         let _ = std::fs::remove_file(&self.spill_path);
         Ok(())
@@ -70,15 +71,11 @@ impl Drop for SpilledFile {
 }
 
 /// Remove what an interrupted write to `path` left: `path.partial` (a file, or a folder
-/// being assembled) and `path.data.partial`. For a signal handler: the process exits
-/// right after, so destructors will not run.
+/// being assembled, emptied only of the files leanlm writes there) and
+/// `path.data.partial`. For a signal handler: the process exits right after, so
+/// destructors will not run.
 pub fn remove_leftovers(path: &Path) {
-    for p in [
-        with_suffix(path, ".partial"),
-        with_suffix(path, ".data.partial"),
-    ] {
-        let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));
-    }
+    let _ = super::destination::remove_stale_partials(path);
 }
 
 /// `path` with `suffix` appended to its file name (`out.gguf` → `out.gguf.partial`).

@@ -204,8 +204,29 @@ pub fn parse(text: &str, file: &Path) -> Result<Plan, RecipeError> {
 
 /// Read and check a recipe file.
 pub fn load(path: &Path) -> Result<Plan, crate::Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
+    let text = read_recipe(path)?;
     parse(&text, path).map_err(|e| crate::Error::Recipe(Box::new(e)))
+}
+
+/// A recipe file's text: a regular file of at most 1 MB (a recipe is a page of TOML;
+/// `/dev/zero` or a FIFO would otherwise be read for ever).
+pub fn read_recipe(path: &Path) -> Result<String, crate::Error> {
+    const MAX: u64 = 1 << 20;
+    let meta = std::fs::metadata(path).map_err(|e| crate::Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(crate::Error::InvalidInput(format!(
+            "{}: a recipe must be a regular file",
+            path.display()
+        )));
+    }
+    if meta.len() > MAX {
+        return Err(crate::Error::InvalidInput(format!(
+            "{}: {} bytes is too large for a recipe (at most 1 MB)",
+            path.display(),
+            meta.len()
+        )));
+    }
+    std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))
 }
 
 /// The byte range of the table whose header starts at `start`: up to the next header.
@@ -266,8 +287,14 @@ fn check_top(r: &Recipe, text: &str, problems: &mut Vec<Problem>) {
     if !valid_name(&r.name) {
         bad("name", "use letters, digits, '-', '_' or '.'");
     }
-    if r.threads == Some(0) {
-        bad("threads", "must be at least 1");
+    if let Some(t) = r.threads {
+        let max = max_threads();
+        if t == 0 || t > max {
+            bad(
+                "threads",
+                &format!("{t}: must be 1 to {max} (4 per core of this machine, at most 1024)"),
+            );
+        }
     }
     let e = &r.eval;
     if e.ctx < 8 {
@@ -291,6 +318,15 @@ fn check_top(r: &Recipe, text: &str, problems: &mut Vec<Problem>) {
             bad(f, "must be at least 1");
         }
     }
+    if e.bench.reps > 1000 {
+        bad("eval.bench.reps", "at most 1000 repetitions");
+    }
+}
+
+/// The most worker threads a recipe (or `-t`) may ask for: 4 per core, at most 1024.
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.saturating_mul(4).min(1024)
 }
 
 fn valid_name(name: &str) -> bool {
@@ -332,6 +368,9 @@ fn check_stage(stage: &Stage, bad: &mut impl FnMut(&str, String)) {
             if !(d.lr > 0.0 && d.lr.is_finite()) {
                 bad("lr", "must be a positive number".into());
             }
+            if d.batch > 1024 {
+                bad("batch", "at most 1024 sequences per micro-batch".into());
+            }
             if !(d.temperature > 0.0 && d.temperature.is_finite()) {
                 bad("temperature", "must be a positive number".into());
             }
@@ -342,11 +381,25 @@ fn check_stage(stage: &Stage, bad: &mut impl FnMut(&str, String)) {
                 );
             }
             if let Some(init) = &d.init {
-                if !init.starts_with("layers=") {
-                    bad(
+                // The same parse the distill command applies.
+                let list = init
+                    .strip_prefix("layers=")
+                    .map(crate::distill::parse_layer_list);
+                match list {
+                    Some(Ok(l)) if !l.is_empty() => {}
+                    Some(Err(e)) => bad("init", e.to_string()),
+                    _ => bad(
                         "init",
                         format!("\"{init}\": expected layers=LIST, e.g. layers=0-11"),
-                    );
+                    ),
+                }
+            }
+            if d.seq == 1 {
+                bad("seq", "a training sequence needs at least 2 tokens".into());
+            }
+            if let Some(h) = &d.hidden {
+                if let Err(e) = crate::distill::HiddenPair::parse_list(h) {
+                    bad("hidden", e.to_string());
                 }
             }
             let loss_ok = matches!(d.loss.as_str(), "kl" | "rkl" | "ce")
@@ -370,6 +423,9 @@ fn check_stage(stage: &Stage, bad: &mut impl FnMut(&str, String)) {
                     "imatrix_samples",
                     "the importance matrix needs at least 1 sample of at least 2 tokens".into(),
                 );
+            }
+            if q.imatrix.is_some() {
+                check_calibration_size("imatrix_samples", q.imatrix_samples, q.imatrix_seqlen, bad);
             }
         }
         Stage::Decode(d) => {
@@ -402,6 +458,11 @@ fn check_stage(stage: &Stage, bad: &mut impl FnMut(&str, String)) {
             if d.exit_every == 0 {
                 bad("exit_every", "must be at least 1".into());
             }
+            if let Some(t) = d.early_exit {
+                if !t.is_finite() {
+                    bad("early_exit", format!("{t}: the threshold must be a number"));
+                }
+            }
         }
     }
 }
@@ -415,12 +476,9 @@ fn check_prune(p: &Prune, bad: &mut impl FnMut(&str, String)) {
                     "structured pruning takes no method or owl".into(),
                 );
             }
-            let known = ["heads=", "kv-heads=", "ffn=", "layers="];
-            if !known.iter().any(|k| s.starts_with(k)) {
-                bad(
-                    "structured",
-                    format!("\"{s}\": expected heads=K, kv-heads=G, ffn=F or layers=N"),
-                );
+            // The same parse the prune command applies (counts, fractions in range).
+            if let Err(e) = crate::transform::prune::Structured::parse(s) {
+                bad("structured", e.to_string());
             }
         }
         (None, Some(s), None) => {
@@ -429,11 +487,7 @@ fn check_prune(p: &Prune, bad: &mut impl FnMut(&str, String)) {
             }
         }
         (None, None, Some(pat)) => {
-            let ok = pat
-                .split_once(':')
-                .and_then(|(n, m)| Some((n.parse::<usize>().ok()?, m.parse::<usize>().ok()?)))
-                .is_some_and(|(n, m)| n > 0 && n < m);
-            if !ok {
+            if crate::transform::prune::Pattern::parse_nm(pat).is_err() {
                 bad("pattern", format!("\"{pat}\": expected N:M with 0 < N < M"));
             }
             if p.owl {
@@ -453,6 +507,30 @@ fn check_prune(p: &Prune, bad: &mut impl FnMut(&str, String)) {
         bad(
             "nsamples",
             "need at least 1 sample of at least 2 tokens".into(),
+        );
+    }
+    check_calibration_size("nsamples", p.nsamples, p.seqlen, bad);
+}
+
+/// The most calibration tokens a stage may ask for (the commands refuse more: every
+/// window's hidden states are held at once).
+const MAX_CALIBRATION_TOKENS: usize = 1 << 24;
+
+fn check_calibration_size(
+    field: &str,
+    samples: usize,
+    seqlen: usize,
+    bad: &mut impl FnMut(&str, String),
+) {
+    if samples
+        .checked_mul(seqlen)
+        .is_none_or(|t| t > MAX_CALIBRATION_TOKENS)
+    {
+        bad(
+            field,
+            format!(
+                "{samples} windows of {seqlen} tokens: at most {MAX_CALIBRATION_TOKENS} tokens in all"
+            ),
         );
     }
 }
@@ -493,13 +571,26 @@ pub fn check_files(plan: &Plan, text: &str, file: &Path) -> Result<(), RecipeErr
             _ => {}
         }
     }
+    // The model may be a folder (of regular files); everything else must be a regular
+    // file: a device or FIFO (/dev/zero) would be read, and hashed, for ever.
     let problems: Vec<Problem> = wanted
         .into_iter()
-        .filter(|(_, _, path)| !path.exists())
-        .map(|(line, field, path)| Problem {
-            line,
-            field: Some(field.into()),
-            message: format!("{} does not exist", path.display()),
+        .filter_map(|(line, field, path)| {
+            let message = match std::fs::metadata(path) {
+                Err(_) => format!("{} does not exist", path.display()),
+                Ok(m) if m.is_file() => return None,
+                Ok(m) if m.is_dir() && field == "model" => return None,
+                Ok(m) if m.is_dir() => format!("{} is a folder, not a file", path.display()),
+                Ok(_) => format!(
+                    "{} is not a regular file (a device, FIFO or socket)",
+                    path.display()
+                ),
+            };
+            Some(Problem {
+                line,
+                field: Some(field.into()),
+                message,
+            })
         })
         .collect();
     if problems.is_empty() {

@@ -134,3 +134,75 @@ fn shrink_caps_every_count() {
         _ => unreachable!(),
     }
 }
+
+#[test]
+fn values_a_stage_would_refuse_are_refused_at_check_time() {
+    for (from, to, field) in [
+        (
+            "structured = \"layers=2\"",
+            "structured = \"layers=two\"",
+            "structured",
+        ),
+        (
+            "structured = \"layers=2\"",
+            "structured = \"ffn=1.5\"",
+            "structured",
+        ),
+        (
+            "structured = \"layers=2\"",
+            "structured = \"heads=0\"",
+            "structured",
+        ),
+        ("structured = \"layers=2\"", "pattern = \"2:x\"", "pattern"),
+        ("structured = \"layers=2\"", "sparsity = nan", "sparsity"),
+        ("steps = 3", "steps = 3\nlr = nan", "lr"),
+        ("steps = 3", "steps = 3\nlr = -1.0", "lr"),
+        ("steps = 3", "steps = 3\nseq = 1", "seq"),
+        ("steps = 3", "steps = 3\nhidden = \"1-2\"", "hidden"),
+        (
+            "steps = 3",
+            "steps = 3\ninit = \"layers=0-18446744073709551615\"",
+            "init",
+        ),
+        ("steps = 3", "steps = 3\ninit = \"layers=\"", "init"),
+        ("draft = \"short\"", "early_exit = inf", "early_exit"),
+        (
+            "chunks = 4",
+            "chunks = 4\n[eval.bench]\nreps = 100000",
+            "eval.bench.reps",
+        ),
+        (
+            "model = \"m.gguf\"",
+            "model = \"m.gguf\"\nthreads = 100000",
+            "threads",
+        ),
+        ("steps = 3", "steps = 3\nbatch = 100000", "batch"),
+        (
+            "calib = \"valid.txt\"",
+            "calib = \"valid.txt\"\nnsamples = 1000000\nseqlen = 2048",
+            "nsamples",
+        ),
+    ] {
+        let e = parse_str(&GOOD.replace(from, to)).expect_err(to);
+        assert!(
+            e.problems.iter().any(|p| p.field.as_deref() == Some(field)),
+            "{to}: {e}"
+        );
+    }
+}
+
+#[test]
+fn files_that_are_not_regular_files_are_refused() {
+    // A device reads for ever: `run` would hash it until killed.
+    let text = GOOD.replace("calib = \"valid.txt\"", "calib = \"/dev/zero\"");
+    let plan = parse_str(&text).unwrap();
+    let e = check_files(&plan, &text, Path::new("r.toml")).unwrap_err();
+    assert!(
+        e.problems.iter().any(
+            |p| p.field.as_deref() == Some("calib") && p.message.contains("not a regular file")
+        ),
+        "{e}"
+    );
+    let e = read_recipe(Path::new("/dev/zero")).unwrap_err();
+    assert!(e.to_string().contains("regular file"), "{e}");
+}

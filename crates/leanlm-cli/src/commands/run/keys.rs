@@ -45,8 +45,17 @@ impl FileKeys {
         };
         for f in files.drain(..) {
             h.update(f.file_name().map_or(&[][..], |n| n.as_encoded_bytes()));
-            let mut file =
+            let file =
                 std::fs::File::open(&f).with_context(|| format!("reading {}", f.display()))?;
+            // Only a regular file's bytes, and never more than its size said: a device or a
+            // FIFO (or a file growing under us) cannot make hashing run for ever.
+            let meta = file
+                .metadata()
+                .with_context(|| format!("reading {}", f.display()))?;
+            if !meta.is_file() {
+                anyhow::bail!("{} is not a regular file", f.display());
+            }
+            let mut file = file.take(meta.len());
             let mut buf = vec![0u8; 1 << 20];
             loop {
                 let n = file

@@ -47,34 +47,117 @@ pub struct Args {
     json: bool,
 }
 
-/// Holds `DIR/.lock` while the run is alive, so two runs never share a folder.
-struct Lock(PathBuf);
+/// An exclusive OS lock (`flock`) on `DIR/.lock`, held while the run is alive, so two runs
+/// never share a folder: the kernel grants it to one process at a time and releases it
+/// when that process exits, however it exits, so there is no stale lock to judge and the
+/// file is never removed (removing it would let a third run lock a new file while the
+/// second still holds the old one). The file holds the holder's pid, for the message.
+pub struct Lock {
+    /// Open for the life of the lock; closing it releases the lock.
+    _file: std::fs::File,
+}
 
 impl Lock {
-    fn take(dir: &Path) -> Result<Self> {
+    pub fn take(dir: &Path) -> Result<Self> {
+        use std::io::{Read, Seek, Write};
+        use std::os::unix::io::AsRawFd;
+
         let path = dir.join(".lock");
-        if let Ok(pid) = std::fs::read_to_string(&path) {
-            let pid = pid.trim();
-            if !pid.is_empty()
-                && Path::new("/proc").join(pid).exists()
-                && pid != std::process::id().to_string()
-            {
-                anyhow::bail!(
-                    "{} is in use by another leanlm run (pid {pid}); wait for it or stop it",
-                    dir.display()
-                );
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        // SAFETY: flock on a file descriptor we own and keep open.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(err).with_context(|| format!("cannot lock {}", path.display()));
             }
+            // The holder writes its pid right after locking: read a little, whatever is there.
+            let mut pid = String::new();
+            let _ = (&file).take(32).read_to_string(&mut pid);
+            let pid = pid.trim();
+            anyhow::bail!(
+                "{} is in use by another leanlm run (pid {}); wait for it or stop it",
+                dir.display(),
+                if pid.is_empty() { "unknown" } else { pid }
+            );
         }
-        std::fs::write(&path, std::process::id().to_string())
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(Lock(path))
+        let write_pid = |f: &mut std::fs::File| -> std::io::Result<()> {
+            f.set_len(0)?;
+            f.rewind()?;
+            write!(f, "{}", std::process::id())?;
+            f.flush()
+        };
+        write_pid(&mut file).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(Lock { _file: file })
     }
 }
 
-impl Drop for Lock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+/// What a run folder holds at its top level (the files also as `NAME.partial`).
+const RUN_ENTRIES: [&str; 11] = [
+    ".lock",
+    leanlm::model::destination::MARKER,
+    "models",
+    "jobs",
+    "work",
+    "plots",
+    "results.jsonl",
+    "summary.json",
+    "report.md",
+    "report.html",
+    "report.svg",
+];
+
+/// Refuse a run folder that is neither new, nor a leanlm run folder (marked, or holding
+/// nothing but what a run writes), before anything is written into it.
+fn check_dir(dir: &Path) -> Result<()> {
+    use leanlm::model::destination::{self, OutputKind};
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(_) if dir.exists() && !dir.is_dir() => {
+            anyhow::bail!(
+                "{}: a run folder must be a folder; this is a file",
+                dir.display()
+            )
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+        Ok(entries) => entries,
+    };
+    if destination::is_marked(dir, OutputKind::RunFolder) {
+        return Ok(());
     }
+    // A folder of an earlier leanlm (no marker yet) or one being set up by a run that
+    // started at the same moment holds only these names.
+    for e in entries {
+        let e = e.with_context(|| format!("cannot read {}", dir.display()))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let base = name.strip_suffix(".partial").unwrap_or(&name);
+        if !RUN_ENTRIES.contains(&base) {
+            anyhow::bail!(
+                "{} holds files that are not a leanlm run ({}): name a new or empty run folder with -o",
+                dir.display(),
+                name
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The run folder's layout and marker (the folder has passed [`check_dir`]).
+fn create_dir(dir: &Path) -> Result<()> {
+    use leanlm::model::destination::{self, OutputKind};
+    for sub in ["models", "jobs", "work", "plots"] {
+        std::fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("cannot write {}", dir.join(sub).display()))?;
+    }
+    if !destination::is_marked(dir, OutputKind::RunFolder) {
+        destination::write_marker(dir, OutputKind::RunFolder)?;
+    }
+    Ok(())
 }
 
 /// Write `bytes` to `path` through a temporary file and a rename.
@@ -82,8 +165,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_os_string();
     tmp.push(".partial");
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn hms(secs: f64) -> String {
@@ -148,9 +231,19 @@ fn execute(job: &Job, threads: usize, interrupted: &AtomicBool) -> Result<()> {
             anyhow::bail!("{} finished without writing {}", job.label, p.display())
         }
         Product::Model(_) => Ok(()),
-        Product::Json { path, records } => {
+        Product::Json {
+            path,
+            records,
+            schema,
+        } => {
             let v: serde_json::Value = serde_json::from_slice(&out.stdout)
                 .with_context(|| format!("{} printed no JSON", job.label))?;
+            if !schema.accepts(&v) {
+                anyhow::bail!(
+                    "{} printed JSON without the figures the report needs",
+                    job.label
+                );
+            }
             if let Some(r) = records {
                 std::fs::rename(&r.partial, &r.done)
                     .with_context(|| format!("{} wrote no results file", job.label))?;
@@ -162,8 +255,7 @@ fn execute(job: &Job, threads: usize, interrupted: &AtomicBool) -> Result<()> {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let text = std::fs::read_to_string(&a.recipe)
-        .with_context(|| format!("reading {}", a.recipe.display()))?;
+    let text = leanlm::recipe::read_recipe(&a.recipe)?;
     let mut plan = leanlm::recipe::parse(&text, &a.recipe)?;
     leanlm::recipe::check_files(&plan, &text, &a.recipe)?;
     if a.tiny {
@@ -177,11 +269,10 @@ pub fn run(a: Args) -> Result<()> {
             r.name.clone()
         })
     });
-    for sub in ["models", "jobs", "work", "plots"] {
-        std::fs::create_dir_all(dir.join(sub))
-            .with_context(|| format!("creating {}", dir.join(sub).display()))?;
-    }
+    check_dir(&dir)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot write {}", dir.display()))?;
     let _lock = Lock::take(&dir)?;
+    create_dir(&dir)?;
     let threads = r.threads.unwrap_or_else(rayon::current_num_threads);
     eprintln!("leanlm run {}: hashing inputs…", a.recipe.display());
     let mut files = keys::FileKeys::default();
@@ -247,4 +338,51 @@ pub fn run(a: Args) -> Result<()> {
         println!("{}", leanlm::report::verdict(&summary));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_excludes_a_second_holder_until_the_first_is_gone() {
+        let dir = std::env::temp_dir().join(format!("leanlm-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let first = Lock::take(&dir).unwrap();
+        // flock locks belong to an open file: a second open, even in this process, waits.
+        let e = Lock::take(&dir)
+            .err()
+            .expect("a second lock while the first is held");
+        let expected = format!(
+            "is in use by another leanlm run (pid {})",
+            std::process::id()
+        );
+        assert!(e.to_string().contains(&expected), "{e}");
+        drop(first);
+        let again = Lock::take(&dir).expect("free once the holder is gone");
+        drop(again);
+        assert!(dir.join(".lock").exists(), "the lock file is never removed");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_folder_of_other_files_is_not_a_run_folder() {
+        let dir = std::env::temp_dir().join(format!("leanlm-rundir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        check_dir(&dir).expect("a new folder");
+        std::fs::create_dir_all(dir.join("jobs")).unwrap();
+        std::fs::write(dir.join("report.md.partial"), b"").unwrap();
+        check_dir(&dir).expect("only what a run writes");
+        std::fs::write(dir.join("thesis.tex"), b"mine").unwrap();
+        let e = check_dir(&dir).unwrap_err();
+        assert!(e.to_string().contains("thesis.tex"), "{e}");
+        leanlm::model::destination::write_marker(
+            &dir,
+            leanlm::model::destination::OutputKind::RunFolder,
+        )
+        .unwrap();
+        check_dir(&dir).expect("a marked run folder");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

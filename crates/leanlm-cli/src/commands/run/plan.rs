@@ -34,7 +34,52 @@ pub enum Product {
     Json {
         path: PathBuf,
         records: Option<Records>,
+        /// What the report reads from it: a file without these is not a finished job.
+        schema: Schema,
     },
+}
+
+/// The figures a job's JSON must hold to count as finished.
+#[derive(Clone, Copy)]
+pub enum Schema {
+    /// `leanlm info --json`.
+    Info,
+    /// `leanlm eval --json`: a finite perplexity.
+    Eval,
+    /// `leanlm bench --json`: prompt and decode speeds.
+    Bench,
+}
+
+impl Schema {
+    /// Whether `v` is what a finished job of this kind printed.
+    pub fn accepts(self, v: &serde_json::Value) -> bool {
+        let finite = |x: &serde_json::Value| x.as_f64().is_some_and(f64::is_finite);
+        match self {
+            Schema::Info => {
+                v["params"].is_u64()
+                    && v["file_bytes"].is_u64()
+                    && v["layers"].is_array()
+                    && v["matrices"].is_array()
+            }
+            Schema::Eval => finite(&v["perplexity"]["ppl"]),
+            Schema::Bench => v["results"]
+                .as_array()
+                .is_some_and(|r| r.len() == 2 && r.iter().all(|t| finite(&t["tokens_per_sec"]))),
+        }
+    }
+}
+
+/// A job file's JSON when it holds what `schema` needs; `None` for a missing, unreadable,
+/// oversized or wrong file (the job then runs again and replaces it).
+pub fn read_job_file(path: &Path, schema: Schema) -> Option<serde_json::Value> {
+    // A job's JSON is a few kB (info lists every matrix: well under a MB).
+    const MAX: u64 = 64 << 20;
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() || meta.len() > MAX {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    schema.accepts(&v).then_some(v)
 }
 
 /// An eval job's `--results` file: written by the command as `partial`, renamed to
@@ -48,7 +93,14 @@ impl Product {
     pub fn done(&self) -> bool {
         match self {
             Product::Model(p) => p.exists(),
-            Product::Json { path, .. } => path.exists(),
+            Product::Json {
+                path,
+                records,
+                schema,
+            } => {
+                read_job_file(path, *schema).is_some()
+                    && records.as_ref().is_none_or(|r| r.done.is_file())
+            }
         }
     }
 }
@@ -173,6 +225,7 @@ pub fn jobs(plan: &Plan, dir: &Path, files: &mut FileKeys) -> Result<(Vec<Varian
             product: Product::Json {
                 path: info.clone(),
                 records: None,
+                schema: Schema::Info,
             },
             work: 500.0,
             scratch: vec![],
@@ -224,6 +277,7 @@ pub fn jobs(plan: &Plan, dir: &Path, files: &mut FileKeys) -> Result<(Vec<Varian
                             partial: partial.clone(),
                             done: records,
                         }),
+                        schema: Schema::Eval,
                     },
                     work: ppl_tokens * exit_factor + tasks * 300.0,
                     scratch: vec![partial],
@@ -248,6 +302,7 @@ pub fn jobs(plan: &Plan, dir: &Path, files: &mut FileKeys) -> Result<(Vec<Varian
             product: Product::Json {
                 path: bench.clone(),
                 records: None,
+                schema: Schema::Bench,
             },
             work: (b.reps + 1) as f64 * (b.prompt as f64 + 2.5 * b.gen as f64),
             scratch: vec![],
