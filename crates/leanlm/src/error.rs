@@ -58,6 +58,13 @@ pub enum Error {
 
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+
+    #[error("{path}: {count} non-finite weights (NaN or infinity) in {tensors}; the file is corrupt (allow_non_finite, or --allow-non-finite, loads it anyway)")]
+    NonFinite {
+        path: PathBuf,
+        count: usize,
+        tensors: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -12,15 +12,21 @@ fn data_files_match_their_sha256_sums() {
     let mut checked = 0;
     for line in sums.lines().filter(|l| !l.trim().is_empty()) {
         let (want, name) = line.split_once("  ").expect("sha256sum line: HASH  NAME");
-        let bytes = std::fs::read(common::data_file(name))
-            .unwrap_or_else(|e| panic!("data/{name}: {e}"));
+        let bytes =
+            std::fs::read(common::data_file(name)).unwrap_or_else(|e| panic!("data/{name}: {e}"));
         let got: String = Sha256::digest(&bytes)
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        assert_eq!(got, want, "data/{name} differs from its SHA-256 in data/SHA256SUMS");
+        assert_eq!(
+            got, want,
+            "data/{name} differs from its SHA-256 in data/SHA256SUMS"
+        );
         checked += 1;
     }
     // The three files the tests, recipes and docs use.
-    assert_eq!(checked, 3, "data/SHA256SUMS lists {checked} files, expected 3");
+    assert_eq!(
+        checked, 3,
+        "data/SHA256SUMS lists {checked} files, expected 3"
+    );
 }

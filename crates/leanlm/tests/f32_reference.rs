@@ -17,8 +17,7 @@ use leanlm::run::argmax;
 #[test]
 fn quantized_logits_track_the_dequantized_f32_reference() {
     let loaded = common::default_model();
-    let text =
-        std::fs::read_to_string(common::data_file("wikitext-2-raw/wiki.test.raw")).unwrap();
+    let text = std::fs::read_to_string(common::data_file("wikitext-2-raw/wiki.test.raw")).unwrap();
     let ids = loaded.tokenizer.encode(&text[..4000], true, false).unwrap();
     let tokens = &ids[..64];
 

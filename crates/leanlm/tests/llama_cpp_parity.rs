@@ -25,8 +25,7 @@ fn token_ids_equal_llama_cpp_on_all_of_wikitext2_test() {
         "fixture size (llama-perplexity reports 304,830 tokens)"
     );
 
-    let text =
-        std::fs::read_to_string(common::data_file("wikitext-2-raw/wiki.test.raw")).unwrap();
+    let text = std::fs::read_to_string(common::data_file("wikitext-2-raw/wiki.test.raw")).unwrap();
     let tok = &common::default_model().tokenizer;
     let got = tok.encode(&text, true, false).unwrap();
     if let Some(i) = got.iter().zip(&want).position(|(a, b)| a != b) {

@@ -9,8 +9,7 @@ use leanlm::measure::{compare, perplexity, BaseLogits, Chunks, PerplexityOptions
 #[test]
 fn first_chunks_match_llama_perplexity_within_half_a_percent() {
     let loaded = common::default_model();
-    let text =
-        std::fs::read_to_string(common::data_file("wikitext-2-raw/wiki.test.raw")).unwrap();
+    let text = std::fs::read_to_string(common::data_file("wikitext-2-raw/wiki.test.raw")).unwrap();
     let opt = PerplexityOptions {
         ctx: 512,
         protocol: Protocol::LlamaCpp,
@@ -60,8 +59,7 @@ fn bad_contexts_are_errors() {
 #[test]
 fn kld_of_a_model_against_itself_is_zero() {
     let loaded = common::default_model();
-    let text =
-        std::fs::read_to_string(common::data_file("wikitext-2-raw/wiki.test.raw")).unwrap();
+    let text = std::fs::read_to_string(common::data_file("wikitext-2-raw/wiki.test.raw")).unwrap();
     let opt = PerplexityOptions {
         ctx: 128,
         protocol: Protocol::LlamaCpp,

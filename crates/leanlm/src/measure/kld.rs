@@ -114,41 +114,74 @@ impl BaseLogits {
         std::fs::File::open(path)
             .and_then(|mut f| f.read_to_end(&mut raw))
             .map_err(|e| Error::io(path, e))?;
-        let bad = || {
+        Self::parse(&raw).map_err(|why| {
             Error::InvalidInput(format!(
-                "{}: not a leanlm base-logits cache, or truncated",
+                "{}: not a valid leanlm base-logits cache ({why}); delete it to recompute",
                 path.display()
             ))
-        };
+        })
+    }
+
+    /// Decode a cache file, checking every count against the bytes left and every token
+    /// id against the vocabulary, so that a corrupt file is an error, not a panic later.
+    fn parse(raw: &[u8]) -> std::result::Result<Self, String> {
         let mut pos = 0usize;
-        let mut take = |n: usize| -> Result<&[u8]> {
-            let s = raw.get(pos..pos + n).ok_or_else(bad)?;
+        let mut take = |n: usize| -> std::result::Result<&[u8], String> {
+            let s = pos
+                .checked_add(n)
+                .and_then(|end| raw.get(pos..end))
+                .ok_or_else(|| format!("truncated at byte {pos}"))?;
             pos += n;
             Ok(s)
         };
         if take(8)? != MAGIC {
-            return Err(bad());
+            return Err("bad magic".into());
         }
-        let u64_at = |s: &[u8]| u64::from_le_bytes(s.try_into().expect("8 bytes"));
-        let u32_at = |s: &[u8]| u32::from_le_bytes(s.try_into().expect("4 bytes"));
-        let vocab = u64_at(take(8)?) as usize;
+        let u64_at = |s: &[u8]| s.try_into().map(u64::from_le_bytes).unwrap_or(u64::MAX);
+        let u32_at = |s: &[u8]| s.try_into().map(u32::from_le_bytes).unwrap_or(u32::MAX);
+        let vocab = u64_at(take(8)?);
         let fingerprint = u64_at(take(8)?);
-        let n = u64_at(take(8)?) as usize;
-        let mut positions = Vec::with_capacity(n.min(1 << 24));
-        for _ in 0..n {
+        let n = u64_at(take(8)?);
+        if vocab == 0 || vocab > u32::MAX as u64 {
+            return Err(format!("vocabulary size {vocab}"));
+        }
+        let vocab = vocab as usize;
+        // A position takes at least 20 bytes (target, its log-prob, k ≥ 1, one entry).
+        let left = (raw.len() - 32) as u64;
+        if n > left / 20 {
+            return Err(format!("{n} positions, more than the file holds"));
+        }
+        let mut positions = Vec::with_capacity(n as usize);
+        for i in 0..n {
             let target = u32_at(take(4)?);
             let target_logp = f32::from_bits(u32_at(take(4)?));
             let k = u32_at(take(4)?) as usize;
-            let mut top = Vec::with_capacity(k.min(vocab));
-            for _ in 0..k {
-                let id = u32_at(take(4)?);
-                top.push((id, f32::from_bits(u32_at(take(4)?))));
+            if k == 0 || k > vocab {
+                return Err(format!(
+                    "position {i} keeps {k} tokens (1 to {vocab} allowed)"
+                ));
+            }
+            let bytes = take(k.checked_mul(8).ok_or("overflow")?)?;
+            let top: Vec<(u32, f32)> = bytes
+                .chunks_exact(8)
+                .map(|c| (u32_at(&c[..4]), f32::from_bits(u32_at(&c[4..]))))
+                .collect();
+            if let Some(&bad) = std::iter::once(&target)
+                .chain(top.iter().map(|(id, _)| id))
+                .find(|&&id| id as usize >= vocab)
+            {
+                return Err(format!(
+                    "position {i} names token {bad}, outside the vocabulary of {vocab}"
+                ));
             }
             positions.push(BasePosition {
                 target,
                 target_logp,
                 top,
             });
+        }
+        if pos != raw.len() {
+            return Err(format!("{} bytes after the last position", raw.len() - pos));
         }
         Ok(Self {
             vocab,
@@ -235,12 +268,18 @@ pub fn compare(
     for c in 0..chunks.len() {
         let (logits, targets) = chunks.score(variant, &chunks.get(c))?;
         for (j, &target) in targets.iter().enumerate() {
-            let b = &base.positions[next];
+            let b = base.positions.get(next).ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "the base logits hold {} positions, fewer than the chunks score",
+                    base.positions.len()
+                ))
+            })?;
             next += 1;
             let row = &logits[j * v..(j + 1) * v];
             let lq = log_softmax(row);
             kld.push(kld_top_k(b, &lq));
-            same.push((crate::run::argmax(row) == b.top[0].0) as u8 as f64);
+            let base_top = b.top.first().map(|t| t.0);
+            same.push((base_top == Some(crate::run::argmax(row))) as u8 as f64);
             dp.push((lq[target as usize] as f64).exp() - (b.target_logp as f64).exp());
             nll_b -= b.target_logp as f64;
             // Same rounding as the base's stored log-prob, so a model against itself gives exactly 1.
@@ -248,6 +287,12 @@ pub fn compare(
         }
         per_chunk_ppl.push(nll_v.ppl());
         on_chunk(c, chunks.len());
+    }
+    if next != base.positions.len() {
+        return Err(Error::InvalidInput(format!(
+            "the base logits hold {} positions but the chunks score {next}",
+            base.positions.len()
+        )));
     }
     let n = kld.len();
     let (mean_kld, mean_kld_stderr) = mean_and_stderr(&kld);

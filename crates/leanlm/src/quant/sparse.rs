@@ -232,28 +232,42 @@ impl Sparse {
                 "{format} {rows}×{cols}: {why}"
             )))
         };
-        if !cols.is_multiple_of(QK) {
-            return bad("columns are not a multiple of 32".into());
+        if rows == 0 || cols == 0 || !cols.is_multiple_of(QK) {
+            return bad("columns must be a positive multiple of 32, rows at least 1".into());
         }
         let b = bytes.as_slice();
         let blocks = cols / QK;
+        // Every size is checked: a hostile shape must not wrap to a small one.
+        let too_large = || bad("the shape is too large for the data".into());
         match format {
             SparseFormat::S24Q8 => {
-                if b.len() != rows * blocks * S24_BLOCK {
-                    return bad(format!(
-                        "{} bytes, expected {}",
-                        b.len(),
-                        rows * blocks * S24_BLOCK
-                    ));
+                let Some(want) = rows
+                    .checked_mul(blocks)
+                    .and_then(|n| n.checked_mul(S24_BLOCK))
+                else {
+                    return too_large();
+                };
+                if b.len() != want {
+                    return bad(format!("{} bytes, expected {want}", b.len()));
                 }
             }
             SparseFormat::BitmapQ8 => {
-                let table = 4 * (rows + 1);
+                // The row table alone takes 4 bytes a row, so `rows` is bounded by the data.
+                let Some(table) = rows.checked_add(1).and_then(|n| n.checked_mul(4)) else {
+                    return too_large();
+                };
                 if b.len() < table {
                     return bad(format!("{} bytes cannot hold the row table", b.len()));
                 }
+                if blocks
+                    .checked_mul(BITMAP_HEADER)
+                    .is_none_or(|h| h > b.len())
+                {
+                    return too_large();
+                }
                 let off = |r: usize| {
-                    u32::from_le_bytes(b[4 * r..4 * r + 4].try_into().expect("4 bytes")) as usize
+                    u32::from_le_bytes([b[4 * r], b[4 * r + 1], b[4 * r + 2], b[4 * r + 3]])
+                        as usize
                 };
                 let body = &b[table..];
                 if off(0) != 0 || off(rows) != body.len() {
@@ -290,6 +304,25 @@ impl Sparse {
 
     pub fn nbytes(&self) -> usize {
         self.bytes.as_slice().len()
+    }
+
+    /// How many block scales are NaN or infinite (the values are 8-bit integers).
+    pub fn non_finite_scales(&self) -> usize {
+        let nb = self.cols / QK;
+        (0..self.rows)
+            .map(|r| {
+                let row = self.row(r);
+                (0..nb)
+                    .filter(|&b| {
+                        let d = match self.format {
+                            SparseFormat::S24Q8 => f16_at(row, s24_pos(b, nb).d),
+                            SparseFormat::BitmapQ8 => bitmap_header(row, b, nb).0,
+                        };
+                        !d.is_finite()
+                    })
+                    .count()
+            })
+            .sum()
     }
 
     /// The bytes of row `r` (for the bitmap layout, without the offset table).

@@ -26,34 +26,63 @@ impl Tokenizer {
                 "tokenizer model '{model}' is not supported (only byte-level BPE, 'gpt2')"
             )));
         }
-        let tokens: Vec<String> = f
-            .get("tokenizer.ggml.tokens")
-            .and_then(Value::as_array)
-            .ok_or_else(|| missing("tokenizer.ggml.tokens"))?
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| missing("a string token"))
+        let bad = |what: String| Error::Tokenizer(format!("{}: {what}", f.path.display()));
+        let strings = |key: &str| -> Result<Vec<String>> {
+            match f.get(key) {
+                None => Err(missing(key)),
+                Some(Value::Array(a)) => a.as_strings().map(<[String]>::to_vec).ok_or_else(|| {
+                    bad(format!(
+                        "{key} is an array of {}, expected strings",
+                        a_type(a)
+                    ))
+                }),
+                Some(v) => Err(bad(format!(
+                    "{key} is {}, expected an array of strings",
+                    v.type_description()
+                ))),
+            }
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let merges = strings("tokenizer.ggml.merges")?
+            .into_iter()
+            .map(|m| match m.split_once(' ') {
+                Some((a, b)) => Ok((a.to_string(), b.to_string())),
+                None => Err(bad(format!(
+                    "merge {m:?} is not two tokens separated by a space"
+                ))),
             })
             .collect::<Result<_>>()?;
-        let merges = f
-            .get("tokenizer.ggml.merges")
-            .and_then(Value::as_array)
-            .ok_or_else(|| missing("tokenizer.ggml.merges"))?
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .and_then(|m| m.split_once(' '))
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| Error::Tokenizer(format!("bad merge entry {v:?}")))
-            })
-            .collect::<Result<_>>()?;
-        let types: Vec<i64> = f
-            .get("tokenizer.ggml.token_type")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().map(|v| v.as_i64().unwrap_or(1)).collect())
-            .unwrap_or_default();
+        // Per-token arrays must describe exactly the vocabulary.
+        for key in ["tokenizer.ggml.token_type", "tokenizer.ggml.scores"] {
+            match f.get(key) {
+                None => {}
+                Some(Value::Array(a)) if a.len() == tokens.len() => {}
+                Some(v) => {
+                    return Err(bad(format!(
+                        "{key} ({} with {} entries) does not match the {} tokens",
+                        v.type_description(),
+                        v.as_array().map_or(1, |a| a.len()),
+                        tokens.len()
+                    )))
+                }
+            }
+        }
+        let types: Vec<i64> = match f.get("tokenizer.ggml.token_type") {
+            None => Vec::new(),
+            Some(v) => v
+                .as_array()
+                .into_iter()
+                .flat_map(|a| a.iter())
+                .map(|t| {
+                    t.as_i64().ok_or_else(|| {
+                        bad(format!(
+                            "tokenizer.ggml.token_type holds {}, expected integers",
+                            t.type_description()
+                        ))
+                    })
+                })
+                .collect::<Result<_>>()?,
+        };
         let ids_of = |ty: i64| -> Vec<u32> {
             types
                 .iter()
@@ -62,28 +91,49 @@ impl Tokenizer {
                 .map(|(i, _)| i as u32)
                 .collect()
         };
-        let pre_name = f
-            .get("tokenizer.ggml.pre")
-            .and_then(Value::as_str)
-            .unwrap_or("default");
-        let id = |key: &str| f.get(key).and_then(Value::as_u64).map(|v| v as u32);
+        let pre_name = match f.get("tokenizer.ggml.pre") {
+            None => "default",
+            Some(_) => f.get_str("tokenizer.ggml.pre")?,
+        };
+        let id = |key: &str| -> Result<Option<u32>> {
+            match f.opt_u64(key)? {
+                None => Ok(None),
+                Some(v) if v < tokens.len() as u64 => Ok(Some(v as u32)),
+                Some(v) => Err(bad(format!(
+                    "{key} {v} is outside the vocabulary ({} tokens)",
+                    tokens.len()
+                ))),
+            }
+        };
+        let add_bos = match f.get("tokenizer.ggml.add_bos_token") {
+            None => false,
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| f.wrong_type("tokenizer.ggml.add_bos_token", v, "a bool"))?,
+        };
+        let chat_template = match f.get("tokenizer.chat_template") {
+            None => None,
+            Some(_) => Some(f.get_str("tokenizer.chat_template")?.to_string()),
+        };
+        let (bos, eos) = (
+            id("tokenizer.ggml.bos_token_id")?,
+            id("tokenizer.ggml.eos_token_id")?,
+        );
         Tokenizer::build(TokenizerParts {
             tokens,
             merges,
             pre: PreTokenizer::for_gguf_name(pre_name)?,
             special_ids: ids_of(CONTROL),
             user_ids: ids_of(USER_DEFINED),
-            bos: id("tokenizer.ggml.bos_token_id"),
-            eos: id("tokenizer.ggml.eos_token_id"),
+            bos,
+            eos,
             // llama.cpp's default for BPE vocabularies when the key is absent: no BOS.
-            add_bos: f
-                .get("tokenizer.ggml.add_bos_token")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            chat_template: f
-                .get("tokenizer.chat_template")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            add_bos,
+            chat_template,
         })
     }
+}
+
+fn a_type(a: &crate::model::gguf::Array) -> &'static str {
+    crate::model::gguf::type_name(a.elem_type_id())
 }
