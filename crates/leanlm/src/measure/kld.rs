@@ -383,4 +383,54 @@ mod tests {
         assert!(BaseLogits::load(&p).is_err());
         std::fs::remove_file(&p).unwrap();
     }
+
+    /// A valid cache (vocab 3, one position) with `edit` applied to its bytes.
+    fn corrupt(edit: impl Fn(&mut Vec<u8>)) -> String {
+        let b = BaseLogits {
+            vocab: 3,
+            fingerprint: 42,
+            positions: vec![BasePosition {
+                target: 1,
+                target_logp: -0.7,
+                top: vec![(1, -0.7), (0, -1.2)],
+            }],
+        };
+        let p = std::env::temp_dir().join(format!(
+            "leanlm-kld-bad-{}-{:?}.bin",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        b.save(&p).unwrap();
+        let mut raw = std::fs::read(&p).unwrap();
+        edit(&mut raw);
+        std::fs::write(&p, &raw).unwrap();
+        let e = BaseLogits::load(&p).map(|_| ()).unwrap_err().to_string();
+        std::fs::remove_file(&p).unwrap();
+        assert!(e.contains("not a valid leanlm base-logits cache"), "{e}");
+        e
+    }
+
+    #[test]
+    fn corrupt_caches_are_errors_not_panics() {
+        // Layout: magic 8, vocab 8, fingerprint 8, n 8, then target 4, logp 4, k 4, k × 8.
+        let set_u32 = |raw: &mut Vec<u8>, at: usize, v: u32| {
+            raw[at..at + 4].copy_from_slice(&v.to_le_bytes())
+        };
+        let e = corrupt(|r| r[24..32].copy_from_slice(&u64::MAX.to_le_bytes()));
+        assert!(e.contains("more than the file holds"), "{e}");
+        let e = corrupt(|r| set_u32(r, 32, 7)); // target outside the vocabulary
+        assert!(e.contains("token 7"), "{e}");
+        let e = corrupt(|r| set_u32(r, 44, 9)); // a top-k id outside it
+        assert!(e.contains("token 9"), "{e}");
+        let e = corrupt(|r| set_u32(r, 40, 0)); // k = 0: `top[0]` would panic
+        assert!(e.contains("keeps 0 tokens"), "{e}");
+        let e = corrupt(|r| set_u32(r, 40, u32::MAX));
+        assert!(e.contains("keeps 4294967295"), "{e}");
+        let e = corrupt(|r| r[8..16].copy_from_slice(&0u64.to_le_bytes()));
+        assert!(e.contains("vocabulary size 0"), "{e}");
+        let e = corrupt(|r| r.truncate(r.len() - 3));
+        assert!(e.contains("truncated"), "{e}");
+        let e = corrupt(|r| r.push(0));
+        assert!(e.contains("after the last position"), "{e}");
+    }
 }

@@ -71,6 +71,7 @@ impl Config {
             ("n_heads", self.n_heads),
             ("n_kv_heads", self.n_kv_heads),
             ("head_dim", self.head_dim),
+            ("ffn_dim", self.ffn_dim),
             ("vocab_size", self.vocab_size),
             ("context_len", self.context_len),
         ] {

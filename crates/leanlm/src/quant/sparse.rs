@@ -812,6 +812,49 @@ mod tests {
 
     use crate::quant::test_data as data;
 
+    #[test]
+    fn hostile_shapes_are_errors_not_panics() {
+        let bytes = |n: usize| Bytes::Owned(Arc::new(vec![0u8; n]));
+        // 4·(rows + 1) wrapped to 4 for rows = 2^62, and the row table was read past its end.
+        for rows in [1usize << 62, usize::MAX, usize::MAX / 4] {
+            for format in [SparseFormat::BitmapQ8, SparseFormat::S24Q8] {
+                let e = Sparse::new(format, rows, 32, bytes(64))
+                    .err()
+                    .map(|e| e.to_string());
+                assert!(
+                    e.is_some_and(|e| e.contains(&format!("{rows}×32"))),
+                    "{format}"
+                );
+            }
+        }
+        for (rows, cols) in [(0, 32), (1, 0), (1, 33)] {
+            assert!(Sparse::new(SparseFormat::BitmapQ8, rows, cols, bytes(8)).is_err());
+        }
+        // A row table that points past the data.
+        let mut b = vec![0u8; 8 + 6];
+        b[4..8].copy_from_slice(&1000u32.to_le_bytes());
+        let e = Sparse::new(SparseFormat::BitmapQ8, 1, 32, Bytes::Owned(Arc::new(b)));
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn a_nan_scale_is_counted() {
+        let mut w = data(2 * 64, 3);
+        prune_2_4(&mut w);
+        for format in [SparseFormat::S24Q8, SparseFormat::BitmapQ8] {
+            let s = Sparse::encode(format, &w, 2, 64).unwrap();
+            assert_eq!(s.non_finite_scales(), 0);
+            let mut raw = s.bytes.as_slice().to_vec();
+            let at = match format {
+                SparseFormat::S24Q8 => 0,
+                SparseFormat::BitmapQ8 => 4 * 3, // after the 3-entry row table
+            };
+            (raw[at], raw[at + 1]) = (0x00, 0x7e);
+            let bad = Sparse::new(format, 2, 64, Bytes::Owned(Arc::new(raw))).unwrap();
+            assert_eq!(bad.non_finite_scales(), 1, "{format}");
+        }
+    }
+
     /// Keep the 2 largest of every 4 (2:4), or zero values below a threshold (unstructured).
     fn prune_2_4(w: &mut [f32]) {
         for g in w.chunks_exact_mut(4) {

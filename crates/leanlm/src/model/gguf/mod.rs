@@ -345,6 +345,113 @@ mod tests {
         );
     }
 
+    /// One tensor-table entry.
+    fn tensor_entry(name: &str, dims: &[u64], ty: u32, offset: u64) -> Vec<u8> {
+        let mut b = (name.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(name.as_bytes());
+        b.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+        for d in dims {
+            b.extend_from_slice(&d.to_le_bytes());
+        }
+        b.extend_from_slice(&ty.to_le_bytes());
+        b.extend_from_slice(&offset.to_le_bytes());
+        b
+    }
+
+    /// One u32 metadata entry.
+    fn kv_u32(key: &str, v: u32) -> Vec<u8> {
+        let mut b = (key.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(key.as_bytes());
+        b.extend_from_slice(&4u32.to_le_bytes());
+        b.extend_from_slice(&v.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn shapes_whose_byte_size_overflows_are_errors() {
+        // [2^62] f32 is 2^64 bytes, which wrapped to 0; [2^63 + 576] f32 wrapped to the
+        // 2,304 bytes of a plausible 576-wide norm.
+        for (name, dims, ty) in [
+            ("f32", vec![1u64 << 62], 0),
+            ("f32+576", vec![(1u64 << 63) + 576], 0),
+            ("2d", vec![32, 1 << 59], 0),
+        ] {
+            let mut b = header(1, 0);
+            b.extend(tensor_entry("x", &dims, ty, 0));
+            b.resize(b.len() + 64, 0);
+            b.resize(b.len() + 2304, 0);
+            let e = open_bytes(name, &b);
+            assert!(
+                e.contains("tensor 'x'") && e.contains("too large"),
+                "{name}: {e}"
+            );
+        }
+        // Without overflow, the same huge row is data past the end.
+        let mut b = header(1, 0);
+        b.extend(tensor_entry("x", &[(1u64 << 63) + 576], 3, 0));
+        b.resize(b.len() + 64, 0);
+        assert!(open_bytes("q4_1", &b).contains("past the end"));
+    }
+
+    #[test]
+    fn duplicate_keys_and_tensors_are_refused() {
+        let mut b = header(0, 2);
+        b.extend(kv_u32("llama.block_count", 30));
+        b.extend(kv_u32("llama.block_count", 1));
+        let e = open_bytes("dupkey", &b);
+        assert!(
+            e.contains("duplicate metadata key 'llama.block_count'"),
+            "{e}"
+        );
+
+        let mut b = header(2, 0);
+        b.extend(tensor_entry("t", &[32], 0, 0));
+        b.extend(tensor_entry("t", &[32], 0, 128));
+        b.resize(b.len() + 512, 0);
+        let e = open_bytes("duptensor", &b);
+        assert!(e.contains("tensor 't' appears twice"), "{e}");
+    }
+
+    #[test]
+    fn arrays_are_stored_by_element_type() {
+        // A million u8 take a megabyte, not a million 32-byte values.
+        let n = 1 << 20;
+        let mut b = header(0, 1);
+        b.extend_from_slice(&1u64.to_le_bytes());
+        b.push(b'a');
+        b.extend_from_slice(&9u32.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&(n as u64).to_le_bytes());
+        b.resize(b.len() + n, 7);
+        let p = std::env::temp_dir().join(format!("leanlm-gguf-{}-u8array", std::process::id()));
+        std::fs::write(&p, &b).unwrap();
+        let f = GgufFile::open(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        match f.get("a") {
+            Some(Value::Array(Array::U8(v))) => assert!(v.len() == n && v.iter().all(|&x| x == 7)),
+            other => panic!("expected a u8 array, got {:?}", other.map(Value::summary)),
+        }
+        // One byte short: the count is checked against the bytes before allocating.
+        b.pop();
+        assert!(open_bytes("u8short", &b).contains("longer than the file"));
+    }
+
+    #[test]
+    fn a_known_key_of_the_wrong_type_is_named() {
+        let p = std::env::temp_dir().join(format!("leanlm-gguf-ty-{}.gguf", std::process::id()));
+        let mut w = GgufWriter::create(&p).unwrap();
+        w.set("llama.rope.freq_base", Value::String("100000".into()));
+        w.set("llama.block_count", Value::F32(30.0));
+        w.finish().unwrap();
+        let f = GgufFile::open(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        let e = f.opt_f64("llama.rope.freq_base").unwrap_err().to_string();
+        assert!(e.contains("'llama.rope.freq_base' is string"), "{e}");
+        let e = f.get_u64("llama.block_count").unwrap_err().to_string();
+        assert!(e.contains("'llama.block_count' is f32"), "{e}");
+        assert!(f.opt_f64("absent").unwrap().is_none());
+    }
+
     #[test]
     fn writer_output_reads_back() {
         let p = std::env::temp_dir().join(format!("leanlm-gguf-rt-{}.gguf", std::process::id()));
