@@ -15,6 +15,9 @@ use leanlm::model::gguf::{Array, GgufWriter, Value};
 /// first reset to our current size (`clear_refs` 5): the figure is then the child's peak
 /// or our current size, whichever is larger, an upper bound. This file holds one test so
 /// that no other test runs beside it in this process.
+// The child is reaped by `wait4` below, which std's `wait` cannot replace (it discards
+// the rusage).
+#[allow(clippy::zombie_processes)]
 fn run_measured(args: &[&str]) -> (bool, String, u64) {
     std::fs::write("/proc/self/clear_refs", "5").unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_leanlm"))

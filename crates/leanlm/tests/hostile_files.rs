@@ -448,3 +448,21 @@ fn config_json_is_checked_against_the_weights() {
     let d = hf_folder("hf-theta", |j| j["rope_theta"] = serde_json::json!([1]));
     assert_names(&err(&d), &["'rope_theta'"]);
 }
+
+/// The scan runs at every load: on the default model it must find nothing, and cost
+/// little next to the load itself (both printed; run with --nocapture).
+#[test]
+fn the_default_model_is_clean_and_its_scan_is_cheap() {
+    let p = common::default_model_path();
+    let allow = LoadOptions {
+        allow_non_finite: true,
+    };
+    let start = std::time::Instant::now();
+    let loaded = leanlm::model::load_with(&p, allow).unwrap();
+    let load = start.elapsed();
+    let start = std::time::Instant::now();
+    let found = leanlm::model::finite::non_finite_tensors(&loaded.model);
+    let scan = start.elapsed();
+    println!("default model: load without the scan {load:?}, scan {scan:?}");
+    assert!(found.is_empty(), "{found:?}");
+}

@@ -395,12 +395,12 @@ mod tests {
         };
         for round in 0..200 {
             let mut merges = HashMap::new();
-            let mut next_id = 4u32;
             let n_merges = 1 + rand(24) as u32;
             for rank in 0..n_merges {
-                let (a, b) = (rand(next_id as u64) as u32, rand(next_id as u64) as u32);
-                merges.entry((a, b)).or_insert((rank, next_id));
-                next_id += 1;
+                // Merge `rank` makes id 4 + rank from any two earlier ids.
+                let id = 4 + rank;
+                let (a, b) = (rand(id as u64) as u32, rand(id as u64) as u32);
+                merges.entry((a, b)).or_insert((rank, id));
             }
             for len in [0usize, 1, 2, 3, 7, 40, 200] {
                 let syms: Vec<u32> = (0..len).map(|_| rand(4) as u32).collect();
