@@ -24,6 +24,10 @@ struct Cli {
     /// fast; greedy tokens match the same weights in f32, where 8 bits can flip near-ties).
     #[arg(long, global = true, value_enum, default_value = "8")]
     activations: ActivationBits,
+    /// Load models whose weights hold NaN or infinity (refused by default: such a model
+    /// computes NaN everywhere; `leanlm info` lists the tensors concerned).
+    #[arg(long, global = true)]
+    allow_non_finite: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -96,6 +100,7 @@ fn run(cli: Cli) -> Result<()> {
         check_threads(t)?;
         pool = pool.num_threads(t);
     }
+    commands::set_allow_non_finite(cli.allow_non_finite);
     Precision::set_process_default(match cli.activations {
         ActivationBits::Eight => Precision::Int8,
         ActivationBits::Sixteen => Precision::Int16,

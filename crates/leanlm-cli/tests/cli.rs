@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use leanlm::model::gguf::Value;
+use leanlm::model::gguf::{Array, Value};
 use leanlm::quant::GgmlType;
 use leanlm::transform::prune::{self, Method, Pattern, PruneConfig};
 use leanlm::transform::quantize::{OutType, OutputFormat};
@@ -243,7 +243,7 @@ fn eval_base_with_another_vocabulary_is_refused() {
                 a.truncate(1000);
             }
             if k == "tokenizer.ggml.merges" {
-                *v = Value::Array(vec![]);
+                *v = Value::Array(Array::String(vec![]));
             }
         }
     });

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use leanlm::model::gguf::Value;
+use leanlm::model::gguf::{Array, Value};
 
 /// A few thousand tokens of WikiText-2 validation text.
 fn small_data() -> PathBuf {
@@ -173,7 +173,7 @@ fn distill_bad_inputs() {
                 a.truncate(1000);
             }
             if k == "tokenizer.ggml.merges" {
-                *v = Value::Array(vec![]);
+                *v = Value::Array(Array::String(vec![]));
             }
         }
     });

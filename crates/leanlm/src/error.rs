@@ -78,6 +78,13 @@ pub enum Error {
         what: String,
         value: f64,
     },
+
+    #[error("{path}: {count} non-finite weights (NaN or infinity) in {tensors}; the file is corrupt (allow_non_finite, or --allow-non-finite, loads it anyway)")]
+    NonFiniteWeights {
+        path: PathBuf,
+        count: usize,
+        tensors: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

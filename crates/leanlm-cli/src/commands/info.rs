@@ -37,8 +37,11 @@ fn nm_pattern(w: &[f32]) -> Option<(usize, usize)> {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let loaded = a.model.load()?;
+    // Non-finite weights are reported here rather than refused.
+    let loaded = a.model.load_allowing_non_finite()?;
     let m = &loaded.model;
+    let non_finite = leanlm::model::finite::non_finite_tensors(m);
+    let non_finite_total: usize = non_finite.iter().map(|(_, n)| n).sum();
     let c = &m.config;
     let mut stats = Vec::new();
     for (i, l) in m.layers.iter().enumerate() {
@@ -87,6 +90,8 @@ pub fn run(a: Args) -> Result<()> {
             "tensor_types": types.iter().map(|(k, v)| json!({"type": k, "matrices": v.0, "bytes": v.1})).collect::<Vec<_>>(),
             "ctx": a.ctx, "flops_per_token": flops, "flops_per_token_effective": sparse_flops,
             "matrices": per_matrix,
+            "non_finite_values": non_finite_total,
+            "non_finite_tensors": non_finite.iter().map(|(t, n)| json!({"tensor": t, "count": n})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -138,6 +143,19 @@ pub fn run(a: Args) -> Result<()> {
         a.ctx,
         sparse_flops / 1e6
     );
+    if non_finite.is_empty() {
+        println!("non-finite   none (no NaN or infinite weights)");
+    } else {
+        println!(
+            "non-finite   {non_finite_total} NaN/infinite values in {} tensors: {} (other commands refuse this model without --allow-non-finite)",
+            non_finite.len(),
+            non_finite
+                .iter()
+                .map(|(t, n)| format!("{t} ({n})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let uneven = m
         .layers
         .iter()

@@ -51,11 +51,35 @@ impl ModelArg {
         }
         load(&path)
     }
+
+    /// [`ModelArg::load`] that accepts non-finite weights (for commands that report them).
+    pub fn load_allowing_non_finite(&self) -> Result<leanlm::model::Loaded> {
+        let path = self.path();
+        if !path.exists() && path == Path::new(DEFAULT_MODEL) {
+            anyhow::bail!(
+                "{DEFAULT_MODEL} not found: run scripts/fetch-model.sh first, or name a model"
+            );
+        }
+        let options = leanlm::model::LoadOptions {
+            allow_non_finite: true,
+        };
+        leanlm::model::load_with(&path, options).context("cannot load model")
+    }
+}
+
+/// `--allow-non-finite`, set once from the command line before any model is loaded.
+static ALLOW_NON_FINITE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_allow_non_finite(allow: bool) {
+    ALLOW_NON_FINITE.store(allow, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Load a model and its tokenizer, naming the path in any error.
 pub fn load(path: &Path) -> Result<leanlm::model::Loaded> {
-    leanlm::model::load(path).context("cannot load model")
+    let options = leanlm::model::LoadOptions {
+        allow_non_finite: ALLOW_NON_FINITE.load(std::sync::atomic::Ordering::Relaxed),
+    };
+    leanlm::model::load_with(path, options).context("cannot load model")
 }
 
 /// Input text: `-p TEXT` or `-f FILE`, exactly one of them.

@@ -114,41 +114,74 @@ impl BaseLogits {
         std::fs::File::open(path)
             .and_then(|mut f| f.read_to_end(&mut raw))
             .map_err(|e| Error::io(path, e))?;
-        let bad = || {
+        Self::parse(&raw).map_err(|why| {
             Error::InvalidInput(format!(
-                "{}: not a leanlm base-logits cache, or truncated",
+                "{}: not a valid leanlm base-logits cache ({why}); delete it to recompute",
                 path.display()
             ))
-        };
+        })
+    }
+
+    /// Decode a cache file, checking every count against the bytes left and every token
+    /// id against the vocabulary, so that a corrupt file is an error, not a panic later.
+    fn parse(raw: &[u8]) -> std::result::Result<Self, String> {
         let mut pos = 0usize;
-        let mut take = |n: usize| -> Result<&[u8]> {
-            let s = raw.get(pos..pos + n).ok_or_else(bad)?;
+        let mut take = |n: usize| -> std::result::Result<&[u8], String> {
+            let s = pos
+                .checked_add(n)
+                .and_then(|end| raw.get(pos..end))
+                .ok_or_else(|| format!("truncated at byte {pos}"))?;
             pos += n;
             Ok(s)
         };
         if take(8)? != MAGIC {
-            return Err(bad());
+            return Err("bad magic".into());
         }
-        let u64_at = |s: &[u8]| u64::from_le_bytes(s.try_into().expect("8 bytes"));
-        let u32_at = |s: &[u8]| u32::from_le_bytes(s.try_into().expect("4 bytes"));
-        let vocab = u64_at(take(8)?) as usize;
+        let u64_at = |s: &[u8]| s.try_into().map(u64::from_le_bytes).unwrap_or(u64::MAX);
+        let u32_at = |s: &[u8]| s.try_into().map(u32::from_le_bytes).unwrap_or(u32::MAX);
+        let vocab = u64_at(take(8)?);
         let fingerprint = u64_at(take(8)?);
-        let n = u64_at(take(8)?) as usize;
-        let mut positions = Vec::with_capacity(n.min(1 << 24));
-        for _ in 0..n {
+        let n = u64_at(take(8)?);
+        if vocab == 0 || vocab > u32::MAX as u64 {
+            return Err(format!("vocabulary size {vocab}"));
+        }
+        let vocab = vocab as usize;
+        // A position takes at least 20 bytes (target, its log-prob, k ≥ 1, one entry).
+        let left = (raw.len() - 32) as u64;
+        if n > left / 20 {
+            return Err(format!("{n} positions, more than the file holds"));
+        }
+        let mut positions = Vec::with_capacity(n as usize);
+        for i in 0..n {
             let target = u32_at(take(4)?);
             let target_logp = f32::from_bits(u32_at(take(4)?));
             let k = u32_at(take(4)?) as usize;
-            let mut top = Vec::with_capacity(k.min(vocab));
-            for _ in 0..k {
-                let id = u32_at(take(4)?);
-                top.push((id, f32::from_bits(u32_at(take(4)?))));
+            if k == 0 || k > vocab {
+                return Err(format!(
+                    "position {i} keeps {k} tokens (1 to {vocab} allowed)"
+                ));
+            }
+            let bytes = take(k.checked_mul(8).ok_or("overflow")?)?;
+            let top: Vec<(u32, f32)> = bytes
+                .chunks_exact(8)
+                .map(|c| (u32_at(&c[..4]), f32::from_bits(u32_at(&c[4..]))))
+                .collect();
+            if let Some(&bad) = std::iter::once(&target)
+                .chain(top.iter().map(|(id, _)| id))
+                .find(|&&id| id as usize >= vocab)
+            {
+                return Err(format!(
+                    "position {i} names token {bad}, outside the vocabulary of {vocab}"
+                ));
             }
             positions.push(BasePosition {
                 target,
                 target_logp,
                 top,
             });
+        }
+        if pos != raw.len() {
+            return Err(format!("{} bytes after the last position", raw.len() - pos));
         }
         Ok(Self {
             vocab,
@@ -235,12 +268,18 @@ pub fn compare(
     for c in 0..chunks.len() {
         let (logits, targets) = chunks.score(variant, &chunks.get(c))?;
         for (j, &target) in targets.iter().enumerate() {
-            let b = &base.positions[next];
+            let b = base.positions.get(next).ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "the base logits hold {} positions, fewer than the chunks score",
+                    base.positions.len()
+                ))
+            })?;
             next += 1;
             let row = &logits[j * v..(j + 1) * v];
             let lq = log_softmax(row);
             kld.push(kld_top_k(b, &lq));
-            same.push((crate::run::argmax(row) == b.top[0].0) as u8 as f64);
+            let base_top = b.top.first().map(|t| t.0);
+            same.push((base_top == Some(crate::run::argmax(row))) as u8 as f64);
             dp.push((lq[target as usize] as f64).exp() - (b.target_logp as f64).exp());
             nll_b -= b.target_logp as f64;
             // Same rounding as the base's stored log-prob, so a model against itself gives exactly 1.
@@ -248,6 +287,12 @@ pub fn compare(
         }
         per_chunk_ppl.push(nll_v.ppl());
         on_chunk(c, chunks.len());
+    }
+    if next != base.positions.len() {
+        return Err(Error::InvalidInput(format!(
+            "the base logits hold {} positions but the chunks score {next}",
+            base.positions.len()
+        )));
     }
     let n = kld.len();
     let (mean_kld, mean_kld_stderr) = mean_and_stderr(&kld);
@@ -337,5 +382,55 @@ mod tests {
         std::fs::write(&p, b"LLMKLD01\x03").unwrap();
         assert!(BaseLogits::load(&p).is_err());
         std::fs::remove_file(&p).unwrap();
+    }
+
+    /// A valid cache (vocab 3, one position) with `edit` applied to its bytes.
+    fn corrupt(edit: impl Fn(&mut Vec<u8>)) -> String {
+        let b = BaseLogits {
+            vocab: 3,
+            fingerprint: 42,
+            positions: vec![BasePosition {
+                target: 1,
+                target_logp: -0.7,
+                top: vec![(1, -0.7), (0, -1.2)],
+            }],
+        };
+        let p = std::env::temp_dir().join(format!(
+            "leanlm-kld-bad-{}-{:?}.bin",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        b.save(&p).unwrap();
+        let mut raw = std::fs::read(&p).unwrap();
+        edit(&mut raw);
+        std::fs::write(&p, &raw).unwrap();
+        let e = BaseLogits::load(&p).map(|_| ()).unwrap_err().to_string();
+        std::fs::remove_file(&p).unwrap();
+        assert!(e.contains("not a valid leanlm base-logits cache"), "{e}");
+        e
+    }
+
+    #[test]
+    fn corrupt_caches_are_errors_not_panics() {
+        // Layout: magic 8, vocab 8, fingerprint 8, n 8, then target 4, logp 4, k 4, k × 8.
+        let set_u32 = |raw: &mut Vec<u8>, at: usize, v: u32| {
+            raw[at..at + 4].copy_from_slice(&v.to_le_bytes())
+        };
+        let e = corrupt(|r| r[24..32].copy_from_slice(&u64::MAX.to_le_bytes()));
+        assert!(e.contains("more than the file holds"), "{e}");
+        let e = corrupt(|r| set_u32(r, 32, 7)); // target outside the vocabulary
+        assert!(e.contains("token 7"), "{e}");
+        let e = corrupt(|r| set_u32(r, 44, 9)); // a top-k id outside it
+        assert!(e.contains("token 9"), "{e}");
+        let e = corrupt(|r| set_u32(r, 40, 0)); // k = 0: `top[0]` would panic
+        assert!(e.contains("keeps 0 tokens"), "{e}");
+        let e = corrupt(|r| set_u32(r, 40, u32::MAX));
+        assert!(e.contains("keeps 4294967295"), "{e}");
+        let e = corrupt(|r| r[8..16].copy_from_slice(&0u64.to_le_bytes()));
+        assert!(e.contains("vocabulary size 0"), "{e}");
+        let e = corrupt(|r| r.truncate(r.len() - 3));
+        assert!(e.contains("truncated"), "{e}");
+        let e = corrupt(|r| r.push(0));
+        assert!(e.contains("after the last position"), "{e}");
     }
 }

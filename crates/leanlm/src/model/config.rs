@@ -71,6 +71,7 @@ impl Config {
             ("n_heads", self.n_heads),
             ("n_kv_heads", self.n_kv_heads),
             ("head_dim", self.head_dim),
+            ("ffn_dim", self.ffn_dim),
             ("vocab_size", self.vocab_size),
             ("context_len", self.context_len),
         ] {
@@ -90,10 +91,16 @@ impl Config {
                 self.rope_dim, self.head_dim
             )));
         }
-        // Written so that NaN fails too.
-        let positive = |v: f32| v > 0.0;
-        if !positive(self.rms_eps) || !positive(self.rope_theta) {
-            return Err(bad("rms epsilon and rope theta must be positive".into()));
+        // Written so that NaN and infinity fail too.
+        for (name, v) in [
+            ("rms epsilon", self.rms_eps),
+            ("rope theta", self.rope_theta),
+        ] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(bad(format!(
+                    "{name} is {v}; it must be positive and finite"
+                )));
+            }
         }
         Ok(())
     }

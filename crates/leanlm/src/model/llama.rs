@@ -161,7 +161,11 @@ impl Model {
             expected,
             found,
         };
-        if tok_embd.cols != d || output.cols != d || output.rows != tok_embd.rows {
+        if tok_embd.cols != d
+            || output.cols != d
+            || output.rows != tok_embd.rows
+            || tok_embd.rows == 0
+        {
             return Err(shape_err(
                 "token embedding / output head".into(),
                 vec![config.vocab_size, d],
@@ -177,6 +181,12 @@ impl Model {
         }
         for (i, l) in layers.iter().enumerate() {
             let (nh, nkv, ff) = (l.wq.rows / hd, l.wk.rows / hd, l.w_gate.rows);
+            // A zero-width block would reach the kernels as empty chunks.
+            if nh == 0 || ff == 0 {
+                return Err(Error::InvalidInput(format!(
+                    "blk.{i} has {nh} query heads and an MLP width of {ff}; both must be at least 1"
+                )));
+            }
             let checks: [(&str, &Matrix, [usize; 2]); 7] = [
                 ("attn_q", &l.wq, [nh * hd, d]),
                 ("attn_k", &l.wk, [nkv * hd, d]),

@@ -28,17 +28,31 @@ pub fn config_from_hf(dir: &Path) -> Result<Config> {
         .or_else(|| j["model_type"].as_str())
         .ok_or_else(|| bad("no 'architectures' or 'model_type'".into()))?;
     let arch = Arch::parse(arch_name)?;
-    let int = |k: &str| {
-        j[k].as_u64()
-            .map(|v| v as usize)
-            .ok_or_else(|| bad(format!("'{k}' is missing")))
+    // An absent key may take its default; a key of the wrong type is an error, never
+    // silently replaced by that default.
+    let opt_int = |k: &str| -> Result<Option<usize>> {
+        match &j[k] {
+            Json::Null => Ok(None),
+            v => v
+                .as_u64()
+                .and_then(|x| usize::try_from(x).ok())
+                .map(Some)
+                .ok_or_else(|| bad(format!("'{k}' is {v}, expected a non-negative integer"))),
+        }
+    };
+    let int = |k: &str| opt_int(k)?.ok_or_else(|| bad(format!("'{k}' is missing")));
+    let opt_f64 = |k: &str| -> Result<Option<f64>> {
+        match &j[k] {
+            Json::Null => Ok(None),
+            v => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| bad(format!("'{k}' is {v}, expected a number"))),
+        }
     };
     let d_model = int("hidden_size")?;
     let n_heads = int("num_attention_heads")?;
-    let head_dim = j["head_dim"]
-        .as_u64()
-        .map(|v| v as usize)
-        .unwrap_or(d_model.checked_div(n_heads).unwrap_or(0));
+    let head_dim = opt_int("head_dim")?.unwrap_or(d_model.checked_div(n_heads).unwrap_or(0));
     if !j["rope_scaling"].is_null() {
         return Err(bad("rope_scaling is not supported yet".into()));
     }
@@ -47,13 +61,13 @@ pub fn config_from_hf(dir: &Path) -> Result<Config> {
         n_layers: int("num_hidden_layers")?,
         d_model,
         n_heads,
-        n_kv_heads: int("num_key_value_heads").unwrap_or(n_heads),
+        n_kv_heads: opt_int("num_key_value_heads")?.unwrap_or(n_heads),
         head_dim,
         ffn_dim: int("intermediate_size")?,
         vocab_size: int("vocab_size")?,
         context_len: int("max_position_embeddings")?,
-        rms_eps: j["rms_norm_eps"].as_f64().unwrap_or(1e-6) as f32,
-        rope_theta: j["rope_theta"].as_f64().unwrap_or(10_000.0) as f32,
+        rms_eps: opt_f64("rms_norm_eps")?.unwrap_or(1e-6) as f32,
+        rope_theta: opt_f64("rope_theta")?.unwrap_or(10_000.0) as f32,
         rope_dim: head_dim,
         rope_style: RopeStyle::Halves,
     };
@@ -136,6 +150,13 @@ impl Tensors {
                         })
                     }
                 };
+                if map.contains_key(&name) {
+                    return Err(Error::BadTensor {
+                        path: path.clone(),
+                        tensor: name,
+                        reason: "appears in more than one shard".into(),
+                    });
+                }
                 map.insert(name, (view.shape().to_vec(), values));
             }
         }
@@ -151,12 +172,10 @@ impl Tensors {
     fn matrix(&mut self, name: &str) -> Result<Matrix> {
         let (shape, data) = self.take(name)?;
         match shape[..] {
-            [rows, cols] => Matrix::from_f32(rows, cols, data),
-            _ => Err(Error::Shape {
-                what: name.to_string(),
-                expected: vec![0, 0],
-                found: shape,
-            }),
+            [rows, cols] if rows > 0 && cols > 0 => Matrix::from_f32(rows, cols, data),
+            _ => Err(Error::InvalidInput(format!(
+                "tensor '{name}' has shape {shape:?}; expected a matrix with no zero dimension"
+            ))),
         }
     }
 
@@ -169,19 +188,112 @@ impl Tensors {
     }
 }
 
+impl Tensors {
+    /// Distinct `model.layers.N.` indices, which must run 0, 1, … without a gap.
+    fn blocks_present(&self) -> Result<usize> {
+        let indices: std::collections::BTreeSet<usize> = self
+            .map
+            .keys()
+            .filter_map(|k| {
+                k.strip_prefix("model.layers.")?
+                    .split('.')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        match indices.last() {
+            Some(&last) if last + 1 != indices.len() => {
+                let gap = (0..).find(|i| !indices.contains(i)).unwrap_or(0);
+                Err(Error::MissingTensor(format!(
+                    "model.layers.{gap}.* (the folder has layers up to {last})"
+                )))
+            }
+            _ => Ok(indices.len()),
+        }
+    }
+}
+
+/// The rows of block `i`'s projections must be what config.json's widths say.
+fn check_widths(path: &Path, c: &Config, i: usize, l: &Layer) -> Result<()> {
+    let checks = [
+        (
+            "self_attn.q_proj",
+            l.wq.rows,
+            "num_attention_heads",
+            c.n_heads,
+            c.head_dim,
+        ),
+        (
+            "self_attn.k_proj",
+            l.wk.rows,
+            "num_key_value_heads",
+            c.n_kv_heads,
+            c.head_dim,
+        ),
+        (
+            "self_attn.v_proj",
+            l.wv.rows,
+            "num_key_value_heads",
+            c.n_kv_heads,
+            c.head_dim,
+        ),
+        (
+            "mlp.gate_proj",
+            l.w_gate.rows,
+            "intermediate_size",
+            c.ffn_dim,
+            1,
+        ),
+    ];
+    for (name, rows, key, n, per) in checks {
+        if n.checked_mul(per) != Some(rows) {
+            return Err(Error::BadConfig {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "model.layers.{i}.{name}.weight has {rows} rows, but {key} = {n} needs {}",
+                    n.saturating_mul(per)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 pub fn load_hf(dir: &Path) -> Result<Model> {
     let config = config_from_hf(dir)?;
     let mut t = Tensors::read(dir)?;
+    let config_path = dir.join("config.json");
+    // Checked before anything is sized by the layer count.
+    let present = t.blocks_present()?;
+    if present != config.n_layers {
+        return Err(Error::BadConfig {
+            path: config_path,
+            reason: format!(
+                "num_hidden_layers is {} but the weights hold {present} layers",
+                config.n_layers
+            ),
+        });
+    }
     let tok_embd = t.matrix("model.embed_tokens.weight")?;
     let output = match t.matrix("lm_head.weight") {
         Ok(m) => m,
         Err(Error::MissingTensor(_)) => tok_embd.clone(), // tie_word_embeddings
         Err(e) => return Err(e),
     };
+    if tok_embd.rows != config.vocab_size {
+        return Err(Error::BadConfig {
+            path: config_path,
+            reason: format!(
+                "vocab_size is {} but model.embed_tokens.weight has {} rows",
+                config.vocab_size, tok_embd.rows
+            ),
+        });
+    }
     let mut layers = Vec::with_capacity(config.n_layers);
     for i in 0..config.n_layers {
         let p = |s: &str| format!("model.layers.{i}.{s}");
-        layers.push(Layer {
+        let layer = Layer {
             attn_norm: t.vector(&p("input_layernorm.weight"))?,
             wq: t.matrix(&p("self_attn.q_proj.weight"))?,
             wk: t.matrix(&p("self_attn.k_proj.weight"))?,
@@ -194,7 +306,9 @@ pub fn load_hf(dir: &Path) -> Result<Model> {
             w_gate: t.matrix(&p("mlp.gate_proj.weight"))?,
             w_up: t.matrix(&p("mlp.up_proj.weight"))?,
             w_down: t.matrix(&p("mlp.down_proj.weight"))?,
-        });
+        };
+        check_widths(&config_path, &config, i, &layer)?;
+        layers.push(layer);
     }
     let out_norm = t.vector("model.norm.weight")?;
     Model::new(config, tok_embd, layers, out_norm, output)

@@ -3,6 +3,7 @@
 mod attention;
 pub mod config;
 pub mod destination;
+pub mod finite;
 pub mod gguf;
 pub mod hooks;
 pub mod kv_cache;
@@ -82,8 +83,36 @@ impl Loaded {
     }
 }
 
-/// Load a GGUF file or a Hugging Face folder, with its tokenizer.
+/// How [`load_with`] treats a suspicious model.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Load a model whose weights hold NaN or infinity (refused by default).
+    pub allow_non_finite: bool,
+}
+
+/// Load a GGUF file or a Hugging Face folder, with its tokenizer, refusing non-finite
+/// weights.
 pub fn load(path: &Path) -> Result<Loaded> {
+    load_with(path, LoadOptions::default())
+}
+
+/// [`load`] with options.
+pub fn load_with(path: &Path, options: LoadOptions) -> Result<Loaded> {
+    let loaded = load_unchecked(path)?;
+    if !options.allow_non_finite {
+        let found = finite::non_finite_tensors(&loaded.model);
+        if !found.is_empty() {
+            return Err(Error::NonFiniteWeights {
+                path: path.to_path_buf(),
+                count: found.iter().map(|(_, n)| n).sum(),
+                tensors: finite::describe(&found),
+            });
+        }
+    }
+    Ok(loaded)
+}
+
+fn load_unchecked(path: &Path) -> Result<Loaded> {
     if path.is_dir() {
         let model = load_hf(path)?;
         let tokenizer = Tokenizer::from_hf_dir(path)?;

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::config::{Arch, Config, RopeStyle};
-use super::gguf::{GgufWriter, TensorData, Value};
+use super::gguf::{Array, GgufWriter, TensorData, Value};
 use super::llama::{Layer, Model};
 use crate::error::{Error, Result};
 use crate::quant::matrix::Storage;
@@ -126,7 +126,7 @@ impl GgufModelWriter {
             let v: Vec<usize> = self.widths.iter().map(f).collect();
             match v.first() {
                 Some(&first) if v.iter().all(|&x| x == first) => u(first),
-                _ => Value::Array(v.into_iter().map(u).collect()),
+                _ => Value::Array(Array::U32(v.into_iter().map(|x| x as u32).collect())),
             }
         };
         let mut keys = vec![
@@ -215,7 +215,7 @@ fn add_matrix(
         );
         w.set(
             &sparse_key(name, "shape"),
-            Value::Array(vec![Value::U32(m.cols as u32), Value::U32(m.rows as u32)]),
+            Value::Array(Array::U32(vec![m.cols as u32, m.rows as u32])),
         );
         return w.add_tensor(TensorData {
             name: name.into(),

@@ -98,10 +98,13 @@ impl GgmlType {
         }
     }
 
-    /// Bytes taken by a row of `n` elements, or `None` when `n` is not a whole number of blocks.
+    /// Bytes taken by a row of `n` elements, or `None` when `n` is not a whole number of blocks (or
+    /// the size overflows).
     pub fn row_bytes(self, n: usize) -> Option<usize> {
-        n.is_multiple_of(self.block_len())
-            .then(|| n / self.block_len() * self.block_bytes())
+        if !n.is_multiple_of(self.block_len()) {
+            return None;
+        }
+        (n / self.block_len()).checked_mul(self.block_bytes())
     }
 
     pub fn name(self) -> &'static str {

@@ -82,7 +82,7 @@ const TOKENS_PER_TILE: usize = 64;
 
 impl Matrix {
     pub fn from_f32(rows: usize, cols: usize, data: Vec<f32>) -> Result<Self> {
-        if data.len() != rows * cols {
+        if rows.checked_mul(cols) != Some(data.len()) {
             return Err(Error::Shape {
                 what: "dense matrix".into(),
                 expected: vec![rows, cols],
@@ -103,10 +103,10 @@ impl Matrix {
                 "{cols} columns is not a whole number of {dtype} blocks"
             ))
         })?;
-        if bytes.as_slice().len() != row_bytes * rows {
+        if row_bytes.checked_mul(rows) != Some(bytes.as_slice().len()) {
             return Err(Error::Shape {
                 what: format!("{dtype} matrix bytes"),
-                expected: vec![row_bytes * rows],
+                expected: vec![row_bytes.saturating_mul(rows)],
                 found: vec![bytes.as_slice().len()],
             });
         }

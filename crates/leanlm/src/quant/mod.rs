@@ -10,6 +10,7 @@
 pub mod activation;
 pub mod blocks;
 pub mod dot;
+pub mod finite;
 pub mod fit;
 pub mod gemm;
 mod ggml_type;

@@ -232,28 +232,42 @@ impl Sparse {
                 "{format} {rows}×{cols}: {why}"
             )))
         };
-        if !cols.is_multiple_of(QK) {
-            return bad("columns are not a multiple of 32".into());
+        if rows == 0 || cols == 0 || !cols.is_multiple_of(QK) {
+            return bad("columns must be a positive multiple of 32, rows at least 1".into());
         }
         let b = bytes.as_slice();
         let blocks = cols / QK;
+        // Every size is checked: a hostile shape must not wrap to a small one.
+        let too_large = || bad("the shape is too large for the data".into());
         match format {
             SparseFormat::S24Q8 => {
-                if b.len() != rows * blocks * S24_BLOCK {
-                    return bad(format!(
-                        "{} bytes, expected {}",
-                        b.len(),
-                        rows * blocks * S24_BLOCK
-                    ));
+                let Some(want) = rows
+                    .checked_mul(blocks)
+                    .and_then(|n| n.checked_mul(S24_BLOCK))
+                else {
+                    return too_large();
+                };
+                if b.len() != want {
+                    return bad(format!("{} bytes, expected {want}", b.len()));
                 }
             }
             SparseFormat::BitmapQ8 => {
-                let table = 4 * (rows + 1);
+                // The row table alone takes 4 bytes a row, so `rows` is bounded by the data.
+                let Some(table) = rows.checked_add(1).and_then(|n| n.checked_mul(4)) else {
+                    return too_large();
+                };
                 if b.len() < table {
                     return bad(format!("{} bytes cannot hold the row table", b.len()));
                 }
+                if blocks
+                    .checked_mul(BITMAP_HEADER)
+                    .is_none_or(|h| h > b.len())
+                {
+                    return too_large();
+                }
                 let off = |r: usize| {
-                    u32::from_le_bytes(b[4 * r..4 * r + 4].try_into().expect("4 bytes")) as usize
+                    u32::from_le_bytes([b[4 * r], b[4 * r + 1], b[4 * r + 2], b[4 * r + 3]])
+                        as usize
                 };
                 let body = &b[table..];
                 if off(0) != 0 || off(rows) != body.len() {
@@ -290,6 +304,25 @@ impl Sparse {
 
     pub fn nbytes(&self) -> usize {
         self.bytes.as_slice().len()
+    }
+
+    /// How many block scales are NaN or infinite (the values are 8-bit integers).
+    pub fn non_finite_scales(&self) -> usize {
+        let nb = self.cols / QK;
+        (0..self.rows)
+            .map(|r| {
+                let row = self.row(r);
+                (0..nb)
+                    .filter(|&b| {
+                        let d = match self.format {
+                            SparseFormat::S24Q8 => f16_at(row, s24_pos(b, nb).d),
+                            SparseFormat::BitmapQ8 => bitmap_header(row, b, nb).0,
+                        };
+                        !d.is_finite()
+                    })
+                    .count()
+            })
+            .sum()
     }
 
     /// The bytes of row `r` (for the bitmap layout, without the offset table).
@@ -778,6 +811,49 @@ mod tests {
     use crate::quant::GgmlType;
 
     use crate::quant::test_data as data;
+
+    #[test]
+    fn hostile_shapes_are_errors_not_panics() {
+        let bytes = |n: usize| Bytes::Owned(Arc::new(vec![0u8; n]));
+        // 4·(rows + 1) wrapped to 4 for rows = 2^62, and the row table was read past its end.
+        for rows in [1usize << 62, usize::MAX, usize::MAX / 4] {
+            for format in [SparseFormat::BitmapQ8, SparseFormat::S24Q8] {
+                let e = Sparse::new(format, rows, 32, bytes(64))
+                    .err()
+                    .map(|e| e.to_string());
+                assert!(
+                    e.is_some_and(|e| e.contains(&format!("{rows}×32"))),
+                    "{format}"
+                );
+            }
+        }
+        for (rows, cols) in [(0, 32), (1, 0), (1, 33)] {
+            assert!(Sparse::new(SparseFormat::BitmapQ8, rows, cols, bytes(8)).is_err());
+        }
+        // A row table that points past the data.
+        let mut b = vec![0u8; 8 + 6];
+        b[4..8].copy_from_slice(&1000u32.to_le_bytes());
+        let e = Sparse::new(SparseFormat::BitmapQ8, 1, 32, Bytes::Owned(Arc::new(b)));
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn a_nan_scale_is_counted() {
+        let mut w = data(2 * 64, 3);
+        prune_2_4(&mut w);
+        for format in [SparseFormat::S24Q8, SparseFormat::BitmapQ8] {
+            let s = Sparse::encode(format, &w, 2, 64).unwrap();
+            assert_eq!(s.non_finite_scales(), 0);
+            let mut raw = s.bytes.as_slice().to_vec();
+            let at = match format {
+                SparseFormat::S24Q8 => 0,
+                SparseFormat::BitmapQ8 => 4 * 3, // after the 3-entry row table
+            };
+            (raw[at], raw[at + 1]) = (0x00, 0x7e);
+            let bad = Sparse::new(format, 2, 64, Bytes::Owned(Arc::new(raw))).unwrap();
+            assert_eq!(bad.non_finite_scales(), 1, "{format}");
+        }
+    }
 
     /// Keep the 2 largest of every 4 (2:4), or zero values below a threshold (unstructured).
     fn prune_2_4(w: &mut [f32]) {

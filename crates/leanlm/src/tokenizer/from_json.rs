@@ -33,24 +33,41 @@ impl Tokenizer {
             .iter()
             .map(|(k, v)| {
                 v.as_u64()
-                    .map(|i| (i as u32, k.clone()))
-                    .ok_or_else(|| bad("non-integer vocab id"))
+                    .and_then(|i| u32::try_from(i).ok())
+                    .map(|i| (i, k.clone()))
+                    .ok_or_else(|| bad(&format!("vocab id of {k:?} is {v}, not a token id")))
             })
             .collect::<Result<_>>()?;
         let mut special_ids = Vec::new();
         for t in j["added_tokens"].as_array().into_iter().flatten() {
-            let (Some(id), Some(content)) = (t["id"].as_u64(), t["content"].as_str()) else {
-                return Err(bad("malformed added_tokens entry"));
+            let id = t["id"].as_u64().and_then(|i| u32::try_from(i).ok());
+            let (Some(id), Some(content)) = (id, t["content"].as_str()) else {
+                return Err(bad(&format!("malformed added_tokens entry {t}")));
             };
-            if !vocab.contains_key(content) {
-                entries.push((id as u32, content.to_string()));
+            match vocab.get(content).and_then(Json::as_u64) {
+                None => entries.push((id, content.to_string())),
+                Some(v) if v == id as u64 => {}
+                Some(v) => {
+                    return Err(bad(&format!(
+                        "added token {content:?} has id {id} but the vocabulary gives it {v}"
+                    )))
+                }
             }
-            special_ids.push(id as u32);
+            special_ids.push(id);
         }
         entries.sort();
-        entries.dedup_by_key(|e| e.0);
-        if entries.iter().enumerate().any(|(i, e)| e.0 as usize != i) {
-            return Err(bad("vocabulary ids are not contiguous from 0"));
+        entries.dedup();
+        if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(bad(&format!(
+                "tokens {:?} and {:?} share id {}",
+                w[0].1, w[1].1, w[0].0
+            )));
+        }
+        if let Some((i, e)) = entries.iter().enumerate().find(|(i, e)| e.0 as usize != *i) {
+            return Err(bad(&format!(
+                "vocabulary ids are not contiguous from 0 (id {i} is missing, next is {})",
+                e.0
+            )));
         }
         let tokens: Vec<String> = entries.into_iter().map(|e| e.1).collect();
         let merges = model["merges"]

@@ -2,7 +2,7 @@
 
 use super::bpe::Tokenizer;
 use crate::error::{Error, Result};
-use crate::model::gguf::Value;
+use crate::model::gguf::{Array, Value};
 
 impl Tokenizer {
     pub fn gguf_metadata(&self) -> Result<Vec<(String, Value)>> {
@@ -18,20 +18,20 @@ impl Tokenizer {
             ("tokenizer.ggml.pre".to_string(), s(pre)),
             (
                 "tokenizer.ggml.tokens".to_string(),
-                Value::Array(self.spellings().iter().map(|t| s(t)).collect()),
+                Value::Array(Array::String(self.spellings().to_vec())),
             ),
             (
                 "tokenizer.ggml.token_type".to_string(),
-                Value::Array(self.token_types().into_iter().map(Value::I32).collect()),
+                Value::Array(Array::I32(self.token_types())),
             ),
             (
                 "tokenizer.ggml.merges".to_string(),
-                Value::Array(
+                Value::Array(Array::String(
                     self.merge_list()
                         .iter()
-                        .map(|(a, b)| Value::String(format!("{a} {b}")))
+                        .map(|(a, b)| format!("{a} {b}"))
                         .collect(),
-                ),
+                )),
             ),
             (
                 "tokenizer.ggml.add_bos_token".to_string(),

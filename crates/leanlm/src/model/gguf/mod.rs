@@ -28,10 +28,136 @@ pub enum Value {
     F32(f32),
     Bool(bool),
     String(String),
-    Array(Vec<Value>),
+    Array(Array),
     U64(u64),
     I64(i64),
     F64(f64),
+}
+
+/// A metadata array, stored by element type: a file's array of a million `u8` takes a
+/// megabyte in memory, not the 32 MB a list of [`Value`]s would, so that the memory a
+/// header needs stays a small multiple of the bytes it occupies in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Array {
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    U16(Vec<u16>),
+    I16(Vec<i16>),
+    U32(Vec<u32>),
+    I32(Vec<i32>),
+    F32(Vec<f32>),
+    Bool(Vec<bool>),
+    String(Vec<String>),
+    Array(Vec<Array>),
+    U64(Vec<u64>),
+    I64(Vec<i64>),
+    F64(Vec<f64>),
+}
+
+/// Apply the same expression to the vector inside any [`Array`] variant.
+macro_rules! each {
+    ($a:expr, $v:ident => $e:expr) => {
+        match $a {
+            Array::U8($v) => $e,
+            Array::I8($v) => $e,
+            Array::U16($v) => $e,
+            Array::I16($v) => $e,
+            Array::U32($v) => $e,
+            Array::I32($v) => $e,
+            Array::F32($v) => $e,
+            Array::Bool($v) => $e,
+            Array::String($v) => $e,
+            Array::Array($v) => $e,
+            Array::U64($v) => $e,
+            Array::I64($v) => $e,
+            Array::F64($v) => $e,
+        }
+    };
+}
+
+impl Array {
+    pub fn len(&self) -> usize {
+        each!(self, v => v.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn truncate(&mut self, n: usize) {
+        each!(self, v => v.truncate(n))
+    }
+
+    /// The GGUF type id of the elements.
+    pub fn elem_type_id(&self) -> u32 {
+        match self {
+            Array::U8(_) => 0,
+            Array::I8(_) => 1,
+            Array::U16(_) => 2,
+            Array::I16(_) => 3,
+            Array::U32(_) => 4,
+            Array::I32(_) => 5,
+            Array::F32(_) => 6,
+            Array::Bool(_) => 7,
+            Array::String(_) => 8,
+            Array::Array(_) => 9,
+            Array::U64(_) => 10,
+            Array::I64(_) => 11,
+            Array::F64(_) => 12,
+        }
+    }
+
+    /// Element `i` as a value (strings and nested arrays are cloned).
+    pub fn get(&self, i: usize) -> Option<Value> {
+        Some(match self {
+            Array::U8(v) => Value::U8(*v.get(i)?),
+            Array::I8(v) => Value::I8(*v.get(i)?),
+            Array::U16(v) => Value::U16(*v.get(i)?),
+            Array::I16(v) => Value::I16(*v.get(i)?),
+            Array::U32(v) => Value::U32(*v.get(i)?),
+            Array::I32(v) => Value::I32(*v.get(i)?),
+            Array::F32(v) => Value::F32(*v.get(i)?),
+            Array::Bool(v) => Value::Bool(*v.get(i)?),
+            Array::String(v) => Value::String(v.get(i)?.clone()),
+            Array::Array(v) => Value::Array(v.get(i)?.clone()),
+            Array::U64(v) => Value::U64(*v.get(i)?),
+            Array::I64(v) => Value::I64(*v.get(i)?),
+            Array::F64(v) => Value::F64(*v.get(i)?),
+        })
+    }
+
+    /// The elements as values, in order.
+    pub fn iter(&self) -> impl Iterator<Item = Value> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+
+    /// The strings of an array of strings.
+    pub fn as_strings(&self) -> Option<&[String]> {
+        match self {
+            Array::String(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// GGUF's name of a value type id, for error messages.
+pub fn type_name(id: u32) -> &'static str {
+    match id {
+        0 => "u8",
+        1 => "i8",
+        2 => "u16",
+        3 => "i16",
+        4 => "u32",
+        5 => "i32",
+        6 => "f32",
+        7 => "bool",
+        8 => "string",
+        9 => "array",
+        10 => "u64",
+        11 => "i64",
+        12 => "f64",
+        _ => "unknown",
+    }
 }
 
 impl Value {
@@ -82,7 +208,7 @@ impl Value {
         }
     }
 
-    pub fn as_array(&self) -> Option<&[Value]> {
+    pub fn as_array(&self) -> Option<&Array> {
         match self {
             Value::Array(a) => Some(a),
             _ => None,
@@ -108,6 +234,14 @@ impl Value {
         }
     }
 
+    /// The type as an error message names it ("string", "array of u32").
+    pub fn type_description(&self) -> String {
+        match self {
+            Value::Array(a) => format!("array of {}", type_name(a.elem_type_id())),
+            v => type_name(v.type_id()).to_string(),
+        }
+    }
+
     /// A short rendering for `leanlm info` (long arrays are summarised).
     pub fn summary(&self) -> String {
         match self {
@@ -117,7 +251,7 @@ impl Value {
             Value::String(s) => format!("{s:?}"),
             Value::Array(a) if a.len() > 8 => format!("[{} values]", a.len()),
             Value::Array(a) => {
-                let items: Vec<String> = a.iter().map(Value::summary).collect();
+                let items: Vec<String> = a.iter().map(|v| v.summary()).collect();
                 format!("[{}]", items.join(", "))
             }
             Value::F32(v) => v.to_string(),
@@ -183,6 +317,7 @@ mod tests {
         // A key whose string length is absurd.
         let mut b = header(0, 1);
         b.extend_from_slice(&u64::MAX.to_le_bytes());
+        b.extend_from_slice(&[0; 16]); // enough bytes that the entry count is plausible
         assert!(open_bytes("strlen", &b).contains("truncated"));
         // An array that claims more elements than bytes remain.
         let mut b = header(0, 1);
@@ -210,12 +345,119 @@ mod tests {
         );
     }
 
+    /// One tensor-table entry.
+    fn tensor_entry(name: &str, dims: &[u64], ty: u32, offset: u64) -> Vec<u8> {
+        let mut b = (name.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(name.as_bytes());
+        b.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+        for d in dims {
+            b.extend_from_slice(&d.to_le_bytes());
+        }
+        b.extend_from_slice(&ty.to_le_bytes());
+        b.extend_from_slice(&offset.to_le_bytes());
+        b
+    }
+
+    /// One u32 metadata entry.
+    fn kv_u32(key: &str, v: u32) -> Vec<u8> {
+        let mut b = (key.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(key.as_bytes());
+        b.extend_from_slice(&4u32.to_le_bytes());
+        b.extend_from_slice(&v.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn shapes_whose_byte_size_overflows_are_errors() {
+        // [2^62] f32 is 2^64 bytes, which wrapped to 0; [2^63 + 576] f32 wrapped to the
+        // 2,304 bytes of a plausible 576-wide norm.
+        for (name, dims, ty) in [
+            ("f32", vec![1u64 << 62], 0),
+            ("f32+576", vec![(1u64 << 63) + 576], 0),
+            ("2d", vec![32, 1 << 59], 0),
+        ] {
+            let mut b = header(1, 0);
+            b.extend(tensor_entry("x", &dims, ty, 0));
+            b.resize(b.len() + 64, 0);
+            b.resize(b.len() + 2304, 0);
+            let e = open_bytes(name, &b);
+            assert!(
+                e.contains("tensor 'x'") && e.contains("too large"),
+                "{name}: {e}"
+            );
+        }
+        // Without overflow, the same huge row is data past the end.
+        let mut b = header(1, 0);
+        b.extend(tensor_entry("x", &[(1u64 << 63) + 576], 3, 0));
+        b.resize(b.len() + 64, 0);
+        assert!(open_bytes("q4_1", &b).contains("past the end"));
+    }
+
+    #[test]
+    fn duplicate_keys_and_tensors_are_refused() {
+        let mut b = header(0, 2);
+        b.extend(kv_u32("llama.block_count", 30));
+        b.extend(kv_u32("llama.block_count", 1));
+        let e = open_bytes("dupkey", &b);
+        assert!(
+            e.contains("duplicate metadata key 'llama.block_count'"),
+            "{e}"
+        );
+
+        let mut b = header(2, 0);
+        b.extend(tensor_entry("t", &[32], 0, 0));
+        b.extend(tensor_entry("t", &[32], 0, 128));
+        b.resize(b.len() + 512, 0);
+        let e = open_bytes("duptensor", &b);
+        assert!(e.contains("tensor 't' appears twice"), "{e}");
+    }
+
+    #[test]
+    fn arrays_are_stored_by_element_type() {
+        // A million u8 take a megabyte, not a million 32-byte values.
+        let n = 1 << 20;
+        let mut b = header(0, 1);
+        b.extend_from_slice(&1u64.to_le_bytes());
+        b.push(b'a');
+        b.extend_from_slice(&9u32.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&(n as u64).to_le_bytes());
+        b.resize(b.len() + n, 7);
+        let p = std::env::temp_dir().join(format!("leanlm-gguf-{}-u8array", std::process::id()));
+        std::fs::write(&p, &b).unwrap();
+        let f = GgufFile::open(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        match f.get("a") {
+            Some(Value::Array(Array::U8(v))) => assert!(v.len() == n && v.iter().all(|&x| x == 7)),
+            other => panic!("expected a u8 array, got {:?}", other.map(Value::summary)),
+        }
+        // One byte short: the count is checked against the bytes before allocating.
+        b.pop();
+        assert!(open_bytes("u8short", &b).contains("longer than the file"));
+    }
+
+    #[test]
+    fn a_known_key_of_the_wrong_type_is_named() {
+        let p = std::env::temp_dir().join(format!("leanlm-gguf-ty-{}.gguf", std::process::id()));
+        let mut w = GgufWriter::create(&p).unwrap();
+        w.set("llama.rope.freq_base", Value::String("100000".into()));
+        w.set("llama.block_count", Value::F32(30.0));
+        w.finish().unwrap();
+        let f = GgufFile::open(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        let e = f.opt_f64("llama.rope.freq_base").unwrap_err().to_string();
+        assert!(e.contains("'llama.rope.freq_base' is string"), "{e}");
+        let e = f.get_u64("llama.block_count").unwrap_err().to_string();
+        assert!(e.contains("'llama.block_count' is f32"), "{e}");
+        assert!(f.opt_f64("absent").unwrap().is_none());
+    }
+
     #[test]
     fn writer_output_reads_back() {
         let p = std::env::temp_dir().join(format!("leanlm-gguf-rt-{}.gguf", std::process::id()));
         let mut w = GgufWriter::create(&p).unwrap();
         w.set("general.architecture", Value::String("llama".into()));
-        w.set("a.list", Value::Array(vec![Value::I32(-1), Value::I32(2)]));
+        w.set("a.list", Value::Array(Array::I32(vec![-1, 2])));
         let bytes: Vec<u8> = (0..64u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
         w.add_tensor(TensorData {
             name: "t".into(),
@@ -231,7 +473,7 @@ mod tests {
         assert_eq!(f.get_str("general.architecture").unwrap(), "llama");
         assert_eq!(
             f.get("a.list"),
-            Some(&Value::Array(vec![Value::I32(-1), Value::I32(2)]))
+            Some(&Value::Array(Array::I32(vec![-1, 2])))
         );
         let t = f.tensor_info("t").unwrap();
         assert_eq!(t.shape(), vec![2, 32]);

@@ -148,13 +148,11 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
         Value::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::Bool(x) => out.push(*x as u8),
         Value::String(s) => put_string(out, s),
-        Value::Array(items) => {
-            // An empty array still needs an element type; strings are the common case.
-            let elem = items.first().map(Value::type_id).unwrap_or(8);
-            out.extend_from_slice(&elem.to_le_bytes());
-            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
-            for it in items {
-                put_value(out, it);
+        Value::Array(a) => {
+            out.extend_from_slice(&a.elem_type_id().to_le_bytes());
+            out.extend_from_slice(&(a.len() as u64).to_le_bytes());
+            for it in a.iter() {
+                put_value(out, &it);
             }
         }
         Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
