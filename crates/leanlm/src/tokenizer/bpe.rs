@@ -597,25 +597,32 @@ mod tests {
             spm: None,
         })
         .unwrap();
-        assert_eq!(t.encode("xyzw", false, false).unwrap(), vec![b'x' as u32, 257]);
+        assert_eq!(
+            t.encode("xyzw", false, false).unwrap(),
+            vec![b'x' as u32, 257]
+        );
         assert_eq!(t.encode("xyxy", false, false).unwrap(), vec![256, 256]);
     }
 
     /// A SentencePiece vocabulary: `<unk>`, `<s>`, `</s>`, 256 byte tokens, then pieces.
     fn tiny_spm(add_space_prefix: bool) -> Tokenizer {
         let mut tokens = vec!["<unk>".to_string(), "<s>".into(), "</s>".into()];
-        let mut types = vec![token_type::UNKNOWN, token_type::CONTROL, token_type::CONTROL];
+        let mut types = vec![
+            token_type::UNKNOWN,
+            token_type::CONTROL,
+            token_type::CONTROL,
+        ];
         for b in 0..=255u8 {
             tokens.push(format!("<0x{b:02X}>"));
             types.push(token_type::BYTE);
         }
         let pieces = [
-            ("\u{2581}", -3.0), // 259
-            ("a", -4.0),         // 260
-            ("b", -4.0),         // 261
-            ("ab", -2.0),        // 262
+            ("\u{2581}", -3.0),   // 259
+            ("a", -4.0),          // 260
+            ("b", -4.0),          // 261
+            ("ab", -2.0),         // 262
             ("\u{2581}ab", -1.0), // 263
-            ("\n\n", 0.0),     // 264, user-defined
+            ("\n\n", 0.0),        // 264, user-defined
         ];
         let mut scores = vec![0.0; tokens.len()];
         for (p, s) in pieces {
@@ -649,14 +656,26 @@ mod tests {
         // " ab ab" after the space prefix: "▁ab" twice.
         assert_eq!(t.encode("ab ab", true, false).unwrap(), vec![1, 263, 263]);
         // "é" has no piece: its two bytes.
-        assert_eq!(t.encode("é", false, false).unwrap(), vec![259, 3 + 0xC3, 3 + 0xA9]);
+        assert_eq!(
+            t.encode("é", false, false).unwrap(),
+            vec![259, 3 + 0xC3, 3 + 0xA9]
+        );
         // User-defined "\n\n" splits the text; the text after it is prefixed again.
-        assert_eq!(t.encode("ab\n\nab", false, false).unwrap(), vec![263, 264, 263]);
+        assert_eq!(
+            t.encode("ab\n\nab", false, false).unwrap(),
+            vec![263, 264, 263]
+        );
         // Control tokens only with special parsing.
         assert_eq!(t.encode("<s>ab", false, true).unwrap(), vec![1, 263]);
         let no_prefix = tiny_spm(false);
-        assert_eq!(no_prefix.encode("ab ab", false, false).unwrap(), vec![262, 263]);
-        assert_eq!(t.decode(&[263, 3 + 0xC3, 3 + 0xA9, 264]), " abé\n\n".as_bytes());
+        assert_eq!(
+            no_prefix.encode("ab ab", false, false).unwrap(),
+            vec![262, 263]
+        );
+        assert_eq!(
+            t.decode(&[263, 3 + 0xC3, 3 + 0xA9, 264]),
+            " abé\n\n".as_bytes()
+        );
     }
 
     #[test]

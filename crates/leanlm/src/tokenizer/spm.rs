@@ -223,7 +223,13 @@ mod tests {
     #[test]
     fn the_best_scoring_pair_is_joined_first() {
         // "abc": "bc" (score -1) beats "ab" (-2); then "a"+"bc" = "abc" is no token.
-        let t = tiny(&[("a", -5.0), ("b", -5.0), ("c", -5.0), ("ab", -2.0), ("bc", -1.0)]);
+        let t = tiny(&[
+            ("a", -5.0),
+            ("b", -5.0),
+            ("c", -5.0),
+            ("ab", -2.0),
+            ("bc", -1.0),
+        ]);
         assert_eq!(encode(&t, "abc"), vec![256, 260]);
         // With "abc" in the vocabulary the chain continues.
         let t = tiny(&[
