@@ -7,12 +7,16 @@ built with cmake by bench/build-peer.sh. Writes into crates/leanlm/tests/fixture
   greedy.json           llama-simple greedy continuations (32 tokens) of eight prompts
   logprobs.json         llama-perplexity --kl-divergence-base, ctx 512, first chunk of
                         wiki.test.raw: top-16 log-probs at each of the 255 scored positions
+  gemma3-270m/wiki_test_ids.u32.gz
+                        llama-tokenize --no-parse-special on all of wiki.test.raw with the
+                        Gemma 3 270M vocabulary (SentencePiece; u32 LE, gzip); the model is
+                        fetched by scripts/fetch-model.sh gemma3-270m
 """
 import gzip, json, os, struct, subprocess, sys, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
-WIKI = os.path.join(ROOT, "..", "shared", "data", "wikitext-2-raw", "wiki.test.raw")
+WIKI = os.path.join(ROOT, "data", "wikitext-2-raw", "wiki.test.raw")
 OUT = os.path.join(ROOT, "crates", "leanlm", "tests", "fixtures", "llama_cpp")
 PROMPTS = [
     "The capital of France is",
@@ -61,6 +65,14 @@ def main():
     with gzip.open(os.path.join(OUT, "wiki_test_ids.u16.gz"), "wb", compresslevel=9) as f:
         f.write(struct.pack(f"<{len(ids)}H", *ids))
     print(f"wiki.test.raw: {len(ids)} tokens")
+
+    gemma = run([os.path.join(ROOT, "scripts", "fetch-model.sh"), "gemma3-270m"]).strip()
+    ids = json.loads(run([tool("llama-tokenize"), "-m", os.path.join(ROOT, gemma), "-f", WIKI, "--ids",
+                          "--log-disable", "--no-parse-special"]))
+    os.makedirs(os.path.join(OUT, "gemma3-270m"), exist_ok=True)
+    with open(os.path.join(OUT, "gemma3-270m", "wiki_test_ids.u32.gz"), "wb") as f:
+        f.write(gzip.compress(struct.pack(f"<{len(ids)}I", *ids), compresslevel=9, mtime=0))
+    print(f"wiki.test.raw, Gemma 3 vocabulary: {len(ids)} tokens")
 
     greedy = []
     for p in PROMPTS:

@@ -52,6 +52,18 @@ impl ModelArg {
         load(&path)
     }
 
+    /// Only the model's tokenizer (its weights are not read).
+    pub fn load_tokenizer(&self) -> Result<leanlm::tokenizer::Tokenizer> {
+        let path = self.path();
+        if !path.exists() && path == Path::new(DEFAULT_MODEL) {
+            anyhow::bail!(
+                "{DEFAULT_MODEL} not found: run scripts/fetch-model.sh first, or name a model"
+            );
+        }
+        leanlm::model::load_tokenizer(&path)
+            .with_context(|| format!("cannot load the tokenizer of {}", path.display()))
+    }
+
     /// [`ModelArg::load`] that accepts non-finite weights (for commands that report them).
     pub fn load_allowing_non_finite(&self) -> Result<leanlm::model::Loaded> {
         let path = self.path();

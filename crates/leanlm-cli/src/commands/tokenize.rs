@@ -22,7 +22,8 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let text = a.text.read()?;
-    let tok = a.model.load()?.tokenizer;
+    // Like llama-tokenize: the vocabulary alone, whatever the architecture.
+    let tok = a.model.load_tokenizer()?;
     let ids = tok.encode(&text, !a.no_bos, !a.no_parse_special)?;
     if a.json {
         let pieces: Vec<String> = ids

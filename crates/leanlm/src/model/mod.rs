@@ -140,6 +140,16 @@ fn load_unchecked(path: &Path) -> Result<Loaded> {
     })
 }
 
+/// The tokenizer of a GGUF file or Hugging Face folder, without loading the weights (as
+/// llama.cpp's `vocab_only`): for tokenizing text with a model whose architecture need not
+/// be one leanlm runs.
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    if path.is_dir() {
+        return Tokenizer::from_hf_dir(path);
+    }
+    Tokenizer::from_gguf(&gguf::GgufFile::open(path)?)
+}
+
 fn check_vocab(model: &Model, tok: &Tokenizer) -> Result<()> {
     // Models may pad the embedding beyond the tokenizer's vocabulary, never the reverse.
     if tok.vocab_size() > model.vocab_size() {

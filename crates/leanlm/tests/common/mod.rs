@@ -41,6 +41,22 @@ pub fn default_model() -> &'static Loaded {
     })
 }
 
+/// Path of a model that `scripts/fetch-model.sh NAME` fetches (and verifies) if needed.
+pub fn fetched_model(name: &str) -> PathBuf {
+    let root = repo_root();
+    let out = std::process::Command::new("bash")
+        .arg(root.join("scripts/fetch-model.sh"))
+        .arg(name)
+        .output()
+        .expect("running scripts/fetch-model.sh");
+    assert!(
+        out.status.success(),
+        "scripts/fetch-model.sh {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    root.join(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")

@@ -1,0 +1,56 @@
+//! SentencePiece vocabularies read from GGUF give llama.cpp's token ids: Gemma 3 270M's
+//! (262,144 tokens, scores instead of merges, byte fallback, user-defined whitespace runs)
+//! on all of wiki.test.raw. The fixture is llama-tokenize's output (bench/make-fixtures.py).
+
+mod common;
+
+use std::io::Read;
+
+#[test]
+fn gemma3_token_ids_equal_llama_cpp_on_all_of_wikitext2_test() {
+    let mut gz = flate2::read::GzDecoder::new(
+        std::fs::File::open(common::fixture(
+            "llama_cpp/gemma3-270m/wiki_test_ids.u32.gz",
+        ))
+        .unwrap(),
+    );
+    let mut raw = Vec::new();
+    gz.read_to_end(&mut raw).unwrap();
+    let want: Vec<u32> = raw
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    // llama-perplexity reports 295,173 tokens for this file with this vocabulary.
+    assert_eq!(want.len(), 295_173);
+
+    let path = common::fetched_model("gemma3-270m");
+    let tok = leanlm::model::load_tokenizer(&path).unwrap();
+    assert!(tok.spm().is_some(), "Gemma's vocabulary is SentencePiece");
+    let text = std::fs::read_to_string(common::data_file("wikitext-2-raw/wiki.test.raw")).unwrap();
+    let got = tok.encode(&text, true, false).unwrap();
+    if let Some(i) = got.iter().zip(&want).position(|(a, b)| a != b) {
+        let lo = i.saturating_sub(5);
+        panic!(
+            "first difference at token {i}: ours {:?} vs llama.cpp {:?} (text {:?})",
+            &got[lo..(i + 5).min(got.len())],
+            &want[lo..(i + 5).min(want.len())],
+            tok.decode_lossy(&want[lo..(i + 5).min(want.len())])
+        );
+    }
+    assert_eq!(got.len(), want.len());
+    // Decoding gives the text back (the file has no byte that lacks a token).
+    assert_eq!(tok.decode(&got[1..]), text.as_bytes());
+}
+
+#[test]
+fn gemma3_chat_markup_is_split_into_its_control_tokens() {
+    let tok = leanlm::model::load_tokenizer(&common::fetched_model("gemma3-270m")).unwrap();
+    let ids = tok
+        .encode("<start_of_turn>user\nHi<end_of_turn>\n", true, true)
+        .unwrap();
+    // BOS, <start_of_turn>, "user", "\n", "Hi", <end_of_turn>, "\n": llama-tokenize's ids.
+    assert_eq!(ids, [2, 105, 2364, 107, 10979, 106, 107]);
+    // Without special parsing the markup is text.
+    let plain = tok.encode("<start_of_turn>", false, false).unwrap();
+    assert!(!plain.contains(&105));
+}
