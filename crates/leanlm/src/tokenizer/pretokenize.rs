@@ -22,14 +22,31 @@ pub struct PreTokenizer {
     pub patterns: Vec<String>,
 }
 
+/// Compiled regexes by pattern: compiling GPT-2's pattern costs about 10 ms, paid once
+/// per process rather than at every load of a vocabulary. A regex is cheap to clone
+/// (it shares its program). Bounded, since tokenizer.json may name any pattern.
+fn compiled(p: &str) -> Result<Regex> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<String, Regex>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(re) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(p) {
+        return Ok(re.clone());
+    }
+    let re = Regex::new(p)
+        .map_err(|e| Error::Tokenizer(format!("bad pre-tokenizer regex {p:?}: {e}")))?;
+    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() < 64 {
+        map.insert(p.to_string(), re.clone());
+    }
+    Ok(re)
+}
+
 impl PreTokenizer {
     pub fn new(patterns: &[&str]) -> Result<Self> {
         let regexes = patterns
             .iter()
-            .map(|p| {
-                Regex::new(p)
-                    .map_err(|e| Error::Tokenizer(format!("bad pre-tokenizer regex {p:?}: {e}")))
-            })
+            .map(|p| compiled(p))
             .collect::<Result<_>>()?;
         Ok(Self {
             regexes,
