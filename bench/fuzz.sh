@@ -27,10 +27,9 @@ cargo +nightly fuzz --version >/dev/null 2>&1 || {
   exit 1
 }
 scripts/fetch-model.sh
-(cd fuzz && cargo +nightly run --quiet --release --bin make-seeds)
-for t in "${TARGETS[@]}"; do
-  (cd fuzz && cargo +nightly fuzz build --release "$t")
-done
+# One build for the seed maker and the targets (same flags, so nothing is compiled twice).
+(cd fuzz && cargo +nightly fuzz build --release)
+fuzz/target/x86_64-unknown-linux-gnu/release/make-seeds
 
 run_one() {
   local t=$1 log=$OUT/$1.log

@@ -28,16 +28,7 @@ fn token_ids_equal_llama_cpp_on_all_of_wikitext2_test() {
     let text = std::fs::read_to_string(common::data_file("wikitext-2-raw/wiki.test.raw")).unwrap();
     let tok = &common::default_model().tokenizer;
     let got = tok.encode(&text, true, false).unwrap();
-    if let Some(i) = got.iter().zip(&want).position(|(a, b)| a != b) {
-        let lo = i.saturating_sub(5);
-        panic!(
-            "first difference at token {i}: ours {:?} vs llama.cpp {:?} (text {:?})",
-            &got[lo..(i + 5).min(got.len())],
-            &want[lo..(i + 5).min(want.len())],
-            tok.decode_lossy(&want[lo..(i + 5).min(want.len())])
-        );
-    }
-    assert_eq!(got.len(), want.len());
+    common::assert_same_ids(tok, &got, &want);
     // 595 chunks of 512 tokens, as llama-perplexity splits the file.
     assert_eq!(got.len() / 512, 595);
     // And the ids decode back to the original bytes.

@@ -28,16 +28,7 @@ fn gemma3_token_ids_equal_llama_cpp_on_all_of_wikitext2_test() {
     assert!(tok.spm().is_some(), "Gemma's vocabulary is SentencePiece");
     let text = std::fs::read_to_string(common::data_file("wikitext-2-raw/wiki.test.raw")).unwrap();
     let got = tok.encode(&text, true, false).unwrap();
-    if let Some(i) = got.iter().zip(&want).position(|(a, b)| a != b) {
-        let lo = i.saturating_sub(5);
-        panic!(
-            "first difference at token {i}: ours {:?} vs llama.cpp {:?} (text {:?})",
-            &got[lo..(i + 5).min(got.len())],
-            &want[lo..(i + 5).min(want.len())],
-            tok.decode_lossy(&want[lo..(i + 5).min(want.len())])
-        );
-    }
-    assert_eq!(got.len(), want.len());
+    common::assert_same_ids(&tok, &got, &want);
     // Decoding gives the text back (the file has no byte that lacks a token).
     assert_eq!(tok.decode(&got[1..]), text.as_bytes());
 }

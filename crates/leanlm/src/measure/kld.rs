@@ -365,9 +365,9 @@ mod tests {
         assert_eq!(top_k(&[-3.0, -1.0, -2.0], 2), vec![(1, -1.0), (2, -2.0)]);
     }
 
-    #[test]
-    fn cache_round_trips() {
-        let b = BaseLogits {
+    /// A cache of vocabulary 3 with one position.
+    fn tiny_cache() -> BaseLogits {
+        BaseLogits {
             vocab: 3,
             fingerprint: 42,
             positions: vec![BasePosition {
@@ -375,7 +375,12 @@ mod tests {
                 target_logp: -0.7,
                 top: vec![(1, -0.7), (0, -1.2)],
             }],
-        };
+        }
+    }
+
+    #[test]
+    fn cache_round_trips() {
+        let b = tiny_cache();
         let p = std::env::temp_dir().join(format!("leanlm-kld-{}.bin", std::process::id()));
         b.save(&p).unwrap();
         assert_eq!(BaseLogits::load(&p).unwrap(), b);
@@ -386,15 +391,7 @@ mod tests {
 
     /// A valid cache (vocab 3, one position) with `edit` applied to its bytes.
     fn corrupt(edit: impl Fn(&mut Vec<u8>)) -> String {
-        let b = BaseLogits {
-            vocab: 3,
-            fingerprint: 42,
-            positions: vec![BasePosition {
-                target: 1,
-                target_logp: -0.7,
-                top: vec![(1, -0.7), (0, -1.2)],
-            }],
-        };
+        let b = tiny_cache();
         let p = std::env::temp_dir().join(format!(
             "leanlm-kld-bad-{}-{:?}.bin",
             std::process::id(),

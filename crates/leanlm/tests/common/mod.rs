@@ -57,6 +57,20 @@ pub fn fetched_model(name: &str) -> PathBuf {
     root.join(String::from_utf8_lossy(&out.stdout).trim())
 }
 
+/// Panic at the first token where `got` differs from llama.cpp's `want`, showing the text.
+pub fn assert_same_ids(tok: &leanlm::tokenizer::Tokenizer, got: &[u32], want: &[u32]) {
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        let lo = i.saturating_sub(5);
+        panic!(
+            "first difference at token {i}: ours {:?} vs llama.cpp {:?} (text {:?})",
+            &got[lo..(i + 5).min(got.len())],
+            &want[lo..(i + 5).min(want.len())],
+            tok.decode_lossy(&want[lo..(i + 5).min(want.len())])
+        );
+    }
+    assert_eq!(got.len(), want.len());
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
