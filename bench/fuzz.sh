@@ -34,8 +34,12 @@ fuzz/target/x86_64-unknown-linux-gnu/release/make-seeds
 run_one() {
   local t=$1 log=$OUT/$1.log
   local start=$SECONDS rc=0
-  (cd fuzz && cargo +nightly fuzz run --release "$t" -- -runs="$RUNS" -max_total_time="$MAX_SECS" \
-      -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048 -print_final_stats=1) >"$log" 2>&1 || rc=$?
+  # The binaries run directly (as `cargo fuzz run` would run them, same corpus and artifact
+  # folders), so that editing sources during a long run does not rebuild and change the target.
+  mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
+  "fuzz/target/x86_64-unknown-linux-gnu/release/$t" -artifact_prefix="fuzz/artifacts/$t/" \
+      -runs="$RUNS" -max_total_time="$MAX_SECS" -timeout=10 -rss_limit_mb=2048 \
+      -malloc_limit_mb=2048 -print_final_stats=1 "fuzz/corpus/$t" >"$log" 2>&1 || rc=$?
   local execs
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
   local crashes

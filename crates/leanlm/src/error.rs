@@ -28,8 +28,11 @@ pub enum Error {
     #[error("missing metadata key '{0}'")]
     MissingKey(String),
 
-    #[error("unsupported architecture '{0}' (supported: llama, qwen2, gemma3)")]
-    UnknownArchitecture(String),
+    #[error("unsupported architecture '{found}' (supported: {supported})")]
+    UnknownArchitecture { found: String, supported: String },
+
+    #[error("chat template{}: {reason}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    ChatTemplate { line: Option<usize>, reason: String },
 
     #[error("unsupported tensor type {0}")]
     UnsupportedType(String),

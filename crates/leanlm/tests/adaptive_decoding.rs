@@ -62,7 +62,7 @@ fn every_drafter_reproduces_plain_greedy_decoding() {
     // Per drafter: drafted and accepted tokens over all prompts.
     let mut totals = [(0, 0); 3];
     for (p, prompt) in prompts().iter().enumerate() {
-        let plain = generate(m, prompt, n, &mut greedy(), None, |_| {})
+        let plain = generate(m, prompt, n, &mut greedy(), &[], |_| {})
             .unwrap()
             .tokens;
         assert_eq!(plain.len(), n);
@@ -72,7 +72,7 @@ fn every_drafter_reproduces_plain_greedy_decoding() {
                 adaptive: p % 2 == 1,
             };
             let (g, stats) =
-                generate_speculative(m, drafter, prompt, n, &mut greedy(), None, opts, |_| {})
+                generate_speculative(m, drafter, prompt, n, &mut greedy(), &[], opts, |_| {})
                     .unwrap();
             assert_eq!(g.tokens, plain, "prompt {p}, {name}");
             assert!(
@@ -99,7 +99,7 @@ fn bad_speculation_settings_are_refused() {
         adaptive: false,
     };
     let run = |d: &Drafter, o: SpecOptions| {
-        generate_speculative(m, d, &prompt, 8, &mut greedy(), None, o, |_| {})
+        generate_speculative(m, d, &prompt, 8, &mut greedy(), &[], o, |_| {})
     };
     assert!(run(&Drafter::EarlyLayers(0), opts).is_err());
     assert!(run(&Drafter::EarlyLayers(m.layers.len()), opts).is_err());
@@ -165,7 +165,7 @@ fn early_exit_that_never_fires_is_the_plain_pass() {
         every: 2,
     };
     let (g, stats) =
-        generate_early_exit(m, prompt, 12, &mut greedy(), None, &always, |_| {}).unwrap();
+        generate_early_exit(m, prompt, 12, &mut greedy(), &[], &always, |_| {}).unwrap();
     assert_eq!(g.tokens.len(), 12);
     assert_eq!(stats.histogram[6], 11);
     assert!((stats.mean_layers() - 6.0).abs() < 1e-12);
@@ -173,7 +173,7 @@ fn early_exit_that_never_fires_is_the_plain_pass() {
         min_layers: 0,
         ..always
     };
-    assert!(generate_early_exit(m, prompt, 4, &mut greedy(), None, &bad, |_| {}).is_err());
+    assert!(generate_early_exit(m, prompt, 4, &mut greedy(), &[], &bad, |_| {}).is_err());
 }
 
 #[test]

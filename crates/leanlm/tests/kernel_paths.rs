@@ -42,7 +42,7 @@ fn prompts() -> Vec<Vec<u32>> {
 
 fn greedy(m: &Model, prompt: &[u32]) -> Vec<u32> {
     let mut s = Sampler::new(SamplerConfig::default()).unwrap();
-    generate(m, prompt, N, &mut s, None, |_| {}).unwrap().tokens
+    generate(m, prompt, N, &mut s, &[], |_| {}).unwrap().tokens
 }
 
 /// The reference's greedy continuations of `prompts`, and its logits along them (each

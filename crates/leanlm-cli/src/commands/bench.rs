@@ -113,7 +113,7 @@ fn adaptive_decode_speed(
             prompt,
             a.n_gen,
             &mut sampler,
-            None,
+            &[],
             &policy,
             |_| {},
         )?;
@@ -130,7 +130,7 @@ fn adaptive_decode_speed(
             prompt,
             a.n_gen,
             &mut sampler,
-            None,
+            &[],
             a.spec.options(),
             |_| {},
         )?;

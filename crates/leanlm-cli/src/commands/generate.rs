@@ -26,9 +26,14 @@ pub struct Args {
     /// Random seed for sampling (same seed, same text).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Wrap the prompt in the model's chat template (one user turn).
+    /// Render the prompt as one user turn through the model's own chat template (its
+    /// Jinja template, or its family's default when the file has none) and print only the
+    /// reply. Generation stops at end-of-turn tokens as well as EOS.
     #[arg(long)]
     chat: bool,
+    /// With --chat: a system message before the user turn (llama.cpp's --system-prompt).
+    #[arg(long = "system-prompt", visible_alias = "sys", requires = "chat")]
+    system: Option<String>,
     /// Keep generating after the end-of-sequence token.
     #[arg(long)]
     ignore_eos: bool,
@@ -45,12 +50,22 @@ pub fn run(a: Args) -> Result<()> {
     let prompt = a.text.read()?;
     let loaded = a.model.load()?;
     let tok = &loaded.tokenizer;
-    let text = if a.chat {
-        leanlm::run::chat::user_turn(tok.chat_template.as_deref(), &prompt)?
+    let ids = if a.chat {
+        use leanlm::run::chat::{self, Message};
+        let family = loaded.model.config.family();
+        let template = chat::template_of(tok, family).ok_or_else(|| {
+            anyhow::anyhow!(
+                "this model has no chat template (and {} has no default); drop --chat",
+                family.gguf
+            )
+        })?;
+        let mut messages: Vec<Message> =
+            a.system.iter().map(|s| Message::new("system", s)).collect();
+        messages.push(Message::new("user", &prompt));
+        chat::prompt_ids(tok, template, &messages)?
     } else {
-        prompt
+        tok.encode(&prompt, true, false)?
     };
-    let ids = tok.encode(&text, true, a.chat)?;
     if ids.is_empty() {
         anyhow::bail!("the prompt is empty: give some text with -p or -f");
     }
@@ -71,14 +86,19 @@ pub fn run(a: Args) -> Result<()> {
         top_p: a.top_p,
         seed: a.seed,
     })?;
-    let stop = if a.ignore_eos { None } else { tok.eos };
+    let stop = if a.ignore_eos {
+        Vec::new()
+    } else {
+        tok.end_of_generation()
+    };
     let mut stream = StreamDecoder::default();
     let mut out = std::io::stdout().lock();
-    if !a.json {
-        write!(out, "{text}")?;
+    // A chat prints only the reply, never the template's markup.
+    if !a.json && !a.chat {
+        write!(out, "{prompt}")?;
     }
     let on_token = |id| {
-        if !a.json && Some(id) != stop {
+        if !a.json && !stop.contains(&id) {
             let _ = write!(out, "{}", stream.push(tok.token_bytes(id)));
             let _ = out.flush();
         }
@@ -94,7 +114,7 @@ pub fn run(a: Args) -> Result<()> {
             &ids,
             a.n,
             &mut sampler,
-            stop,
+            &stop,
             &policy,
             on_token,
         )
@@ -109,14 +129,14 @@ pub fn run(a: Args) -> Result<()> {
             &ids,
             a.n,
             &mut sampler,
-            stop,
+            &stop,
             a.spec.options(),
             on_token,
         )
         .context("speculative generation failed")?;
         (g, Some(st))
     } else {
-        let g = generate(&loaded.model, &ids, a.n, &mut sampler, stop, on_token)
+        let g = generate(&loaded.model, &ids, a.n, &mut sampler, &stop, on_token)
             .context("generation failed")?;
         (g, None)
     };

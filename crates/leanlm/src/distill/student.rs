@@ -362,10 +362,15 @@ impl Student {
                 bq: opt_vec(&l.bq)?,
                 bk: opt_vec(&l.bk)?,
                 bv: opt_vec(&l.bv)?,
+                q_norm: None,
+                k_norm: None,
+                post_attn_norm: None,
+                post_ffn_norm: None,
                 ffn_norm: vec(&l.ffn_norm)?,
                 w_gate: mat(&l.w_gate)?,
                 w_up: mat(&l.w_up)?,
                 w_down: mat(&l.w_down)?,
+                sliding: false,
             });
         }
         let tok_embd = mat(&self.tok_embd)?;

@@ -3,7 +3,9 @@
 //! Two evaluation orders of the same softmax(q·kᵀ/√d)·v: one query row at a time (decode,
 //! short speculative batches), and, for prompts, blocks of query rows per head through a
 //! tiled matrix product, so that each key and value row is read once per block instead of
-//! once per query. Both are tested against each other.
+//! once per query. Both are tested against each other. Sliding-window blocks (Gemma 3)
+//! see only the last `window` keys, their own position included, as llama.cpp's
+//! standard window masks them.
 
 use rayon::prelude::*;
 
@@ -22,6 +24,8 @@ pub(super) struct Heads {
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
+    /// Keys a query sees, its own position included; `None`: all earlier keys.
+    pub window: Option<usize>,
 }
 
 impl Heads {
@@ -39,6 +43,10 @@ impl Heads {
     /// 1/√d, the scores' scale.
     fn scale(&self) -> f32 {
         1.0 / (self.head_dim as f32).sqrt()
+    }
+    /// The first key visible to the query at position `pos`.
+    fn first_key(&self, pos: usize) -> usize {
+        self.window.map_or(0, |w| (pos + 1).saturating_sub(w))
     }
 }
 
@@ -72,17 +80,18 @@ fn attend_rows(
     out.par_chunks_mut(qw).enumerate().for_each(|(r, o)| {
         let (s, i) = (r / t, r % t);
         let (kc, vc) = kv[s];
-        let n_keys = starts[s] + i + 1; // causal: keys 0..=pos
-        let mut scores = vec![0f32; n_keys];
+        let n_keys = starts[s] + i + 1; // causal: keys lo..=pos
+        let lo = h.first_key(n_keys - 1);
+        let mut scores = vec![0f32; n_keys - lo];
         for head in 0..h.n_heads {
             let qh = &q[r * qw + head * hd..r * qw + (head + 1) * hd];
             let c0 = h.kv_column(head);
-            for (p, sc) in scores.iter_mut().enumerate() {
+            for (p, sc) in (lo..).zip(scores.iter_mut()) {
                 *sc = dot_f32(qh, &kc[p * kw + c0..p * kw + c0 + hd]) * scale;
             }
             let sum = softmax_unnormalized(&mut scores);
             let oh = &mut o[head * hd..(head + 1) * hd];
-            for (p, &w) in scores.iter().enumerate() {
+            for (p, &w) in (lo..).zip(scores.iter()) {
                 let w = w / sum;
                 for (a, &b) in oh.iter_mut().zip(&vc[p * kw + c0..p * kw + c0 + hd]) {
                     *a += w * b;
@@ -94,7 +103,8 @@ fn attend_rows(
 }
 
 /// Blocks of up to `QUERY_BLOCK` query rows of one head: S = Q·Kᵀ over the keys the
-/// block's last row may see, masked and exponentiated in place, then O = S·V / Σ.
+/// block's rows may see (from the first row's window start to the last row's position),
+/// masked and exponentiated in place, then O = S·V / Σ.
 fn attend_tiled(
     q: &[f32],
     t: usize,
@@ -114,18 +124,22 @@ fn attend_tiled(
             let (kc, vc) = kv[s];
             let i0 = c * QUERY_BLOCK;
             let rows = QUERY_BLOCK.min(t - i0);
-            let n_keys = starts[s] + i0 + rows; // the last row's causal horizon
+            let end = starts[s] + i0 + rows; // the last row's causal horizon
+            let lo = h.first_key(starts[s] + i0); // the first row's window start
+            let n_keys = end - lo;
             let (qc, kc0) = (head * hd, h.kv_column(head));
             let qv = View::block(q, qw, s * t + i0, rows, qc, hd); // (rows, hd)
-            let kv_ = View::block(kc, kw, 0, n_keys, kc0, hd); // (n_keys, hd)
-            let vv = View::block(vc, kw, 0, n_keys, kc0, hd); // (n_keys, hd)
+            let kv_ = View::block(kc, kw, lo, n_keys, kc0, hd); // (n_keys, hd)
+            let vv = View::block(vc, kw, lo, n_keys, kc0, hd); // (n_keys, hd)
             let mut scores = vec![0f32; rows * n_keys]; // (rows, n_keys)
             gemm::matmul_serial(qv, kv_.t(), &mut scores, 0.0);
             let mut sums = vec![0f32; rows];
             for (r, row) in scores.chunks_exact_mut(n_keys).enumerate() {
-                let visible = starts[s] + i0 + r + 1;
+                let pos = starts[s] + i0 + r;
+                let (first, visible) = (h.first_key(pos) - lo, pos + 1 - lo);
                 row.iter_mut().for_each(|v| *v *= scale);
-                sums[r] = softmax_unnormalized(&mut row[..visible]);
+                sums[r] = softmax_unnormalized(&mut row[first..visible]);
+                row[..first].fill(0.0);
                 row[visible..].fill(0.0);
             }
             let mut o = vec![0f32; rows * hd]; // (rows, hd)
@@ -185,12 +199,21 @@ mod tests {
 
     #[test]
     fn both_orders_match_the_definition_with_caches_and_odd_lengths() {
+        // Without a window, and with one shorter than a query block and than the cached
+        // prefix (so that whole blocks of keys fall out of view).
+        for window in [None, Some(9), Some(QUERY_BLOCK + 5)] {
+            check_against_definition(window);
+        }
+    }
+
+    fn check_against_definition(window: Option<usize>) {
         // Two sequences with different cached prefixes, t not a multiple of the block,
         // grouped heads (6 query heads over 2 KV heads), head_dim not a SIMD multiple.
         let h = Heads {
             n_heads: 6,
             n_kv_heads: 2,
             head_dim: 20,
+            window,
         };
         let (t, starts) = (TILED_MIN_QUERIES + QUERY_BLOCK + 7, [0usize, 13]);
         let (qw, kw) = (h.n_heads * h.head_dim, h.n_kv_heads * h.head_dim);
@@ -215,9 +238,10 @@ mod tests {
                 for head in 0..h.n_heads {
                     let c0 = (head / (h.n_heads / h.n_kv_heads)) * hd;
                     let n_keys = starts[s] + i + 1;
+                    let lo = window.map_or(0, |w| n_keys.saturating_sub(w));
                     let slice = |m: &[f32], p: usize| m[p * kw + c0..p * kw + c0 + hd].to_vec();
-                    let k: Vec<_> = (0..n_keys).map(|p| slice(&caches[s].0, p)).collect();
-                    let v: Vec<_> = (0..n_keys).map(|p| slice(&caches[s].1, p)).collect();
+                    let k: Vec<_> = (lo..n_keys).map(|p| slice(&caches[s].0, p)).collect();
+                    let v: Vec<_> = (lo..n_keys).map(|p| slice(&caches[s].1, p)).collect();
                     let r = s * t + i;
                     let qh = &q[r * qw + head * hd..r * qw + (head + 1) * hd];
                     let want = naive(qh, &k, &v);
@@ -230,7 +254,7 @@ mod tests {
         }
         assert!(
             worst < 1e-4,
-            "largest deviation from the definition {worst}"
+            "window {window:?}: largest deviation from the definition {worst}"
         );
     }
 }

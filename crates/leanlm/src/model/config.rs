@@ -4,29 +4,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Arch {
-    Llama,
-    Qwen2,
-}
-
-impl Arch {
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "llama" | "LlamaForCausalLM" => Ok(Arch::Llama),
-            "qwen2" | "Qwen2ForCausalLM" => Ok(Arch::Qwen2),
-            other => Err(Error::UnknownArchitecture(other.to_string())),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::Llama => "llama",
-            Arch::Qwen2 => "qwen2",
-        }
-    }
-}
+pub use super::arch::Arch;
+use super::arch::Family;
 
 /// How RoPE pairs the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -57,9 +36,21 @@ pub struct Config {
     /// Leading dimensions of each head that RoPE rotates.
     pub rope_dim: usize,
     pub rope_style: RopeStyle,
+    /// Keys a sliding-window block sees, its own position included (blocks say whether
+    /// they slide: [`super::Layer::sliding`]).
+    pub sliding_window: Option<usize>,
+    /// RoPE base of sliding-window blocks.
+    pub rope_theta_local: f32,
+    /// Final logits become `c·tanh(logits/c)` (Gemma 2's soft-capping).
+    pub final_softcap: Option<f32>,
 }
 
 impl Config {
+    /// The family description of this architecture.
+    pub fn family(&self) -> &'static Family {
+        self.arch.family()
+    }
+
     pub fn validate(&self, source: &std::path::Path) -> Result<()> {
         let bad = |reason: String| Error::BadConfig {
             path: source.to_path_buf(),
@@ -91,10 +82,15 @@ impl Config {
                 self.rope_dim, self.head_dim
             )));
         }
+        if self.sliding_window == Some(0) {
+            return Err(bad("the sliding window is 0 keys".into()));
+        }
         // Written so that NaN and infinity fail too.
         for (name, v) in [
             ("rms epsilon", self.rms_eps),
             ("rope theta", self.rope_theta),
+            ("local rope theta", self.rope_theta_local),
+            ("logit soft-cap", self.final_softcap.unwrap_or(1.0)),
         ] {
             if !(v > 0.0 && v.is_finite()) {
                 return Err(bad(format!(

@@ -1,19 +1,24 @@
-//! Llama-family decoder (Llama 2/3, SmolLM, Qwen2), after Touvron et al. 2023,
-//! "LLaMA: Open and Efficient Foundation Language Models".
+//! The decoder forward pass of every family (Llama 2/3, SmolLM, Qwen2, Gemma 3), after
+//! Touvron et al. 2023, "LLaMA: Open and Efficient Foundation Language Models".
 //!
 //! Pre-norm blocks: x += Attn(RMSNorm(x)); x += MLP(RMSNorm(x)), with rotary position
-//! embeddings, grouped-query attention and a SwiGLU MLP. Every layer reads its own head
-//! count and MLP width from its weights, so structurally pruned models need no special
-//! case. The pass can return logits for every position, stop after any layer (early
-//! exit) and report activations to [`Hooks`].
+//! embeddings, grouped-query attention and a gated MLP. What a family adds is read from
+//! its description ([`super::arch::Family`]) and from the weights a block has: per-head
+//! query/key norms, norms after attention and the MLP, the MLP's activation, embedding
+//! scale, sliding-window blocks with their own RoPE base, logit soft-capping. Every layer
+//! reads its own head count and MLP width from its weights, so structurally pruned models
+//! need no special case. The pass can return logits for every position, stop after any
+//! layer (early exit) and report activations to [`Hooks`].
 
 use rayon::prelude::*;
 
+use super::arch::Activation;
 use super::attention::{attend, Heads};
 use super::config::{Config, RopeStyle};
 use super::hooks::{Hooks, LinearSite, NoHooks};
 use super::kv_cache::KvCache;
-use super::vec_math::silu_mul;
+use super::tensors::Role;
+use super::vec_math::{gelu_tanh_mul, silu_mul};
 use crate::error::{Error, Result};
 use crate::quant::activation::Precision;
 use crate::quant::Matrix;
@@ -29,14 +34,22 @@ pub struct Layer {
     pub wk: Matrix,          // (n_kv_heads * head_dim, d_model)
     pub wv: Matrix,          // (n_kv_heads * head_dim, d_model)
     pub wo: Matrix,          // (d_model, n_heads * head_dim)
-    /// Q/K/V biases (Qwen2 only).
+    /// Q/K/V biases (Qwen2).
     pub bq: Option<Vec<f32>>,
     pub bk: Option<Vec<f32>>,
     pub bv: Option<Vec<f32>>,
+    /// RMSNorm gains over each query and key head (head_dim), before RoPE (Gemma 3).
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    /// RMSNorm gains of the attention and MLP outputs before their residual adds (d_model).
+    pub post_attn_norm: Option<Vec<f32>>,
+    pub post_ffn_norm: Option<Vec<f32>>,
     pub ffn_norm: Vec<f32>, // (d_model)
     pub w_gate: Matrix,     // (ffn_dim, d_model)
     pub w_up: Matrix,       // (ffn_dim, d_model)
     pub w_down: Matrix,     // (d_model, ffn_dim)
+    /// Attends through the model's sliding window with the local RoPE base.
+    pub sliding: bool,
 }
 
 impl Layer {
@@ -66,30 +79,31 @@ impl Layer {
 
     /// [`Layer::matrices`], mutable.
     pub fn matrices_mut(&mut self) -> [(&'static str, LinearSite, &mut Matrix); 7] {
-        use LinearSite::*;
+        let [q, k, v, o, g, u, d] = Role::MATRICES.map(|r| (r.short(), Self::site(r)));
         [
-            ("attn_q", Qkv, &mut self.wq),
-            ("attn_k", Qkv, &mut self.wk),
-            ("attn_v", Qkv, &mut self.wv),
-            ("attn_output", AttnOut, &mut self.wo),
-            ("ffn_gate", GateUp, &mut self.w_gate),
-            ("ffn_up", GateUp, &mut self.w_up),
-            ("ffn_down", Down, &mut self.w_down),
+            (q.0, q.1, &mut self.wq),
+            (k.0, k.1, &mut self.wk),
+            (v.0, v.1, &mut self.wv),
+            (o.0, o.1, &mut self.wo),
+            (g.0, g.1, &mut self.w_gate),
+            (u.0, u.1, &mut self.w_up),
+            (d.0, d.1, &mut self.w_down),
         ]
     }
 
-    /// Each matrix with the activation site that feeds it.
+    /// Each matrix (by its role's short name) with the activation site that feeds it.
     pub fn matrices(&self) -> [(&'static str, LinearSite, &Matrix); 7] {
-        use LinearSite::*;
-        [
-            ("attn_q", Qkv, &self.wq),
-            ("attn_k", Qkv, &self.wk),
-            ("attn_v", Qkv, &self.wv),
-            ("attn_output", AttnOut, &self.wo),
-            ("ffn_gate", GateUp, &self.w_gate),
-            ("ffn_up", GateUp, &self.w_up),
-            ("ffn_down", Down, &self.w_down),
-        ]
+        Role::MATRICES.map(|r| {
+            (
+                r.short(),
+                Self::site(r),
+                self.matrix(r).expect("a matrix role"),
+            )
+        })
+    }
+
+    fn site(r: Role) -> LinearSite {
+        r.site().expect("a matrix role")
     }
 }
 
@@ -98,9 +112,10 @@ pub struct Model {
     pub config: Config,
     pub tok_embd: Matrix, // (vocab, d_model)
     pub layers: Vec<Layer>,
-    pub out_norm: Vec<f32>, // (d_model)
-    pub output: Matrix,     // (vocab, d_model); shares tok_embd's bytes when tied
-    inv_freq: Vec<f32>,     // (rope_dim / 2)
+    pub out_norm: Vec<f32>,   // (d_model)
+    pub output: Matrix,       // (vocab, d_model); shares tok_embd's bytes when tied
+    inv_freq: Vec<f32>,       // (rope_dim / 2)
+    inv_freq_local: Vec<f32>, // (rope_dim / 2), sliding-window blocks
     /// How finely quantized matrices round their inputs.
     pub precision: Precision,
 }
@@ -212,12 +227,23 @@ impl Model {
                     vec![nkv],
                 ));
             }
-            if l.attn_norm.len() != d || l.ffn_norm.len() != d {
-                return Err(shape_err(
-                    format!("blk.{i} norms"),
-                    vec![d],
-                    vec![l.attn_norm.len()],
-                ));
+            for (role, want) in [
+                (Role::AttnNorm, d),
+                (Role::FfnNorm, d),
+                (Role::PostAttnNorm, d),
+                (Role::PostFfnNorm, d),
+                (Role::AttnQNorm, hd),
+                (Role::AttnKNorm, hd),
+            ] {
+                if let Some(super::tensors::WeightRef::Vector(v)) = l.get(role) {
+                    if v.len() != want {
+                        return Err(shape_err(
+                            format!("blk.{i}.{}", role.gguf()),
+                            vec![want],
+                            vec![v.len()],
+                        ));
+                    }
+                }
             }
             for (name, b, n) in [
                 ("q", &l.bq, nh * hd),
@@ -236,13 +262,18 @@ impl Model {
             }
         }
         let half = config.rope_dim / 2;
-        let inv_freq = (0..half)
-            .map(|i| {
-                config
-                    .rope_theta
-                    .powf(-((2 * i) as f32) / config.rope_dim as f32)
-            })
-            .collect();
+        let inv_freq_of = |theta: f32| -> Vec<f32> {
+            (0..half)
+                .map(|i| theta.powf(-((2 * i) as f32) / config.rope_dim as f32))
+                .collect()
+        };
+        let inv_freq = inv_freq_of(config.rope_theta);
+        let inv_freq_local = inv_freq_of(config.rope_theta_local);
+        if config.sliding_window.is_none() && layers.iter().any(|l| l.sliding) {
+            return Err(Error::InvalidInput(
+                "a block attends through a sliding window but the model has none".into(),
+            ));
+        }
         let mut config = config;
         config.n_layers = layers.len();
         // Widths as the weights have them (the largest, when structured pruning made the
@@ -259,6 +290,7 @@ impl Model {
             out_norm,
             output,
             inv_freq,
+            inv_freq_local,
             precision: Precision::process_default(),
         })
     }
@@ -381,21 +413,35 @@ impl Model {
         Ok(self.head(&h))
     }
 
-    /// logits = RMSNorm(h) · outputᵀ for hidden-state rows `h` `(rows, d_model)`.
+    /// logits = RMSNorm(h) · outputᵀ for hidden-state rows `h` `(rows, d_model)`,
+    /// soft-capped where the family does so.
     pub fn head(&self, h: &[f32]) -> Vec<f32> {
         let rows = h.len() / self.config.d_model;
         let h = rms_norm(h, &self.out_norm, self.config.rms_eps);
         let mut logits = vec![0f32; rows * self.vocab_size()];
         self.output.matmul(&h, rows, &mut logits, self.precision);
+        if let Some(c) = self.config.final_softcap {
+            logits.iter_mut().for_each(|v| *v = c * (*v / c).tanh());
+        }
         logits
     }
 
-    /// Token embeddings, row-major `(tokens, d_model)`. Ids must be in the vocabulary.
+    /// Token embeddings, row-major `(tokens, d_model)`, scaled by √d_model where the
+    /// family does so. Ids must be in the vocabulary.
     pub fn embed(&self, tokens: &[u32]) -> Vec<f32> {
         let d = self.config.d_model;
+        let scale = self
+            .config
+            .family()
+            .embed_scale_sqrt_d
+            .then(|| (d as f32).sqrt());
         let mut x = vec![0f32; tokens.len() * d];
         for (r, &id) in tokens.iter().enumerate() {
-            x[r * d..(r + 1) * d].copy_from_slice(&self.tok_embd.row_f32(id as usize));
+            let row = &mut x[r * d..(r + 1) * d];
+            row.copy_from_slice(&self.tok_embd.row_f32(id as usize));
+            if let Some(s) = scale {
+                row.iter_mut().for_each(|v| *v *= s);
+            }
         }
         x
     }
@@ -453,36 +499,43 @@ impl Model {
         let n = x.len() / d;
         let nh = layer.n_heads(hd);
 
-        // Attention: x += Wo · attn(RoPE(Wq·xn), RoPE(Wk·xn), Wv·xn)
+        // Attention: x += [PostNorm] Wo · attn(RoPE([QNorm] Wq·xn), RoPE([KNorm] Wk·xn), Wv·xn)
         let xn = rms_norm(x, &layer.attn_norm, cfg.rms_eps); // (n, d)
         hooks.linear_input(l, LinearSite::Qkv, &xn, n);
         let mut q = vec![0f32; n * nh * hd]; // (n, nh·hd)
         layer.wq.matmul(&xn, n, &mut q, self.precision);
         add_bias(&mut q, layer.bq.as_deref());
-        self.rope(&mut q, nh, t, starts);
+        head_norm(&mut q, layer.q_norm.as_deref(), cfg.rms_eps);
+        self.rope(&mut q, nh, t, starts, layer.sliding);
         self.append_kv(l, layer, &xn, t, starts, caches);
         let att = self.attention(l, layer, &q, t, starts, caches); // (n, nh·hd)
         hooks.linear_input(l, LinearSite::AttnOut, &att, n);
         let mut o = vec![0f32; n * d];
         layer.wo.matmul(&att, n, &mut o, self.precision);
+        post_norm(&mut o, layer.post_attn_norm.as_deref(), cfg.rms_eps);
         add_into(x, &o);
 
-        // MLP: x += W_down · (silu(W_gate·xn) ⊙ W_up·xn)
+        // MLP: x += [PostNorm] W_down · (act(W_gate·xn) ⊙ W_up·xn)
         let xn = rms_norm(x, &layer.ffn_norm, cfg.rms_eps);
         hooks.linear_input(l, LinearSite::GateUp, &xn, n);
         let ff = layer.ffn_dim();
         let (mut g, mut u) = (vec![0f32; n * ff], vec![0f32; n * ff]); // (n, ff)
         layer.w_gate.matmul(&xn, n, &mut g, self.precision);
         layer.w_up.matmul(&xn, n, &mut u, self.precision);
+        let gate = match cfg.family().activation {
+            Activation::SiluGlu => silu_mul,
+            Activation::GeluTanhGlu => gelu_tanh_mul,
+        };
         g.par_chunks_mut(ELEMENTWISE_CHUNK)
             .zip(u.par_chunks(ELEMENTWISE_CHUNK))
-            .for_each(|(g, u)| silu_mul(g, u));
+            .for_each(|(g, u)| gate(g, u));
         hooks.linear_input(l, LinearSite::Down, &g, n);
         layer.w_down.matmul(&g, n, &mut o, self.precision);
+        post_norm(&mut o, layer.post_ffn_norm.as_deref(), cfg.rms_eps);
         add_into(x, &o);
     }
 
-    /// k = RoPE(Wk·xn), v = Wv·xn, appended to each sequence's cache.
+    /// k = RoPE([KNorm] Wk·xn), v = Wv·xn, appended to each sequence's cache.
     fn append_kv(
         &self,
         l: usize,
@@ -501,7 +554,8 @@ impl Model {
         layer.wv.matmul(xn, n, &mut v, self.precision);
         add_bias(&mut k, layer.bk.as_deref());
         add_bias(&mut v, layer.bv.as_deref());
-        self.rope(&mut k, nkv, t, starts);
+        head_norm(&mut k, layer.k_norm.as_deref(), self.config.rms_eps);
+        self.rope(&mut k, nkv, t, starts, layer.sliding);
         for (s, c) in caches.iter_mut().enumerate() {
             c.append(
                 l,
@@ -526,20 +580,27 @@ impl Model {
             n_heads: layer.n_heads(head_dim),
             n_kv_heads: layer.n_kv_heads(head_dim),
             head_dim,
+            window: self.config.sliding_window.filter(|_| layer.sliding),
         };
         let kv: Vec<(&[f32], &[f32])> = caches.iter().map(|c| c.layer(l)).collect();
         attend(q, t, starts, &kv, heads)
     }
 
-    /// Rotate the first `rope_dim` dimensions of each head by its absolute position.
-    fn rope(&self, x: &mut [f32], heads: usize, t: usize, starts: &[usize]) {
+    /// Rotate the first `rope_dim` dimensions of each head by its absolute position, at
+    /// the local RoPE base in sliding-window blocks.
+    fn rope(&self, x: &mut [f32], heads: usize, t: usize, starts: &[usize], local: bool) {
         let (hd, half) = (self.config.head_dim, self.config.rope_dim / 2);
+        let inv_freq = if local {
+            &self.inv_freq_local
+        } else {
+            &self.inv_freq
+        };
         let width = heads * hd;
         let (mut cos, mut sin) = (vec![0f32; half], vec![0f32; half]);
         for (r, row) in x.chunks_exact_mut(width).enumerate() {
             let pos = (starts[r / t] + r % t) as f32;
             for i in 0..half {
-                let (s, c) = (pos * self.inv_freq[i]).sin_cos();
+                let (s, c) = (pos * inv_freq[i]).sin_cos();
                 cos[i] = c;
                 sin[i] = s;
             }
@@ -584,16 +645,12 @@ impl Model {
             n += self.output.rows * d;
         }
         for l in &self.layers {
-            n += 2 * d;
             n += l
-                .matrices()
-                .iter()
-                .map(|(_, _, m)| m.rows * m.cols)
-                .sum::<usize>();
-            n += [&l.bq, &l.bk, &l.bv]
-                .iter()
-                .filter_map(|b| b.as_ref())
-                .map(|b| b.len())
+                .weights()
+                .map(|(_, w)| match w {
+                    super::tensors::WeightRef::Matrix(m) => m.rows * m.cols,
+                    super::tensors::WeightRef::Vector(v) => v.len(),
+                })
                 .sum::<usize>();
         }
         n
@@ -639,6 +696,19 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
         }
     }
     y
+}
+
+/// RMSNorm over each `w.len()`-wide head of every row, in place (query/key norms).
+fn head_norm(x: &mut [f32], w: Option<&[f32]>, eps: f32) {
+    if let Some(w) = w {
+        let y = rms_norm(x, w, eps);
+        x.copy_from_slice(&y);
+    }
+}
+
+/// RMSNorm of a sub-layer's output before its residual add, in place.
+fn post_norm(x: &mut [f32], w: Option<&[f32]>, eps: f32) {
+    head_norm(x, w, eps)
 }
 
 fn add_into(x: &mut [f32], y: &[f32]) {

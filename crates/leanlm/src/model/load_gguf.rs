@@ -1,9 +1,10 @@
 //! Build a [`Model`] from a GGUF file. Quantized matrices stay in the memory map.
 
-use super::config::{Arch, Config, RopeStyle};
+use super::config::{Arch, Config};
 use super::gguf::{GgufFile, TensorInfo, Value};
 use super::llama::{Layer, Model};
 use super::save_gguf::sparse_key;
+use super::tensors::{self, Kind, Weight};
 use crate::error::{Error, Result};
 use crate::quant::sparse::{Sparse, SparseFormat};
 use crate::quant::{blocks::dequantize, GgmlType, Matrix};
@@ -14,6 +15,41 @@ struct Widths {
     heads: Vec<usize>,
     kv_heads: Vec<usize>,
     ffn: Vec<usize>,
+    /// Which blocks attend through the sliding window.
+    sliding: Vec<bool>,
+}
+
+/// Which of `n_layers` blocks slide: llama.cpp's `sliding_window_pattern`, an array of
+/// booleans or a period (every `n`th block global), else the family's default period.
+fn sliding_pattern(f: &GgufFile, arch: Arch, window: bool, n_layers: usize) -> Result<Vec<bool>> {
+    let key = format!("{}.attention.sliding_window_pattern", arch.name());
+    let family = arch.family();
+    if !window {
+        return Ok(vec![false; n_layers]);
+    }
+    match f.get(&key) {
+        None => Ok(family.default_sliding_pattern(n_layers)),
+        Some(Value::Array(a)) => {
+            if a.len() != n_layers {
+                return Err(Error::BadConfig {
+                    path: f.path.clone(),
+                    reason: format!("'{key}' has {} entries for {n_layers} blocks", a.len()),
+                });
+            }
+            a.iter()
+                .map(|v| {
+                    v.as_bool()
+                        .ok_or_else(|| f.wrong_type(&key, &v, "an array of booleans"))
+                })
+                .collect()
+        }
+        Some(_) => {
+            let period = opt_usize(f, &key)?.unwrap_or(0);
+            Ok((0..n_layers)
+                .map(|i| period == 0 || i % period < period - 1)
+                .collect())
+        }
+    }
 }
 
 /// The number of blocks the tensor table holds: its distinct `blk.N.` indices, which must
@@ -117,6 +153,8 @@ fn config_and_widths(f: &GgufFile) -> Result<(Config, Widths)> {
         }
         None => return Err(Error::MissingTensor("token_embd.weight".into())),
     };
+    let sliding_window = opt_usize(f, &key("attention.sliding_window"))?.filter(|&w| w > 0);
+    let sliding = sliding_pattern(f, arch, sliding_window.is_some(), n_layers)?;
     let config = Config {
         arch,
         n_layers,
@@ -130,11 +168,16 @@ fn config_and_widths(f: &GgufFile) -> Result<(Config, Widths)> {
         rms_eps: f.get_f64(&key("attention.layer_norm_rms_epsilon"))? as f32,
         rope_theta: f.opt_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0) as f32,
         rope_dim: opt_usize(f, &key("rope.dimension_count"))?.unwrap_or(head_dim),
-        // llama.cpp uses its "normal" (adjacent-pair) RoPE for llama and NeoX for qwen2.
-        rope_style: match arch {
-            Arch::Llama => RopeStyle::Interleaved,
-            Arch::Qwen2 => RopeStyle::Halves,
-        },
+        // llama.cpp's "normal" (adjacent-pair) RoPE for llama, NeoX's for the others.
+        rope_style: arch.family().gguf_rope,
+        sliding_window,
+        rope_theta_local: f
+            .opt_f64(&key("rope.freq_base_swa"))?
+            .map_or(arch.family().rope_theta_local, |v| v as f32),
+        final_softcap: f
+            .opt_f64(&key("final_logit_softcapping"))?
+            .filter(|&c| c != 0.0)
+            .map(|c| c as f32),
     };
     config.validate(&f.path)?;
     Ok((
@@ -143,6 +186,7 @@ fn config_and_widths(f: &GgufFile) -> Result<(Config, Widths)> {
             heads,
             kv_heads,
             ffn,
+            sliding,
         },
     ))
 }
@@ -213,35 +257,33 @@ pub fn load_gguf(f: &GgufFile) -> Result<Model> {
     };
     let matrix = |name: &str| -> Result<Matrix> { matrix_of(f, get(name)?) };
     let vector = |name: &str| -> Result<Vec<f32>> { vector_of(f, get(name)?) };
-    let optional_vector = |name: &str| f.tensor_info(name).map(|t| vector_of(f, t)).transpose();
 
-    let tok_embd = matrix("token_embd.weight")?;
-    let output = match f.tensor_info("output.weight") {
+    let tok_embd = matrix(tensors::TOKEN_EMBD.0)?;
+    let output = match f.tensor_info(tensors::OUTPUT.0) {
         Some(t) => matrix_of(f, t)?,
         None => tok_embd.clone(), // tied embeddings
     };
     // n_layers equals the blocks present in the tensor table, so this is bounded by the file.
     let mut layers = Vec::with_capacity(config.n_layers);
     for i in 0..config.n_layers {
-        let p = |s: &str| format!("blk.{i}.{s}");
-        let layer = Layer {
-            attn_norm: vector(&p("attn_norm.weight"))?,
-            wq: matrix(&p("attn_q.weight"))?,
-            wk: matrix(&p("attn_k.weight"))?,
-            wv: matrix(&p("attn_v.weight"))?,
-            wo: matrix(&p("attn_output.weight"))?,
-            bq: optional_vector(&p("attn_q.bias"))?,
-            bk: optional_vector(&p("attn_k.bias"))?,
-            bv: optional_vector(&p("attn_v.bias"))?,
-            ffn_norm: vector(&p("ffn_norm.weight"))?,
-            w_gate: matrix(&p("ffn_gate.weight"))?,
-            w_up: matrix(&p("ffn_up.weight"))?,
-            w_down: matrix(&p("ffn_down.weight"))?,
+        let take = |role, required: bool| -> Result<Option<Weight>> {
+            let name = tensors::gguf_name(i, role);
+            let Some(t) = f.tensor_info(&name) else {
+                return match required {
+                    true => Err(Error::MissingTensor(name)),
+                    false => Ok(None),
+                };
+            };
+            Ok(Some(match role.kind() {
+                Kind::Matrix => Weight::Matrix(matrix_of(f, t)?),
+                Kind::Vector => Weight::Vector(vector_of(f, t)?),
+            }))
         };
+        let layer = Layer::assemble(take, &config.family().roles, widths.sliding[i])?;
         check_widths(f, &config, &widths, i, &layer)?;
         layers.push(layer);
     }
-    let out_norm = vector("output_norm.weight")?;
+    let out_norm = vector(tensors::OUTPUT_NORM.0)?;
     Model::new(config, tok_embd, layers, out_norm, output)
 }
 

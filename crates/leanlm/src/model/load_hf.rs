@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 
 use super::config::{Arch, Config, RopeStyle};
 use super::llama::{Layer, Model};
+use super::tensors::{self, Kind, Weight};
 use crate::error::{Error, Result};
 use crate::quant::Matrix;
 
@@ -56,6 +57,19 @@ pub fn config_from_hf(dir: &Path) -> Result<Config> {
     if !j["rope_scaling"].is_null() {
         return Err(bad("rope_scaling is not supported yet".into()));
     }
+    if !j["attn_logit_softcapping"].is_null() {
+        return Err(bad("attn_logit_softcapping is not supported yet".into()));
+    }
+    if let Some(s) = opt_f64("query_pre_attn_scalar")? {
+        // leanlm scales scores by 1/√head_dim, which this key would change.
+        if s != head_dim as f64 {
+            return Err(bad(format!(
+                "query_pre_attn_scalar {s} differs from head_dim {head_dim}; not supported yet"
+            )));
+        }
+    }
+    let family = arch.family();
+    let sliding_window = opt_int("sliding_window")?.filter(|&w| w > 0 && family.swa_period > 0);
     let config = Config {
         arch,
         n_layers: int("num_hidden_layers")?,
@@ -70,9 +84,65 @@ pub fn config_from_hf(dir: &Path) -> Result<Config> {
         rope_theta: opt_f64("rope_theta")?.unwrap_or(10_000.0) as f32,
         rope_dim: head_dim,
         rope_style: RopeStyle::Halves,
+        sliding_window,
+        rope_theta_local: opt_f64("rope_local_base_freq")?
+            .map_or(family.rope_theta_local, |v| v as f32),
+        final_softcap: opt_f64("final_logit_softcapping")?.map(|v| v as f32),
     };
     config.validate(&path)?;
     Ok(config)
+}
+
+/// Which blocks slide: `layer_types` ("sliding_attention" / "full_attention"), else
+/// `sliding_window_pattern` (a period), else the family's default.
+fn sliding_pattern(dir: &Path, c: &Config) -> Result<Vec<bool>> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let j: Json = serde_json::from_str(&text).map_err(|e| Error::BadConfig {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let bad = |reason: String| Error::BadConfig {
+        path: path.clone(),
+        reason,
+    };
+    if c.sliding_window.is_none() {
+        return Ok(vec![false; c.n_layers]);
+    }
+    if let Some(types) = j["layer_types"].as_array() {
+        if types.len() != c.n_layers {
+            return Err(bad(format!(
+                "layer_types has {} entries for {} layers",
+                types.len(),
+                c.n_layers
+            )));
+        }
+        return types
+            .iter()
+            .map(|t| match t.as_str() {
+                Some("sliding_attention") => Ok(true),
+                Some("full_attention") => Ok(false),
+                _ => Err(bad(format!(
+                    "layer_types holds {t}, expected \"sliding_attention\" or \"full_attention\""
+                ))),
+            })
+            .collect();
+    }
+    match &j["sliding_window_pattern"] {
+        Json::Null => Ok(c.family().default_sliding_pattern(c.n_layers)),
+        v => {
+            let p = v
+                .as_u64()
+                .and_then(|x| usize::try_from(x).ok())
+                .filter(|&p| p > 0)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "sliding_window_pattern is {v}, expected a positive integer"
+                    ))
+                })?;
+            Ok((0..c.n_layers).map(|i| i % p < p - 1).collect())
+        }
+    }
 }
 
 /// The safetensors files of a folder.
@@ -182,10 +252,6 @@ impl Tensors {
     fn vector(&mut self, name: &str) -> Result<Vec<f32>> {
         Ok(self.take(name)?.1)
     }
-
-    fn optional_vector(&mut self, name: &str) -> Option<Vec<f32>> {
-        self.map.remove(name).map(|t| t.1)
-    }
 }
 
 impl Tensors {
@@ -275,8 +341,8 @@ pub fn load_hf(dir: &Path) -> Result<Model> {
             ),
         });
     }
-    let tok_embd = t.matrix("model.embed_tokens.weight")?;
-    let output = match t.matrix("lm_head.weight") {
+    let tok_embd = t.matrix(tensors::TOKEN_EMBD.1)?;
+    let output = match t.matrix(tensors::OUTPUT.1) {
         Ok(m) => m,
         Err(Error::MissingTensor(_)) => tok_embd.clone(), // tie_word_embeddings
         Err(e) => return Err(e),
@@ -290,26 +356,30 @@ pub fn load_hf(dir: &Path) -> Result<Model> {
             ),
         });
     }
+    let family = config.family();
+    let sliding = sliding_pattern(dir, &config)?;
+    // Norm gains as HF stores them plus the family's offset (Gemma's `1 + w`).
+    let gain = |mut v: Vec<f32>| {
+        v.iter_mut().for_each(|x| *x += family.hf_norm_offset);
+        v
+    };
     let mut layers = Vec::with_capacity(config.n_layers);
     for i in 0..config.n_layers {
-        let p = |s: &str| format!("model.layers.{i}.{s}");
-        let layer = Layer {
-            attn_norm: t.vector(&p("input_layernorm.weight"))?,
-            wq: t.matrix(&p("self_attn.q_proj.weight"))?,
-            wk: t.matrix(&p("self_attn.k_proj.weight"))?,
-            wv: t.matrix(&p("self_attn.v_proj.weight"))?,
-            wo: t.matrix(&p("self_attn.o_proj.weight"))?,
-            bq: t.optional_vector(&p("self_attn.q_proj.bias")),
-            bk: t.optional_vector(&p("self_attn.k_proj.bias")),
-            bv: t.optional_vector(&p("self_attn.v_proj.bias")),
-            ffn_norm: t.vector(&p("post_attention_layernorm.weight"))?,
-            w_gate: t.matrix(&p("mlp.gate_proj.weight"))?,
-            w_up: t.matrix(&p("mlp.up_proj.weight"))?,
-            w_down: t.matrix(&p("mlp.down_proj.weight"))?,
+        let take = |role: tensors::Role, required: bool| -> Result<Option<Weight>> {
+            let name = format!("model.layers.{i}.{}", family.hf_name(role));
+            if !required && !t.map.contains_key(&name) {
+                return Ok(None);
+            }
+            Ok(Some(match role.kind() {
+                Kind::Matrix => Weight::Matrix(t.matrix(&name)?),
+                Kind::Vector if role.is_norm() => Weight::Vector(gain(t.vector(&name)?)),
+                Kind::Vector => Weight::Vector(t.vector(&name)?),
+            }))
         };
+        let layer = Layer::assemble(take, &family.roles, sliding[i])?;
         check_widths(&config_path, &config, i, &layer)?;
         layers.push(layer);
     }
-    let out_norm = t.vector("model.norm.weight")?;
+    let out_norm = gain(t.vector(tensors::OUTPUT_NORM.1)?);
     Model::new(config, tok_embd, layers, out_norm, output)
 }

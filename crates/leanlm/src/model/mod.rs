@@ -1,5 +1,7 @@
-//! Models: file formats, configuration, the forward pass and its cache and hooks.
+//! Models: file formats, families and their tensor roles, configuration, the forward pass
+//! and its cache and hooks.
 
+pub mod arch;
 mod attention;
 pub mod config;
 pub mod destination;
@@ -14,10 +16,12 @@ pub mod random;
 mod save_gguf;
 mod save_hf;
 pub mod spill;
+pub mod tensors;
 mod vec_math;
 
 use std::path::{Path, PathBuf};
 
+pub use arch::{Activation, Family};
 pub use config::{Arch, Config, RopeStyle};
 pub use hooks::{Hooks, LinearSite, NoHooks};
 pub use kv_cache::KvCache;

@@ -67,10 +67,15 @@ pub fn random_model(spec: RandomSpec, seed: u64) -> Result<Model> {
             bq: None,
             bk: None,
             bv: None,
+            q_norm: None,
+            k_norm: None,
+            post_attn_norm: None,
+            post_ffn_norm: None,
             ffn_norm: vec![1.0; d],
             w_gate,
             w_up,
             w_down,
+            sliding: false,
         });
     }
     let gain = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|v| 1.0 + v).collect() };
@@ -103,6 +108,9 @@ pub fn random_model(spec: RandomSpec, seed: u64) -> Result<Model> {
         rope_theta: 10000.0,
         rope_dim: hd,
         rope_style: spec.rope_style,
+        sliding_window: None,
+        rope_theta_local: 10000.0,
+        final_softcap: None,
     };
     Model::new(config, embd.clone(), layers, out_norm, embd)
 }

@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
-use super::config::{Arch, Config, RopeStyle};
+use super::config::{Config, RopeStyle};
 use super::gguf::{Array, GgufWriter, TensorData, Value};
 use super::llama::{Layer, Model};
+use super::tensors::{self, Role, WeightRef};
 use crate::error::{Error, Result};
 use crate::quant::matrix::Storage;
 use crate::quant::{GgmlType, Matrix};
@@ -37,6 +38,8 @@ pub struct GgufModelWriter {
     vocab: usize,
     /// (MLP width, query heads, key/value heads) of each block written.
     widths: Vec<(usize, usize, usize)>,
+    /// Whether each block written slides.
+    sliding: Vec<bool>,
     params: usize,
 }
 
@@ -59,39 +62,32 @@ impl GgufModelWriter {
             dense_as,
             vocab: tok_embd.rows,
             widths: Vec::new(),
+            sliding: Vec::new(),
             params: 0,
         };
-        out.matrix("token_embd.weight", tok_embd, false)?;
+        out.matrix(tensors::TOKEN_EMBD.0, tok_embd, false)?;
         Ok(out)
     }
 
     /// Append the next block (numbered in the order blocks are added).
     pub fn put_layer(&mut self, l: &Layer) -> Result<()> {
         let (i, hd) = (self.widths.len(), self.config.head_dim);
-        let n = |s: &str| format!("blk.{i}.{s}");
         // llama.cpp reads Llama Q/K rows in adjacent-pair order; HF checkpoints use halves.
-        let permute =
-            self.config.arch == Arch::Llama && self.config.rope_style == RopeStyle::Halves;
-        self.vector(&n("attn_norm.weight"), &l.attn_norm)?;
-        self.matrix(&n("attn_q.weight"), &l.wq, permute)?;
-        self.matrix(&n("attn_k.weight"), &l.wk, permute)?;
-        self.matrix(&n("attn_v.weight"), &l.wv, false)?;
-        self.matrix(&n("attn_output.weight"), &l.wo, false)?;
-        for (name, b) in [
-            ("attn_q.bias", &l.bq),
-            ("attn_k.bias", &l.bk),
-            ("attn_v.bias", &l.bv),
-        ] {
-            if let Some(b) = b {
-                self.vector(&n(name), b)?;
+        let permute = self.config.family().gguf_rope == RopeStyle::Interleaved
+            && self.config.rope_style == RopeStyle::Halves;
+        for (role, w) in l.weights() {
+            let name = tensors::gguf_name(i, role);
+            match w {
+                WeightRef::Matrix(m) => {
+                    let permuted = permute && matches!(role, Role::AttnQ | Role::AttnK);
+                    self.matrix(&name, m, permuted)?
+                }
+                WeightRef::Vector(v) => self.vector(&name, v)?,
             }
         }
-        self.vector(&n("ffn_norm.weight"), &l.ffn_norm)?;
-        self.matrix(&n("ffn_gate.weight"), &l.w_gate, false)?;
-        self.matrix(&n("ffn_up.weight"), &l.w_up, false)?;
-        self.matrix(&n("ffn_down.weight"), &l.w_down, false)?;
         self.widths
             .push((l.ffn_dim(), l.n_heads(hd), l.n_kv_heads(hd)));
+        self.sliding.push(l.sliding);
         Ok(())
     }
 
@@ -113,9 +109,9 @@ impl GgufModelWriter {
                 "a model without blocks cannot be written".into(),
             ));
         }
-        self.vector("output_norm.weight", out_norm)?;
+        self.vector(tensors::OUTPUT_NORM.0, out_norm)?;
         if let Some(m) = output {
-            self.matrix("output.weight", m, false)?;
+            self.matrix(tensors::OUTPUT.0, m, false)?;
         }
         let c = &self.config;
         let a = c.arch.name();
@@ -147,6 +143,23 @@ impl GgufModelWriter {
             (format!("{a}.rope.dimension_count"), u(c.rope_dim)),
             (format!("{a}.vocab_size"), u(self.vocab)),
         ];
+        if let Some(window) = c.sliding_window {
+            // The pattern as an array: layer removal may have broken the family's period.
+            keys.extend([
+                (format!("{a}.attention.sliding_window"), u(window)),
+                (
+                    format!("{a}.attention.sliding_window_pattern"),
+                    Value::Array(Array::Bool(self.sliding.clone())),
+                ),
+                (
+                    format!("{a}.rope.freq_base_swa"),
+                    Value::F32(c.rope_theta_local),
+                ),
+            ]);
+        }
+        if let Some(cap) = c.final_softcap {
+            keys.push((format!("{a}.final_logit_softcapping"), Value::F32(cap)));
+        }
         keys.extend(
             metadata
                 .into_iter()

@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::config::{Arch, Config, RopeStyle};
+use super::arch::Activation;
+use super::config::{Config, RopeStyle};
 use super::destination::{self, OutputKind};
 use super::llama::{Layer, Model};
 use super::spill::{with_suffix, SpilledFile};
+use super::tensors::{self, Role, WeightRef};
 use crate::error::{Error, Result};
 use crate::quant::Matrix;
 use crate::tokenizer::Tokenizer;
@@ -64,6 +66,8 @@ pub struct HfModelWriter {
     vocab: usize,
     /// (query heads, key/value heads, MLP width, q/k/v biases) of each block written.
     widths: Vec<(usize, usize, usize, bool)>,
+    /// Whether each block written slides.
+    sliding: Vec<bool>,
     params: usize,
     finished: bool,
 }
@@ -96,35 +100,36 @@ impl HfModelWriter {
             dtype,
             vocab: tok_embd.rows,
             widths: Vec::new(),
+            sliding: Vec::new(),
             params: 0,
             finished: false,
         };
-        out.matrix("model.embed_tokens.weight", tok_embd, false)?;
+        out.matrix(tensors::TOKEN_EMBD.1, tok_embd, false)?;
         Ok(out)
     }
 
     /// Append the next block (numbered in the order blocks are added).
     pub fn put_layer(&mut self, l: &Layer) -> Result<()> {
         let (i, hd) = (self.widths.len(), self.config.head_dim);
-        let p = |s: &str| format!("model.layers.{i}.{s}");
+        let family = self.config.family();
         // Halves-order rows for llama's q/k when the model holds them in pair order.
         let unpermute = self.config.rope_style == RopeStyle::Interleaved;
-        self.vector(&p("input_layernorm.weight"), &l.attn_norm)?;
-        self.matrix(&p("self_attn.q_proj.weight"), &l.wq, unpermute)?;
-        self.matrix(&p("self_attn.k_proj.weight"), &l.wk, unpermute)?;
-        self.matrix(&p("self_attn.v_proj.weight"), &l.wv, false)?;
-        self.matrix(&p("self_attn.o_proj.weight"), &l.wo, false)?;
-        for (name, b) in [("q_proj", &l.bq), ("k_proj", &l.bk), ("v_proj", &l.bv)] {
-            if let Some(b) = b {
-                self.vector(&p(&format!("self_attn.{name}.bias")), b)?;
+        for (role, w) in l.weights() {
+            let name = format!("model.layers.{i}.{}", family.hf_name(role));
+            match w {
+                WeightRef::Matrix(m) => {
+                    let permuted = unpermute && matches!(role, Role::AttnQ | Role::AttnK);
+                    self.matrix(&name, m, permuted)?
+                }
+                WeightRef::Vector(v) if role.is_norm() => {
+                    self.vector(&name, &stored_gain(v, family.hf_norm_offset))?
+                }
+                WeightRef::Vector(v) => self.vector(&name, v)?,
             }
         }
-        self.vector(&p("post_attention_layernorm.weight"), &l.ffn_norm)?;
-        self.matrix(&p("mlp.gate_proj.weight"), &l.w_gate, false)?;
-        self.matrix(&p("mlp.up_proj.weight"), &l.w_up, false)?;
-        self.matrix(&p("mlp.down_proj.weight"), &l.w_down, false)?;
         self.widths
             .push((l.n_heads(hd), l.n_kv_heads(hd), l.ffn_dim(), l.bq.is_some()));
+        self.sliding.push(l.sliding);
         Ok(())
     }
 
@@ -156,25 +161,28 @@ impl HfModelWriter {
                     .into(),
             ));
         }
-        self.vector("model.norm.weight", out_norm)?;
+        let family = self.config.family();
+        self.vector(
+            tensors::OUTPUT_NORM.1,
+            &stored_gain(out_norm, family.hf_norm_offset),
+        )?;
         if let Some(m) = output {
-            self.matrix("lm_head.weight", m, false)?;
+            self.matrix(tensors::OUTPUT.1, m, false)?;
         }
         let c = &self.config;
-        let (arch, model_type) = match c.arch {
-            Arch::Llama => ("LlamaForCausalLM", "llama"),
-            Arch::Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
-        };
-        let config = json!({
-            "architectures": [arch],
-            "model_type": model_type,
+        let mut config = json!({
+            "architectures": [family.hf_architectures[0]],
+            "model_type": family.hf_model_type,
             "hidden_size": c.d_model,
             "intermediate_size": ffn,
             "num_hidden_layers": self.widths.len(),
             "num_attention_heads": heads,
             "num_key_value_heads": kv_heads,
             "head_dim": c.head_dim,
-            "hidden_act": "silu",
+            "hidden_act": match family.activation {
+                Activation::SiluGlu => "silu",
+                Activation::GeluTanhGlu => "gelu_pytorch_tanh",
+            },
             "max_position_embeddings": c.context_len,
             "rms_norm_eps": c.rms_eps,
             "rope_theta": c.rope_theta,
@@ -185,6 +193,26 @@ impl HfModelWriter {
             "eos_token_id": tokenizer.eos,
             "torch_dtype": self.dtype.torch_name(),
         });
+        if let Some(window) = c.sliding_window {
+            let types: Vec<&str> = self
+                .sliding
+                .iter()
+                .map(|&s| match s {
+                    true => "sliding_attention",
+                    false => "full_attention",
+                })
+                .collect();
+            config["sliding_window"] = json!(window);
+            config["layer_types"] = json!(types);
+            config["rope_local_base_freq"] = json!(c.rope_theta_local);
+        }
+        if family.activation == Activation::GeluTanhGlu {
+            config["hidden_activation"] = json!("gelu_pytorch_tanh");
+            config["query_pre_attn_scalar"] = json!(c.head_dim);
+        }
+        if let Some(cap) = c.final_softcap {
+            config["final_logit_softcapping"] = json!(cap);
+        }
         let tmp = self.tmp.clone();
         let write_json = |name: &str, v: &serde_json::Value| {
             let path = tmp.join(name);
@@ -350,4 +378,10 @@ mod tests {
         drop(w);
         assert!(!dir.exists() && !with_suffix(&dir, ".partial").exists());
     }
+}
+
+/// A norm gain as Hugging Face stores it: `w − offset` (Gemma's checkpoints hold `w` for
+/// a gain of `1 + w`).
+fn stored_gain(v: &[f32], offset: f32) -> Vec<f32> {
+    v.iter().map(|x| x - offset).collect()
 }

@@ -131,7 +131,7 @@ pub fn generate_early_exit(
     prompt: &[u32],
     n: usize,
     sampler: &mut Sampler,
-    stop: Option<u32>,
+    stop: &[u32],
     policy: &ExitPolicy,
     mut on_token: impl FnMut(u32),
 ) -> Result<(Generation, ExitStats)> {

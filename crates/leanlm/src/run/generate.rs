@@ -33,14 +33,14 @@ impl Generation {
     }
 }
 
-/// Generate up to `n` tokens after `prompt`, stopping early at `stop`. `on_token` sees
+/// Generate up to `n` tokens after `prompt`, stopping early after any token of `stop`. `on_token` sees
 /// each token as soon as it is chosen.
 pub fn generate(
     model: &Model,
     prompt: &[u32],
     n: usize,
     sampler: &mut Sampler,
-    stop: Option<u32>,
+    stop: &[u32],
     mut on_token: impl FnMut(u32),
 ) -> Result<Generation> {
     generate_with(
@@ -61,7 +61,7 @@ pub fn generate_with(
     prompt: &[u32],
     n: usize,
     sampler: &mut Sampler,
-    stop: Option<u32>,
+    stop: &[u32],
     on_token: &mut dyn FnMut(u32),
     mut next: impl FnMut(u32, &mut KvCache) -> Result<Vec<f32>>,
 ) -> Result<Generation> {
@@ -87,7 +87,7 @@ pub fn generate_with(
         let t = sampler.sample(&logits);
         tokens.push(t);
         on_token(t);
-        if Some(t) == stop || i + 1 == n {
+        if stop.contains(&t) || i + 1 == n {
             break;
         }
         logits = next(t, &mut cache)?;

@@ -64,7 +64,7 @@ impl SpecStats {
     }
 }
 
-/// [`super::generate`] with speculation. Emits at most `n` tokens, stopping after `stop`.
+/// [`super::generate`] with speculation. Emits at most `n` tokens, stopping after any token of `stop`.
 #[allow(clippy::too_many_arguments)]
 pub fn generate_speculative(
     target: &Model,
@@ -72,7 +72,7 @@ pub fn generate_speculative(
     prompt: &[u32],
     n: usize,
     sampler: &mut Sampler,
-    stop: Option<u32>,
+    stop: &[u32],
     opts: SpecOptions,
     mut on_token: impl FnMut(u32),
 ) -> Result<(Generation, SpecStats)> {
@@ -102,7 +102,7 @@ pub fn generate_speculative(
         history.push(last);
         out.push(last);
         on_token(last);
-        if Some(last) == stop || out.len() >= n {
+        if stop.contains(&last) || out.len() >= n {
             break;
         }
         let budget = k.min(n - out.len());
@@ -146,7 +146,7 @@ pub fn generate_speculative(
             history.push(t);
             out.push(t);
             on_token(t);
-            if Some(t) == stop || out.len() >= n {
+            if stop.contains(&t) || out.len() >= n {
                 stopped = true;
                 break;
             }

@@ -373,6 +373,30 @@ impl Tokenizer {
         self.by_spelling.get(spelling).copied()
     }
 
+    /// Tokens that end a generation: EOS and the special end-of-turn tokens llama.cpp
+    /// recognises by their text (`<|im_end|>`, `<end_of_turn>`, `<|eot_id|>`, …).
+    pub fn end_of_generation(&self) -> Vec<u32> {
+        const END_OF_TURN: [&str; 8] = [
+            "<|eot_id|>",
+            "<|im_end|>",
+            "<|end|>",
+            "<end_of_turn>",
+            "<|endoftext|>",
+            "<|eom_id|>",
+            "<EOT>",
+            "<|end_of_text|>",
+        ];
+        let mut ids: Vec<u32> = END_OF_TURN
+            .iter()
+            .filter_map(|t| self.token_id(t))
+            .filter(|&id| self.is_special(id))
+            .chain(self.eos)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     pub fn is_special(&self, id: u32) -> bool {
         self.specials.iter().any(|s| s.id == id)
     }
