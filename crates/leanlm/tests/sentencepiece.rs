@@ -6,8 +6,7 @@ mod common;
 
 use std::io::Read;
 
-#[test]
-fn gemma3_token_ids_equal_llama_cpp_on_all_of_wikitext2_test() {
+fn gemma3_wiki_ids() -> Vec<u32> {
     let mut gz = flate2::read::GzDecoder::new(
         std::fs::File::open(common::fixture(
             "llama_cpp/gemma3-270m/wiki_test_ids.u32.gz",
@@ -22,7 +21,12 @@ fn gemma3_token_ids_equal_llama_cpp_on_all_of_wikitext2_test() {
         .collect();
     // llama-perplexity reports 295,173 tokens for this file with this vocabulary.
     assert_eq!(want.len(), 295_173);
+    want
+}
 
+#[test]
+fn gemma3_token_ids_equal_llama_cpp_on_all_of_wikitext2_test() {
+    let want = gemma3_wiki_ids();
     let path = common::fetched_model("gemma3-270m");
     let tok = leanlm::model::load_tokenizer(&path).unwrap();
     assert!(tok.spm().is_some(), "Gemma's vocabulary is SentencePiece");
@@ -44,4 +48,40 @@ fn gemma3_chat_markup_is_split_into_its_control_tokens() {
     // Without special parsing the markup is text.
     let plain = tok.encode("<start_of_turn>", false, false).unwrap();
     assert!(!plain.contains(&105));
+}
+
+/// The vocabulary written as a Hugging Face tokenizer.json (as `prune -o FOLDER` writes it)
+/// reads back as the same SentencePiece tokenizer: llama.cpp's ids on all of
+/// wiki.test.raw, the same token types and the same merge order.
+#[test]
+fn gemma3_vocabulary_round_trips_through_tokenizer_json() {
+    let tok = leanlm::model::load_tokenizer(&common::fetched_model("gemma3-270m")).unwrap();
+    let dir = std::env::temp_dir().join(format!("leanlm-spm-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, config) = tok.hf_json();
+    std::fs::write(dir.join("tokenizer.json"), json.to_string()).unwrap();
+    std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).unwrap();
+    let back = leanlm::tokenizer::Tokenizer::from_hf_dir(&dir).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (a, b) = (
+        tok.spm().unwrap(),
+        back.spm().expect("read back as SentencePiece"),
+    );
+    assert_eq!(a.types, b.types);
+    assert_eq!(a.add_space_prefix, b.add_space_prefix);
+    assert_eq!(
+        (back.bos, back.eos, back.add_bos),
+        (tok.bos, tok.eos, tok.add_bos)
+    );
+    let text = std::fs::read_to_string(common::data_file("wikitext-2-raw/wiki.test.raw")).unwrap();
+    common::assert_same_ids(
+        &back,
+        &back.encode(&text, true, false).unwrap(),
+        &gemma3_wiki_ids(),
+    );
+    let chat = "<start_of_turn>user\nHello!<end_of_turn>\n";
+    assert_eq!(
+        back.encode(chat, true, true).unwrap(),
+        tok.encode(chat, true, true).unwrap()
+    );
 }

@@ -1,10 +1,12 @@
-//! Tokenizer from a Hugging Face `tokenizer.json` (byte-level BPE models).
+//! Tokenizer from a Hugging Face `tokenizer.json`: byte-level BPE models, and
+//! SentencePiece BPE vocabularies as transformers writes them (byte fallback, `▁` for
+//! spaces; Gemma, Llama 2), whose merge ranks give back SentencePiece's score order.
 
 use std::path::Path;
 
 use serde_json::Value as Json;
 
-use super::bpe::{Tokenizer, TokenizerParts};
+use super::bpe::{token_type, SpmParts, Tokenizer, TokenizerParts};
 use super::pretokenize::{PreTokenizer, DIGITS, GPT2};
 use crate::error::{Error, Result};
 
@@ -85,7 +87,11 @@ impl Tokenizer {
             })
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| bad("malformed merge"))?;
-        let patterns = pre_tokenizer_patterns(&j["pre_tokenizer"]).map_err(|e| bad(&e))?;
+        let sentencepiece = model["byte_fallback"].as_bool().unwrap_or(false);
+        let patterns = match sentencepiece {
+            true => Vec::new(),
+            false => pre_tokenizer_patterns(&j["pre_tokenizer"]).map_err(|e| bad(&e))?,
+        };
         let pats: Vec<&str> = patterns.iter().map(String::as_str).collect();
 
         let cfg: Json = std::fs::read_to_string(dir.join("tokenizer_config.json"))
@@ -97,11 +103,19 @@ impl Tokenizer {
             let s = v.as_str().or_else(|| v["content"].as_str())?;
             tokens.iter().position(|t| t == s).map(|i| i as u32)
         };
+        let (bos, eos) = (named("bos_token"), named("eos_token"));
+        let add_bos = cfg["add_bos_token"].as_bool().unwrap_or(sentencepiece);
+        let chat_template = cfg["chat_template"].as_str().map(str::to_string);
+        if sentencepiece {
+            return sentencepiece_parts(&j, tokens, &merges, bos, eos, add_bos, chat_template)
+                .map_err(|e| bad(&e))
+                .and_then(Tokenizer::build);
+        }
         Tokenizer::build(TokenizerParts {
-            bos: named("bos_token"),
-            eos: named("eos_token"),
-            add_bos: cfg["add_bos_token"].as_bool().unwrap_or(false),
-            chat_template: cfg["chat_template"].as_str().map(str::to_string),
+            bos,
+            eos,
+            add_bos,
+            chat_template,
             tokens,
             merges,
             pre: PreTokenizer::new(&pats)?,
@@ -110,6 +124,78 @@ impl Tokenizer {
             spm: None,
         })
     }
+}
+
+/// A SentencePiece vocabulary from a byte-fallback BPE `tokenizer.json`: token types from
+/// `added_tokens` (special: control, else user-defined), `<0xNN>` spellings (bytes) and
+/// `unk_token`; each merged piece scored by its first merge's rank (earlier merges score
+/// higher, as SentencePiece's scores order them); whether a `▁` is prepended from the
+/// normalizer.
+fn sentencepiece_parts(
+    j: &Json,
+    tokens: Vec<String>,
+    merges: &[(String, String)],
+    bos: Option<u32>,
+    eos: Option<u32>,
+    add_bos: bool,
+    chat_template: Option<String>,
+) -> std::result::Result<TokenizerParts, String> {
+    let n = tokens.len();
+    let id_of: std::collections::HashMap<&str, usize> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i))
+        .collect();
+    let mut types = vec![token_type::NORMAL; n];
+    for (i, t) in tokens.iter().enumerate() {
+        let hex = t.strip_prefix("<0x").and_then(|r| r.strip_suffix('>'));
+        if hex.is_some_and(|h| h.len() == 2 && u8::from_str_radix(h, 16).is_ok()) {
+            types[i] = token_type::BYTE;
+        }
+    }
+    for t in j["added_tokens"].as_array().into_iter().flatten() {
+        if let Some(id) = t["id"].as_u64().map(|i| i as usize).filter(|&i| i < n) {
+            types[id] = match t["special"].as_bool().unwrap_or(false) {
+                true => token_type::CONTROL,
+                false => token_type::USER_DEFINED,
+            };
+        }
+    }
+    if let Some(&unk) = j["model"]["unk_token"].as_str().and_then(|u| id_of.get(u)) {
+        types[unk] = token_type::UNKNOWN;
+    }
+    let mut scores: Vec<f32> = (0..n).map(|i| -((merges.len() + i) as f32)).collect();
+    for (rank, (a, b)) in merges.iter().enumerate().rev() {
+        let merged = format!("{a}{b}");
+        let id = id_of
+            .get(merged.as_str())
+            .ok_or_else(|| format!("merge {a:?} + {b:?} makes {merged:?}, which is not a token"))?;
+        scores[*id] = -(rank as f32);
+    }
+    let normalizer = j["normalizer"].to_string();
+    let add_space_prefix = normalizer.contains("\"Prepend\"");
+    let ids_of = |wanted: &[i32]| -> Vec<u32> {
+        (0..n)
+            .filter(|&i| wanted.contains(&types[i]))
+            .map(|i| i as u32)
+            .collect()
+    };
+    Ok(TokenizerParts {
+        special_ids: ids_of(&[token_type::CONTROL, token_type::UNKNOWN]),
+        user_ids: ids_of(&[token_type::USER_DEFINED]),
+        tokens,
+        merges: Vec::new(),
+        pre: PreTokenizer::new(&[]).map_err(|e| e.to_string())?,
+        bos,
+        eos,
+        add_bos,
+        chat_template,
+        spm: Some(SpmParts {
+            scores,
+            types,
+            add_space_prefix,
+        }),
+    })
 }
 
 /// Translate the pre-tokenizer pipeline of tokenizer.json into our regex list.
