@@ -1,15 +1,22 @@
-//! The student: the Llama forward pass of [`crate::model::llama`] rebuilt from
-//! differentiable candle ops, with every weight a [`Var`].
+//! The student: the forward pass of [`crate::model::llama`] rebuilt from differentiable
+//! candle ops, with every weight a [`Var`], for every family that pass runs. It reads the
+//! same family description ([`crate::model::Family`]) and the same tensor roles
+//! ([`crate::model::tensors`]): Q/K norms, post-norms, the MLP's activation, embedding
+//! scale, sliding-window blocks with their own RoPE base, logit soft-capping.
 //!
 //! candle's fused `rms_norm`, `softmax_last_dim` and `rope` record no gradient, so each
 //! is written out here from primitive ops (mean, sqrt, exp, narrow, cat) whose backward
-//! candle knows. The math and the weight layout (rows = outputs, the model's RoPE pair
-//! style) are those of the inference pass, so `to_model` round-trips exactly.
+//! candle knows (`gelu`, candle's tanh approximation, and `tanh` have backward passes).
+//! The math and the weight layout (rows = outputs, the model's RoPE pair style) are
+//! those of the inference pass, so `to_model` round-trips exactly.
+
+use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor, Var, D};
 
 use crate::error::{Error, Result};
-use crate::model::{Layer, Model, RopeStyle};
+use crate::model::tensors::{self, Kind, Role, Weight, WeightRef};
+use crate::model::{Activation, Layer, Model, RopeStyle};
 use crate::quant::Matrix;
 
 /// A trainable tensor with the name it is saved under and, for pruned matrices, the
@@ -23,19 +30,20 @@ pub struct Param {
     pub decay: bool,
 }
 
+/// A block's weights by role (the roles its inference layer has).
 struct StudentLayer {
-    attn_norm: Tensor,
-    wq: Tensor,
-    wk: Tensor,
-    wv: Tensor,
-    wo: Tensor,
-    bq: Option<Tensor>,
-    bk: Option<Tensor>,
-    bv: Option<Tensor>,
-    ffn_norm: Tensor,
-    w_gate: Tensor,
-    w_up: Tensor,
-    w_down: Tensor,
+    weights: BTreeMap<Role, Tensor>,
+    sliding: bool,
+}
+
+impl StudentLayer {
+    /// A weight every block has (the seven matrices and the two pre-norms).
+    fn w(&self, role: Role) -> &Tensor {
+        &self.weights[&role]
+    }
+    fn get(&self, role: Role) -> Option<&Tensor> {
+        self.weights.get(&role)
+    }
 }
 
 /// How the student is built from a model.
@@ -122,44 +130,21 @@ impl Student {
         };
         let mut layers = Vec::with_capacity(model.layers.len());
         for (i, l) in model.layers.iter().enumerate() {
-            let p = |s: &str| format!("blk.{i}.{s}");
-            let mut m = |name: &str, w: &Matrix| {
-                let (v, s) = mat(w);
-                tensor(&p(name), v, &s, true, true)
-            };
-            let (wq, wk, wv, wo) = (
-                m("attn_q.weight", &l.wq)?,
-                m("attn_k.weight", &l.wk)?,
-                m("attn_v.weight", &l.wv)?,
-                m("attn_output.weight", &l.wo)?,
-            );
-            let (w_gate, w_up, w_down) = (
-                m("ffn_gate.weight", &l.w_gate)?,
-                m("ffn_up.weight", &l.w_up)?,
-                m("ffn_down.weight", &l.w_down)?,
-            );
-            let mut vec =
-                |name: &str, v: &[f32]| tensor(&p(name), v.to_vec(), &[v.len()], true, false);
-            let attn_norm = vec("attn_norm.weight", &l.attn_norm)?;
-            let ffn_norm = vec("ffn_norm.weight", &l.ffn_norm)?;
-            let mut bias =
-                |name: &str, b: &Option<Vec<f32>>| b.as_ref().map(|b| vec(name, b)).transpose();
-            let bq = bias("attn_q.bias", &l.bq)?;
-            let bk = bias("attn_k.bias", &l.bk)?;
-            let bv = bias("attn_v.bias", &l.bv)?;
+            let mut weights = BTreeMap::new();
+            for (role, w) in l.weights() {
+                let name = tensors::gguf_name(i, role);
+                let t = match w {
+                    WeightRef::Matrix(m) => {
+                        let (v, s) = mat(m);
+                        tensor(&name, v, &s, true, true)?
+                    }
+                    WeightRef::Vector(v) => tensor(&name, v.to_vec(), &[v.len()], true, false)?,
+                };
+                weights.insert(role, t);
+            }
             layers.push(StudentLayer {
-                attn_norm,
-                wq,
-                wk,
-                wv,
-                wo,
-                bq,
-                bk,
-                bv,
-                ffn_norm,
-                w_gate,
-                w_up,
-                w_down,
+                weights,
+                sliding: l.sliding,
             });
         }
         let out_norm = tensor(
@@ -233,55 +218,92 @@ impl Student {
             )));
         }
         let ids = Tensor::from_slice(tokens, b * t, &self.device)?;
-        let (cos, sin) = self.rope_tables(t)?;
-        let mask = self.causal_mask(t)?;
+        let family = cfg.family();
+        // Global and sliding-window blocks: their RoPE tables and masks.
+        let global = (self.rope_tables(t, false)?, self.mask(t, None)?);
+        let local = match cfg.sliding_window {
+            Some(w) => Some((self.rope_tables(t, true)?, self.mask(t, Some(w))?)),
+            None => None,
+        };
         let mut hidden = Vec::new();
-        // x = embeddings                                                (b·t, d)
+        // x = embeddings (× √d where the family scales them)            (b·t, d)
         let mut x = self.tok_embd.index_select(&ids, 0)?;
+        if family.embed_scale_sqrt_d {
+            x = (x * (cfg.d_model as f32).sqrt() as f64)?;
+        }
         if hidden_after.contains(&0) {
             hidden.push((0, x.clone()));
         }
+        let norm = |x: &Tensor, role: Role, layer: &StudentLayer| -> Result<Tensor> {
+            match layer.get(role) {
+                Some(w) => rms_norm(x, w, cfg.rms_eps),
+                None => Ok(x.clone()),
+            }
+        };
         for (l, layer) in self.layers.iter().enumerate() {
-            let nh = layer.wq.dim(0)? / hd;
-            let nkv = layer.wk.dim(0)? / hd;
-
-            // Attention: x += Wo · attn(RoPE(Wq·xn), RoPE(Wk·xn), Wv·xn)
-            let xn = rms_norm(&x, &layer.attn_norm, cfg.rms_eps)?;
-            let heads = |w: &Tensor, bias: &Option<Tensor>, n: usize| -> Result<Tensor> {
-                let mut y = xn.matmul(&w.t()?)?; // (b·t, n·hd)
-                if let Some(bias) = bias {
-                    y = y.broadcast_add(bias)?;
-                }
-                Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?) // (b, n, t, hd)
+            let nh = layer.w(Role::AttnQ).dim(0)? / hd;
+            let nkv = layer.w(Role::AttnK).dim(0)? / hd;
+            let ((cos, sin), mask) = match (&local, layer.sliding) {
+                (Some(local), true) => local,
+                _ => &global,
             };
-            let q = self.rope(&heads(&layer.wq, &layer.bq, nh)?, &cos, &sin)?;
-            let k = self.rope(&heads(&layer.wk, &layer.bk, nkv)?, &cos, &sin)?;
-            let v = heads(&layer.wv, &layer.bv, nkv)?;
+
+            // Attention: x += [PostNorm] Wo · attn(RoPE([QNorm] Wq·xn), RoPE([KNorm] Wk·xn), Wv·xn)
+            let xn = rms_norm(&x, layer.w(Role::AttnNorm), cfg.rms_eps)?;
+            let heads =
+                |w: Role, bias: Role, head_norm: Option<Role>, n: usize| -> Result<Tensor> {
+                    let mut y = xn.matmul(&layer.w(w).t()?)?; // (b·t, n·hd)
+                    if let Some(bias) = layer.get(bias) {
+                        y = y.broadcast_add(bias)?;
+                    }
+                    let mut y = y.reshape((b, t, n, hd))?; // per-head norms act on the last dim
+                    if let Some(r) = head_norm {
+                        y = norm(&y, r, layer)?;
+                    }
+                    Ok(y.transpose(1, 2)?) // (b, n, t, hd)
+                };
+            let q = heads(Role::AttnQ, Role::AttnQBias, Some(Role::AttnQNorm), nh)?;
+            let k = heads(Role::AttnK, Role::AttnKBias, Some(Role::AttnKNorm), nkv)?;
+            let (q, k) = (self.rope(&q, cos, sin)?, self.rope(&k, cos, sin)?);
+            let v = heads(Role::AttnV, Role::AttnVBias, None, nkv)?;
             let (k, v) = (repeat_kv(&k, nh / nkv)?, repeat_kv(&v, nh / nkv)?); // (b, nh, t, hd)
             let scale = 1.0 / (hd as f64).sqrt();
             let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?; // (b, nh, t, t)
-            let p = softmax(&scores.broadcast_add(&mask)?)?;
+            let p = softmax(&scores.broadcast_add(mask)?)?;
             let att = p.matmul(&v.contiguous()?)?; // (b, nh, t, hd)
             let att = att.transpose(1, 2)?.reshape((b * t, nh * hd))?;
-            x = (x + att.matmul(&layer.wo.t()?)?)?;
+            let o = att.matmul(&layer.w(Role::AttnOutput).t()?)?;
+            x = (x + norm(&o, Role::PostAttnNorm, layer)?)?;
 
-            // MLP: x += W_down · (silu(W_gate·xn) ⊙ W_up·xn)
-            let xn = rms_norm(&x, &layer.ffn_norm, cfg.rms_eps)?;
-            let g = xn.matmul(&layer.w_gate.t()?)?.silu()?;
-            let u = xn.matmul(&layer.w_up.t()?)?;
-            x = (x + (g * u)?.matmul(&layer.w_down.t()?)?)?;
+            // MLP: x += [PostNorm] W_down · (act(W_gate·xn) ⊙ W_up·xn)
+            let xn = rms_norm(&x, layer.w(Role::FfnNorm), cfg.rms_eps)?;
+            let g = xn.matmul(&layer.w(Role::FfnGate).t()?)?;
+            let g = match family.activation {
+                Activation::SiluGlu => g.silu()?,
+                Activation::GeluTanhGlu => g.gelu()?,
+            };
+            let u = xn.matmul(&layer.w(Role::FfnUp).t()?)?;
+            let o = (g * u)?.matmul(&layer.w(Role::FfnDown).t()?)?;
+            x = (x + norm(&o, Role::PostFfnNorm, layer)?)?;
             if hidden_after.contains(&(l + 1)) {
                 hidden.push((l + 1, x.clone()));
             }
         }
-        // logits = RMSNorm(x) · outputᵀ                                  (b·t, vocab)
-        let logits = rms_norm(&x, &self.out_norm, cfg.rms_eps)?.matmul(&self.output.t()?)?;
+        // logits = RMSNorm(x) · outputᵀ, soft-capped where the family does  (b·t, vocab)
+        let mut logits = rms_norm(&x, &self.out_norm, cfg.rms_eps)?.matmul(&self.output.t()?)?;
+        if let Some(c) = cfg.final_softcap {
+            logits = ((logits / c as f64)?.tanh()? * c as f64)?;
+        }
         Ok(StudentOutput { logits, hidden })
     }
 
-    /// cos/sin of position × inverse frequency, (t, rope_dim/2).
-    fn rope_tables(&self, t: usize) -> Result<(Tensor, Tensor)> {
-        let inv_freq = self.base.rope_inv_freq();
+    /// cos/sin of position × inverse frequency, (t, rope_dim/2), at the global or the
+    /// local (sliding-window) RoPE base.
+    fn rope_tables(&self, t: usize, local: bool) -> Result<(Tensor, Tensor)> {
+        let inv_freq = match local {
+            true => self.base.rope_inv_freq_local(),
+            false => self.base.rope_inv_freq(),
+        };
         let half = inv_freq.len();
         let (mut c, mut s) = (Vec::with_capacity(t * half), Vec::with_capacity(t * half));
         for pos in 0..t {
@@ -294,10 +316,19 @@ impl Student {
         Ok((self.constant(c, &[t, half])?, self.constant(s, &[t, half])?))
     }
 
-    /// 0 on and below the diagonal, a large negative number above, (t, t).
-    fn causal_mask(&self, t: usize) -> Result<Tensor> {
+    /// 0 where query row `i` may see key `j` (j ≤ i, and i − j < window), a large
+    /// negative number elsewhere, (t, t).
+    fn mask(&self, t: usize, window: Option<usize>) -> Result<Tensor> {
         let m: Vec<f32> = (0..t * t)
-            .map(|i| if i % t > i / t { -1e9 } else { 0.0 })
+            .map(|k| {
+                let (i, j) = (k / t, k % t);
+                let visible = j <= i && window.is_none_or(|w| i - j < w);
+                if visible {
+                    0.0
+                } else {
+                    -1e9
+                }
+            })
             .collect();
         self.constant(m, &[t, t])
     }
@@ -350,28 +381,25 @@ impl Student {
             let (r, c) = t.dims2()?;
             Matrix::from_f32(r, c, vec(t)?)
         };
-        let opt_vec = |t: &Option<Tensor>| t.as_ref().map(vec).transpose();
         let mut layers = Vec::with_capacity(self.layers.len());
-        for l in &self.layers {
-            layers.push(Layer {
-                attn_norm: vec(&l.attn_norm)?,
-                wq: mat(&l.wq)?,
-                wk: mat(&l.wk)?,
-                wv: mat(&l.wv)?,
-                wo: mat(&l.wo)?,
-                bq: opt_vec(&l.bq)?,
-                bk: opt_vec(&l.bk)?,
-                bv: opt_vec(&l.bv)?,
-                q_norm: None,
-                k_norm: None,
-                post_attn_norm: None,
-                post_ffn_norm: None,
-                ffn_norm: vec(&l.ffn_norm)?,
-                w_gate: mat(&l.w_gate)?,
-                w_up: mat(&l.w_up)?,
-                w_down: mat(&l.w_down)?,
-                sliding: false,
-            });
+        for (i, l) in self.layers.iter().enumerate() {
+            let take = |role: Role, required: bool| -> Result<Option<Weight>> {
+                let Some(t) = l.get(role) else {
+                    return match required {
+                        true => Err(Error::MissingTensor(tensors::gguf_name(i, role))),
+                        false => Ok(None),
+                    };
+                };
+                Ok(Some(match role.kind() {
+                    Kind::Matrix => Weight::Matrix(mat(t)?),
+                    Kind::Vector => Weight::Vector(vec(t)?),
+                }))
+            };
+            layers.push(Layer::assemble(
+                take,
+                &self.base.config.family().roles,
+                l.sliding,
+            )?);
         }
         let tok_embd = mat(&self.tok_embd)?;
         let output = if self.base.tied() {
@@ -455,26 +483,60 @@ mod tests {
         m.forward(toks, &mut c, Logits::All).unwrap()
     }
 
+    /// The families' random models: Llama (adjacent-pair RoPE), Qwen2 (halves, biases),
+    /// Gemma 3 (Q/K norms, post-norms, GELU, √d scale, a sliding window of 8 keys on
+    /// alternate blocks with their own RoPE base).
+    fn family_specs() -> Vec<(&'static str, RandomSpec)> {
+        let base = RandomSpec::default();
+        vec![
+            ("llama", base),
+            (
+                "qwen2",
+                RandomSpec {
+                    rope_style: RopeStyle::Halves,
+                    qkv_bias: true,
+                    ..base
+                },
+            ),
+            (
+                "gemma3",
+                RandomSpec {
+                    rope_style: RopeStyle::Halves,
+                    gemma: Some(8),
+                    ..base
+                },
+            ),
+        ]
+    }
+
+    /// The parity matrix: every family × a short and a long sequence (40 ≥ 32 positions,
+    /// so that the inference pass's tiled attention runs, and longer than the window) ×
+    /// full and partial RoPE, two sequences per batch.
     #[test]
     fn student_forward_equals_the_inference_forward() {
-        for (style, bias) in [(RopeStyle::Interleaved, false), (RopeStyle::Halves, true)] {
-            let spec = RandomSpec {
-                rope_style: style,
-                qkv_bias: bias,
-                ..RandomSpec::default()
-            };
-            let m = random_model(spec, 1).unwrap();
-            let s = Student::new(&m, StudentOptions::default(), &dev(), DType::F32).unwrap();
-            let toks = tokens(2 * 12, 64, 5);
-            let out = s.forward(&toks, 2, 12, &[]).unwrap();
-            let got: Vec<f32> = out.logits.flatten_all().unwrap().to_vec1().unwrap();
-            let mut want = logits_of(&m, &toks[..12]);
-            want.extend(logits_of(&m, &toks[12..]));
-            let err = crate::numerics::max_abs_diff(&got, &want);
-            assert!(err < 1e-4, "{style:?}: max |Δlogit| {err}");
-            // And the student converts back to the same model.
-            let back = logits_of(&s.to_model().unwrap(), &toks[..12]);
-            assert_eq!(back, logits_of(&m, &toks[..12]));
+        for (family, spec) in family_specs() {
+            for rope_dim in [None, Some(4)] {
+                for t in [12, 40] {
+                    let spec = RandomSpec { rope_dim, ..spec };
+                    let m = random_model(spec, 1).unwrap();
+                    assert_eq!(m.config.arch.name(), family);
+                    let s =
+                        Student::new(&m, StudentOptions::default(), &dev(), DType::F32).unwrap();
+                    let toks = tokens(2 * t, 64, 5);
+                    let out = s.forward(&toks, 2, t, &[]).unwrap();
+                    let got: Vec<f32> = out.logits.flatten_all().unwrap().to_vec1().unwrap();
+                    let mut want = logits_of(&m, &toks[..t]);
+                    want.extend(logits_of(&m, &toks[t..]));
+                    let err = crate::numerics::max_abs_diff(&got, &want);
+                    assert!(
+                        err < 1e-4,
+                        "{family}, rope_dim {rope_dim:?}, t {t}: max |Δlogit| {err}"
+                    );
+                    // And the student converts back to the same model.
+                    let back = logits_of(&s.to_model().unwrap(), &toks[..t]);
+                    assert_eq!(back, logits_of(&m, &toks[..t]), "{family}: to_model");
+                }
+            }
         }
     }
 
@@ -496,12 +558,8 @@ mod tests {
         TeacherTopK::from_logits(&logits_of(&t, toks), 64, 8, 2.0)
     }
 
-    /// A random model with biases, every tensor trainable (embeddings too).
-    fn everything_trainable(seed: u64, dtype: DType) -> Student {
-        let spec = RandomSpec {
-            qkv_bias: true,
-            ..RandomSpec::default()
-        };
+    /// A random model of `spec`, every tensor trainable (embeddings too).
+    fn trainable(spec: RandomSpec, seed: u64, dtype: DType) -> Student {
         let opt = StudentOptions {
             train_embeddings: true,
             keep_zeros_above: None,
@@ -509,15 +567,35 @@ mod tests {
         Student::new(&random_model(spec, seed).unwrap(), opt, &dev(), dtype).unwrap()
     }
 
+    /// A random model with biases, every tensor trainable (embeddings too).
+    fn everything_trainable(seed: u64, dtype: DType) -> Student {
+        let spec = RandomSpec {
+            qkv_bias: true,
+            ..RandomSpec::default()
+        };
+        trainable(spec, seed, dtype)
+    }
+
     #[test]
     fn every_trainable_tensor_receives_a_gradient() {
-        let s = everything_trainable(2, DType::F32);
+        for (family, spec) in family_specs() {
+            // 2 layers × (2 norms + 7 matrices + 3 biases or 4 Gemma norms) + embedding
+            // + final norm
+            let per_layer = match family {
+                "llama" => 9,
+                "qwen2" => 12,
+                _ => 13,
+            };
+            check_every_gradient(&trainable(spec, 2, DType::F32), 2 * per_layer + 2);
+        }
+    }
+
+    fn check_every_gradient(s: &Student, n_params: usize) {
         let toks = tokens(10, 64, 3);
-        let grads = kd_loss(&s, &teacher_topk(&toks), &toks, 0.3)
+        let grads = kd_loss(s, &teacher_topk(&toks), &toks, 0.3)
             .backward()
             .unwrap();
-        // 2 layers × (2 norms + 7 matrices + 3 biases) + embedding + final norm
-        assert_eq!(s.params().len(), 2 * 12 + 2);
+        assert_eq!(s.params().len(), n_params);
         for p in s.params() {
             let g = grads
                 .get(p.var.as_tensor())
@@ -539,11 +617,18 @@ mod tests {
 
     #[test]
     fn gradients_match_finite_differences() {
-        let s = everything_trainable(4, DType::F64);
+        // Qwen2's biases and Gemma 3's norms, GELU and sliding window.
+        for (family, spec) in family_specs().into_iter().skip(1) {
+            eprintln!("{family}");
+            check_finite_differences(&trainable(spec, 4, DType::F64));
+        }
+    }
+
+    fn check_finite_differences(s: &Student) {
         let toks = tokens(9, 64, 8);
         let teacher = teacher_topk(&toks);
         let loss = |s: &Student| kd_loss(s, &teacher, &toks, 0.5).to_scalar::<f64>().unwrap();
-        let grads = kd_loss(&s, &teacher, &toks, 0.5).backward().unwrap();
+        let grads = kd_loss(s, &teacher, &toks, 0.5).backward().unwrap();
         let h = 1e-5;
         let mut checked = 0;
         for (pi, p) in s.params().iter().enumerate() {
@@ -569,12 +654,12 @@ mod tests {
                 p.var
                     .set(&Tensor::from_vec(w.clone(), shape.clone(), &dev()).unwrap())
                     .unwrap();
-                let up = loss(&s);
+                let up = loss(s);
                 w[j] = w0[j] - h;
                 p.var
                     .set(&Tensor::from_vec(w, shape.clone(), &dev()).unwrap())
                     .unwrap();
-                let down = loss(&s);
+                let down = loss(s);
                 p.var
                     .set(&Tensor::from_vec(w0.clone(), shape, &dev()).unwrap())
                     .unwrap();

@@ -300,6 +300,11 @@ impl Model {
         &self.inv_freq
     }
 
+    /// The same at the local RoPE base of sliding-window blocks.
+    pub fn rope_inv_freq_local(&self) -> &[f32] {
+        &self.inv_freq_local
+    }
+
     /// A fresh cache sized for this model's layers.
     pub fn new_cache(&self) -> KvCache {
         let hd = self.config.head_dim;

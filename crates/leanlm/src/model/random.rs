@@ -19,6 +19,11 @@ pub struct RandomSpec {
     pub rope_style: RopeStyle,
     /// Query/key/value biases (Qwen2-style).
     pub qkv_bias: bool,
+    /// Gemma 3's blocks instead: Q/K norms, post-norms, GELU, √d embedding scale, odd
+    /// blocks attending through a sliding window of `window` keys at their own RoPE base.
+    pub gemma: Option<usize>,
+    /// Head dimensions RoPE rotates (`None`: all).
+    pub rope_dim: Option<usize>,
 }
 
 impl Default for RandomSpec {
@@ -32,6 +37,8 @@ impl Default for RandomSpec {
             vocab: 64,
             rope_style: RopeStyle::Interleaved,
             qkv_bias: false,
+            gemma: None,
+            rope_dim: None,
         }
     }
 }
@@ -79,9 +86,16 @@ pub fn random_model(spec: RandomSpec, seed: u64) -> Result<Model> {
         });
     }
     let gain = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|v| 1.0 + v).collect() };
-    for l in &mut layers {
+    for (i, l) in layers.iter_mut().enumerate() {
         l.attn_norm = gain(uniform(d, 0.2));
         l.ffn_norm = gain(uniform(d, 0.2));
+        if spec.gemma.is_some() {
+            l.q_norm = Some(gain(uniform(hd, 0.2)));
+            l.k_norm = Some(gain(uniform(hd, 0.2)));
+            l.post_attn_norm = Some(gain(uniform(d, 0.2)));
+            l.post_ffn_norm = Some(gain(uniform(d, 0.2)));
+            l.sliding = i % 2 == 0;
+        }
         if spec.qkv_bias {
             l.bq = Some(uniform(spec.heads * hd, 0.1));
             l.bk = Some(uniform(spec.kv_heads * hd, 0.1));
@@ -91,10 +105,10 @@ pub fn random_model(spec: RandomSpec, seed: u64) -> Result<Model> {
     let out_norm = gain(uniform(d, 0.2));
     let embd = Matrix::from_f32(spec.vocab, d, uniform(spec.vocab * d, 1.0))?;
     let config = Config {
-        arch: if spec.qkv_bias {
-            Arch::Qwen2
-        } else {
-            Arch::Llama
+        arch: match (spec.gemma, spec.qkv_bias) {
+            (Some(_), _) => Arch::Gemma3,
+            (None, true) => Arch::Qwen2,
+            (None, false) => Arch::Llama,
         },
         n_layers: spec.layers,
         d_model: d,
@@ -106,10 +120,10 @@ pub fn random_model(spec: RandomSpec, seed: u64) -> Result<Model> {
         context_len: 256,
         rms_eps: 1e-5,
         rope_theta: 10000.0,
-        rope_dim: hd,
+        rope_dim: spec.rope_dim.unwrap_or(hd),
         rope_style: spec.rope_style,
-        sliding_window: None,
-        rope_theta_local: 10000.0,
+        sliding_window: spec.gemma,
+        rope_theta_local: 100.0,
         final_softcap: None,
     };
     Model::new(config, embd.clone(), layers, out_norm, embd)

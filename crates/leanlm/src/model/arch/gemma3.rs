@@ -36,6 +36,5 @@ pub const FAMILY: Family = Family {
     hf_renames: &[(Role::FfnNorm, "pre_feedforward_layernorm.weight")],
     swa_period: 6,
     rope_theta_local: 10_000.0,
-    student: false,
     chat_template: Some(include_str!("gemma3.jinja")),
 };

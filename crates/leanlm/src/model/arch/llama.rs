@@ -20,6 +20,5 @@ pub const FAMILY: Family = Family {
     hf_renames: &[],
     swa_period: 0,
     rope_theta_local: 10_000.0,
-    student: true,
     chat_template: None,
 };

@@ -110,8 +110,6 @@ pub struct Family {
     pub swa_period: usize,
     /// RoPE base of local (sliding-window) blocks when the metadata does not state one.
     pub rope_theta_local: f32,
-    /// Distillation's differentiable student implements this family.
-    pub student: bool,
     /// The chat template used when the model's files carry none (Jinja, as Hugging Face
     /// templates are written).
     pub chat_template: Option<&'static str>,
