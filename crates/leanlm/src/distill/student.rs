@@ -567,15 +567,6 @@ mod tests {
         Student::new(&random_model(spec, seed).unwrap(), opt, &dev(), dtype).unwrap()
     }
 
-    /// A random model with biases, every tensor trainable (embeddings too).
-    fn everything_trainable(seed: u64, dtype: DType) -> Student {
-        let spec = RandomSpec {
-            qkv_bias: true,
-            ..RandomSpec::default()
-        };
-        trainable(spec, seed, dtype)
-    }
-
     #[test]
     fn every_trainable_tensor_receives_a_gradient() {
         for (family, spec) in family_specs() {

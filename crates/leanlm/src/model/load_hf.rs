@@ -364,7 +364,7 @@ pub fn load_hf(dir: &Path) -> Result<Model> {
         v
     };
     let mut layers = Vec::with_capacity(config.n_layers);
-    for i in 0..config.n_layers {
+    for (i, &sliding) in sliding.iter().enumerate() {
         let take = |role: tensors::Role, required: bool| -> Result<Option<Weight>> {
             let name = format!("model.layers.{i}.{}", family.hf_name(role));
             if !required && !t.map.contains_key(&name) {
@@ -376,7 +376,7 @@ pub fn load_hf(dir: &Path) -> Result<Model> {
                 Kind::Vector => Weight::Vector(t.vector(&name)?),
             }))
         };
-        let layer = Layer::assemble(take, &family.roles, sliding[i])?;
+        let layer = Layer::assemble(take, &family.roles, sliding)?;
         check_widths(&config_path, &config, i, &layer)?;
         layers.push(layer);
     }

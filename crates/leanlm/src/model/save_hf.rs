@@ -336,6 +336,12 @@ fn encode(data: &[f32], dtype: HfDtype) -> Vec<u8> {
     }
 }
 
+/// A norm gain as Hugging Face stores it: `w − offset` (Gemma's checkpoints hold `w` for
+/// a gain of `1 + w`).
+fn stored_gain(v: &[f32], offset: f32) -> Vec<f32> {
+    v.iter().map(|x| x - offset).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,10 +384,4 @@ mod tests {
         drop(w);
         assert!(!dir.exists() && !with_suffix(&dir, ".partial").exists());
     }
-}
-
-/// A norm gain as Hugging Face stores it: `w − offset` (Gemma's checkpoints hold `w` for
-/// a gain of `1 + w`).
-fn stored_gain(v: &[f32], offset: f32) -> Vec<f32> {
-    v.iter().map(|x| x - offset).collect()
 }
