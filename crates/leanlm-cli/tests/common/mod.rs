@@ -81,3 +81,12 @@ pub fn rewritten(name: &str, edit: impl Fn(&mut Vec<(String, Value)>)) -> PathBu
     w.finish().unwrap();
     p
 }
+
+/// Largest logit difference between two models over `ids` (every position).
+pub fn max_logit_diff(a: &leanlm::model::Model, b: &leanlm::model::Model, ids: &[u32]) -> f32 {
+    let logits = |m: &leanlm::model::Model| {
+        m.forward(ids, &mut m.new_cache(), leanlm::model::Logits::All)
+            .unwrap()
+    };
+    leanlm::numerics::max_abs_diff(&logits(a), &logits(b))
+}

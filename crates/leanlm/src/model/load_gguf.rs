@@ -29,20 +29,7 @@ fn sliding_pattern(f: &GgufFile, arch: Arch, window: bool, n_layers: usize) -> R
     }
     match f.get(&key) {
         None => Ok(family.default_sliding_pattern(n_layers)),
-        Some(Value::Array(a)) => {
-            if a.len() != n_layers {
-                return Err(Error::BadConfig {
-                    path: f.path.clone(),
-                    reason: format!("'{key}' has {} entries for {n_layers} blocks", a.len()),
-                });
-            }
-            a.iter()
-                .map(|v| {
-                    v.as_bool()
-                        .ok_or_else(|| f.wrong_type(&key, &v, "an array of booleans"))
-                })
-                .collect()
-        }
+        Some(Value::Array(a)) => per_block_array(f, &key, a, n_layers, "booleans", |v| v.as_bool()),
         Some(_) => {
             let period = opt_usize(f, &key)?.unwrap_or(0);
             Ok((0..n_layers)
@@ -87,25 +74,35 @@ fn usize_key(f: &GgufFile, key: &str) -> Result<usize> {
     opt_usize(f, key)?.ok_or_else(|| Error::MissingKey(key.to_string()))
 }
 
+/// One value per block from a metadata array of exactly `n_layers` entries.
+fn per_block_array<T>(
+    f: &GgufFile,
+    key: &str,
+    a: &super::gguf::Array,
+    n_layers: usize,
+    what: &str,
+    parse: impl Fn(&Value) -> Option<T>,
+) -> Result<Vec<T>> {
+    if a.len() != n_layers {
+        return Err(Error::BadConfig {
+            path: f.path.clone(),
+            reason: format!("'{key}' has {} entries for {n_layers} blocks", a.len()),
+        });
+    }
+    a.iter()
+        .map(|v| parse(&v).ok_or_else(|| f.wrong_type(key, &v, &format!("an array of {what}"))))
+        .collect()
+}
+
 /// A per-block width: one integer, or an array of exactly `n_layers` integers.
 fn per_layer(f: &GgufFile, key: &str, n_layers: usize) -> Result<Option<Vec<usize>>> {
     match f.get(key) {
         None => Ok(None),
         Some(Value::Array(a)) => {
-            if a.len() != n_layers {
-                return Err(Error::BadConfig {
-                    path: f.path.clone(),
-                    reason: format!("'{key}' has {} entries for {n_layers} blocks", a.len()),
-                });
-            }
-            a.iter()
-                .map(|v| {
-                    v.as_u64()
-                        .and_then(|x| usize::try_from(x).ok())
-                        .ok_or_else(|| f.wrong_type(key, &v, "an array of non-negative integers"))
-                })
-                .collect::<Result<Vec<_>>>()
-                .map(Some)
+            per_block_array(f, key, a, n_layers, "non-negative integers", |v| {
+                v.as_u64().and_then(|x| usize::try_from(x).ok())
+            })
+            .map(Some)
         }
         Some(_) => Ok(opt_usize(f, key)?.map(|v| vec![v; n_layers])),
     }

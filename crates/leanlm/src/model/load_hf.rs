@@ -13,13 +13,19 @@ use super::tensors::{self, Kind, Weight};
 use crate::error::{Error, Result};
 use crate::quant::Matrix;
 
-pub fn config_from_hf(dir: &Path) -> Result<Config> {
+/// `config.json` of `dir`, parsed, with its path.
+fn read_config_json(dir: &Path) -> Result<(PathBuf, Json)> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let j: Json = serde_json::from_str(&text).map_err(|e| Error::BadConfig {
         path: path.clone(),
         reason: e.to_string(),
     })?;
+    Ok((path, j))
+}
+
+pub fn config_from_hf(dir: &Path) -> Result<Config> {
+    let (path, j) = read_config_json(dir)?;
     let bad = |reason: String| Error::BadConfig {
         path: path.clone(),
         reason,
@@ -96,12 +102,7 @@ pub fn config_from_hf(dir: &Path) -> Result<Config> {
 /// Which blocks slide: `layer_types` ("sliding_attention" / "full_attention"), else
 /// `sliding_window_pattern` (a period), else the family's default.
 fn sliding_pattern(dir: &Path, c: &Config) -> Result<Vec<bool>> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let j: Json = serde_json::from_str(&text).map_err(|e| Error::BadConfig {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
+    let (path, j) = read_config_json(dir)?;
     let bad = |reason: String| Error::BadConfig {
         path: path.clone(),
         reason,
