@@ -15,9 +15,10 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
 
-/// Template instructions one rendering may execute (a chat of a few turns takes a few
-/// thousand).
-const FUEL: u64 = 50_000_000;
+/// Template instructions one rendering may execute. A chat of a few turns takes a few
+/// thousand; minijinja also charges fuel for the strings a template builds, so this bounds
+/// a hostile template's memory too (a string doubled in a loop stops below 100 MB).
+const FUEL: u64 = 2_000_000;
 
 /// One turn of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -253,17 +254,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 1") && e.contains("syntax error"), "{e}");
-        // An endless template runs out of fuel instead of hanging.
-        let e = render(
-            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
-            &[],
-            true,
-            "",
-            "",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("fuel"), "{e}");
+        // A hostile template (from a model file) ends with an error: an endless loop and a
+        // string doubled to 16 GiB run out of fuel, endless recursion hits the limit.
+        for (t, why) in [
+            (
+                "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+                "fuel",
+            ),
+            (
+                "{% set ns = namespace(x='ab') %}{% for i in range(34) %}{% set ns.x = ns.x ~ ns.x %}{% endfor %}{{ ns.x }}",
+                "fuel",
+            ),
+            ("{{ 'a' * 10000000000 }}", "fuel"),
+            (
+                "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+                "recursion",
+            ),
+        ] {
+            let e = render(t, &[], true, "", "").unwrap_err().to_string();
+            assert!(e.contains(why), "{t}: {e}");
+        }
     }
 
     #[test]
