@@ -84,7 +84,7 @@ pub fn run(a: Args) -> Result<()> {
             .collect();
         let out = json!({
             "path": a.model.path(), "format": format, "config": c,
-            "layers": m.layers.iter().map(|l| json!({"heads": l.n_heads(c.head_dim), "kv_heads": l.n_kv_heads(c.head_dim), "ffn": l.ffn_dim()})).collect::<Vec<_>>(),
+            "layers": m.layers.iter().map(|l| json!({"heads": l.n_heads(c.head_dim), "kv_heads": l.n_kv_heads(c.head_dim), "ffn": l.ffn_dim(), "sliding_window": l.sliding})).collect::<Vec<_>>(),
             "params": n_params, "linear_params": linear, "zero_params": zeros,
             "file_bytes": loaded.file_bytes(), "tied_embeddings": m.tied(),
             "tensor_types": types.iter().map(|(k, v)| json!({"type": k, "matrices": v.0, "bytes": v.1})).collect::<Vec<_>>(),
@@ -121,6 +121,20 @@ pub fn run(a: Args) -> Result<()> {
         "context      {} positions, RoPE θ {} on {} dims ({:?})",
         c.context_len, c.rope_theta, c.rope_dim, c.rope_style
     );
+    if let Some(w) = c.sliding_window {
+        let global: Vec<String> = m
+            .layers
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| !l.sliding)
+            .map(|(i, _)| i.to_string())
+            .collect();
+        println!(
+            "attention    sliding window of {w} keys (RoPE θ {}) except global blocks {}",
+            c.rope_theta_local,
+            global.join(", ")
+        );
+    }
     println!(
         "parameters   {:.2} M ({:.2} M in block matrices, {:.2}% of those zero)",
         n_params as f64 / 1e6,
