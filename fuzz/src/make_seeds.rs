@@ -45,7 +45,7 @@ fn main() -> Res {
     }
     put(&corpus, "tokenizer_json", "pairs.json", pairs.to_string().as_bytes())?;
 
-    // Tiny models of both families, in GGUF (f32, f16, q8_0) and as Hugging Face folders.
+    // Tiny models of every family, in GGUF (f32, f16, q8_0) and as Hugging Face folders.
     let specs = [
         (
             "llama",
@@ -62,6 +62,16 @@ fn main() -> Res {
                 layers: 1,
                 rope_style: RopeStyle::Halves,
                 qkv_bias: true,
+                ffn: 64,
+                ..RandomSpec::default()
+            },
+        ),
+        (
+            "gemma3",
+            RandomSpec {
+                vocab: tok.vocab_size(),
+                rope_style: RopeStyle::Halves,
+                gemma: Some(4),
                 ffn: 64,
                 ..RandomSpec::default()
             },
