@@ -14,7 +14,11 @@ fn tokenizer() -> &'static Tokenizer {
     static TOK: OnceLock<Tokenizer> = OnceLock::new();
     TOK.get_or_init(|| {
         let path = std::env::var("LEANLM_FUZZ_MODEL").unwrap_or_else(|_| {
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../models/SmolLM2-135M-Instruct.Q4_1.gguf").into()
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../models/SmolLM2-135M-Instruct.Q4_1.gguf"
+            )
+            .into()
         });
         let f = GgufFile::open(&path).expect("the default model (scripts/fetch-model.sh)");
         Tokenizer::from_gguf(&f).expect("its vocabulary")

@@ -10,7 +10,8 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(dir.join("tokenizer.json"), data).expect("scratch file");
     if let Ok(tok) = leanlm::tokenizer::Tokenizer::from_hf_dir(&dir) {
         for special in [false, true] {
-            if let Ok(ids) = tok.encode("Hello, world! <|im_start|> 12345 ünï", special, special) {
+            if let Ok(ids) = tok.encode("Hello, world! <|im_start|> 12345 ünï", special, special)
+            {
                 let _ = tok.decode_lossy(&ids);
             }
         }

@@ -9,8 +9,8 @@ use leanlm::measure::kld::{BaseLogits, BasePosition};
 use leanlm::model::random::{random_model, RandomSpec};
 use leanlm::model::{save_gguf, save_hf, HfDtype, RopeStyle};
 use leanlm::quant::GgmlType;
-use leanlm::tokenizer::Tokenizer;
 use leanlm::quant::Matrix;
+use leanlm::tokenizer::Tokenizer;
 use leanlm::transform::quantize::{map_matrices, quantize_model, SparseChoice};
 use serde_json::json;
 
@@ -34,7 +34,12 @@ fn main() -> Res {
         json!({"bos_token": "<|endoftext|>", "eos_token": "<|im_end|>"}).to_string(),
     )?;
     let tok = Tokenizer::from_hf_dir(&tok_dir)?;
-    put(&corpus, "tokenizer_json", "tiny.json", tokenizer_json.to_string().as_bytes())?;
+    put(
+        &corpus,
+        "tokenizer_json",
+        "tiny.json",
+        tokenizer_json.to_string().as_bytes(),
+    )?;
     let mut pairs = tokenizer_json.clone();
     if let Some(m) = pairs["model"]["merges"].as_array_mut() {
         for e in m.iter_mut() {
@@ -43,7 +48,12 @@ fn main() -> Res {
             *e = json!([a, b]);
         }
     }
-    put(&corpus, "tokenizer_json", "pairs.json", pairs.to_string().as_bytes())?;
+    put(
+        &corpus,
+        "tokenizer_json",
+        "pairs.json",
+        pairs.to_string().as_bytes(),
+    )?;
 
     // Tiny models of every family, in GGUF (f32, f16, q8_0) and as Hugging Face folders.
     let specs = [
@@ -82,19 +92,65 @@ fn main() -> Res {
         for (ty, dense_as) in [("f32", GgmlType::F32), ("f16", GgmlType::F16)] {
             let p = work.join(format!("{name}-{ty}.gguf"));
             save_gguf(&model, tok.gguf_metadata()?, &p, dense_as)?;
-            put(&corpus, "gguf", &format!("{name}-{ty}.gguf"), &std::fs::read(&p)?)?;
+            put(
+                &corpus,
+                "gguf",
+                &format!("{name}-{ty}.gguf"),
+                &std::fs::read(&p)?,
+            )?;
         }
         let quantized = [
-            ("q8_0", quantize_model(&model, GgmlType::Q8_0, GgmlType::Q8_0, None, SparseChoice::Off)?),
-            ("q4_0", quantize_model(&model, GgmlType::Q4_0, GgmlType::Q8_0, None, SparseChoice::Off)?),
-            ("q4_1", quantize_model(&model, GgmlType::Q4_1, GgmlType::Q8_0, None, SparseChoice::Off)?),
+            (
+                "q8_0",
+                quantize_model(
+                    &model,
+                    GgmlType::Q8_0,
+                    GgmlType::Q8_0,
+                    None,
+                    SparseChoice::Off,
+                )?,
+            ),
+            (
+                "q4_0",
+                quantize_model(
+                    &model,
+                    GgmlType::Q4_0,
+                    GgmlType::Q8_0,
+                    None,
+                    SparseChoice::Off,
+                )?,
+            ),
+            (
+                "q4_1",
+                quantize_model(
+                    &model,
+                    GgmlType::Q4_1,
+                    GgmlType::Q8_0,
+                    None,
+                    SparseChoice::Off,
+                )?,
+            ),
             // Half of each group of four weights zeroed: stored in the 2:4 and bitmap layouts.
-            ("sparse", quantize_model(&two_of_four(&model)?, GgmlType::Q8_0, GgmlType::Q8_0, None, SparseChoice::Bitmap)?),
+            (
+                "sparse",
+                quantize_model(
+                    &two_of_four(&model)?,
+                    GgmlType::Q8_0,
+                    GgmlType::Q8_0,
+                    None,
+                    SparseChoice::Bitmap,
+                )?,
+            ),
         ];
         for (ty, q) in quantized {
             let p = work.join(format!("{name}-{ty}.gguf"));
             save_gguf(&q, tok.gguf_metadata()?, &p, GgmlType::F32)?;
-            put(&corpus, "gguf", &format!("{name}-{ty}.gguf"), &std::fs::read(&p)?)?;
+            put(
+                &corpus,
+                "gguf",
+                &format!("{name}-{ty}.gguf"),
+                &std::fs::read(&p)?,
+            )?;
         }
         let dir = work.join(format!("{name}-hf"));
         save_hf(&model, &tok, &dir, HfDtype::F32)?;
@@ -123,15 +179,28 @@ fn main() -> Res {
         let q = quantize_model(&wide, t, GgmlType::Q8_0, None, SparseChoice::Off)?;
         let p = work.join(format!("wide-{ty}.gguf"));
         save_gguf(&q, tok.gguf_metadata()?, &p, GgmlType::F32)?;
-        put(&corpus, "gguf", &format!("wide-{ty}.gguf"), &std::fs::read(&p)?)?;
+        put(
+            &corpus,
+            "gguf",
+            &format!("wide-{ty}.gguf"),
+            &std::fs::read(&p)?,
+        )?;
     }
     // The head of the real file: its metadata (architecture keys, the 49,152-token
     // vocabulary) up to the cut.
     let real = root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     if let Ok(bytes) = std::fs::read(&real) {
-        put(&corpus, "gguf", "smollm2-head.gguf", &bytes[..bytes.len().min(256 << 10)])?;
+        put(
+            &corpus,
+            "gguf",
+            "smollm2-head.gguf",
+            &bytes[..bytes.len().min(256 << 10)],
+        )?;
     } else {
-        eprintln!("note: {} absent (scripts/fetch-model.sh): no real-file seed", real.display());
+        eprintln!(
+            "note: {} absent (scripts/fetch-model.sh): no real-file seed",
+            real.display()
+        );
     }
 
     // Real text: WikiText-2 and HellaSwag lines, and chat markup.
@@ -139,7 +208,12 @@ fn main() -> Res {
     let hs = std::fs::read_to_string(root.join("data/hellaswag/hellaswag_val_1000.txt"))?;
     let lines = raw.lines().filter(|l| l.len() > 40).take(60);
     for (i, l) in lines.chain(hs.lines().take(30)).enumerate() {
-        put(&corpus, "tokenize_gguf", &format!("line{i:03}.txt"), l.as_bytes())?;
+        put(
+            &corpus,
+            "tokenize_gguf",
+            &format!("line{i:03}.txt"),
+            l.as_bytes(),
+        )?;
     }
     let chat = "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi! 123 ünïcödé 日本語 🙂<|im_end|>\n";
     put(&corpus, "tokenize_gguf", "chat.txt", chat.as_bytes())?;
@@ -148,7 +222,11 @@ fn main() -> Res {
     for e in std::fs::read_dir(root.join("recipes"))? {
         let p = e?.path();
         if p.extension().is_some_and(|x| x == "toml") {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("r.toml").to_string();
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("r.toml")
+                .to_string();
             put(&corpus, "recipe", &name, &std::fs::read(&p)?)?;
         }
     }
@@ -231,7 +309,10 @@ fn tiny_tokenizer_json(sample: &str, n_merges: usize) -> serde_json::Value {
                 *counts.entry((p[0].clone(), p[1].clone())).or_default() += 1;
             }
         }
-        let Some(((a, b), _)) = counts.into_iter().max_by(|x, y| x.1.cmp(&y.1).then(y.0.cmp(&x.0))) else {
+        let Some(((a, b), _)) = counts
+            .into_iter()
+            .max_by(|x, y| x.1.cmp(&y.1).then(y.0.cmp(&x.0)))
+        else {
             break;
         };
         let joined = format!("{a}{b}");
