@@ -54,6 +54,19 @@ fn main() -> Res {
         "pairs.json",
         pairs.to_string().as_bytes(),
     )?;
+    // The same vocabulary read as SentencePiece-style BPE (byte fallback, ▁ for spaces,
+    // a space prefix), the layout leanlm writes for Gemma's vocabulary.
+    let mut spm = pairs.clone();
+    spm["model"]["byte_fallback"] = json!(true);
+    spm["normalizer"] = json!({"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "\u{2581}"},
+        {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}]});
+    put(
+        &corpus,
+        "tokenizer_json",
+        "sentencepiece.json",
+        spm.to_string().as_bytes(),
+    )?;
 
     // Tiny models of every family, in GGUF (f32, f16, q8_0) and as Hugging Face folders.
     let specs = [
