@@ -510,14 +510,14 @@ impl Model {
         let mut q = vec![0f32; n * nh * hd]; // (n, nh·hd)
         layer.wq.matmul(&xn, n, &mut q, self.precision);
         add_bias(&mut q, layer.bq.as_deref());
-        head_norm(&mut q, layer.q_norm.as_deref(), cfg.rms_eps);
+        norm_in_place(&mut q, layer.q_norm.as_deref(), cfg.rms_eps);
         self.rope(&mut q, nh, t, starts, layer.sliding);
         self.append_kv(l, layer, &xn, t, starts, caches);
         let att = self.attention(l, layer, &q, t, starts, caches); // (n, nh·hd)
         hooks.linear_input(l, LinearSite::AttnOut, &att, n);
         let mut o = vec![0f32; n * d];
         layer.wo.matmul(&att, n, &mut o, self.precision);
-        post_norm(&mut o, layer.post_attn_norm.as_deref(), cfg.rms_eps);
+        norm_in_place(&mut o, layer.post_attn_norm.as_deref(), cfg.rms_eps);
         add_into(x, &o);
 
         // MLP: x += [PostNorm] W_down · (act(W_gate·xn) ⊙ W_up·xn)
@@ -536,7 +536,7 @@ impl Model {
             .for_each(|(g, u)| gate(g, u));
         hooks.linear_input(l, LinearSite::Down, &g, n);
         layer.w_down.matmul(&g, n, &mut o, self.precision);
-        post_norm(&mut o, layer.post_ffn_norm.as_deref(), cfg.rms_eps);
+        norm_in_place(&mut o, layer.post_ffn_norm.as_deref(), cfg.rms_eps);
         add_into(x, &o);
     }
 
@@ -559,7 +559,7 @@ impl Model {
         layer.wv.matmul(xn, n, &mut v, self.precision);
         add_bias(&mut k, layer.bk.as_deref());
         add_bias(&mut v, layer.bv.as_deref());
-        head_norm(&mut k, layer.k_norm.as_deref(), self.config.rms_eps);
+        norm_in_place(&mut k, layer.k_norm.as_deref(), self.config.rms_eps);
         self.rope(&mut k, nkv, t, starts, layer.sliding);
         for (s, c) in caches.iter_mut().enumerate() {
             c.append(
@@ -703,17 +703,13 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     y
 }
 
-/// RMSNorm over each `w.len()`-wide head of every row, in place (query/key norms).
-fn head_norm(x: &mut [f32], w: Option<&[f32]>, eps: f32) {
+/// RMSNorm over each `w.len()`-wide slice of `x`, in place, when the block has that norm:
+/// per head for query/key norms, per row for the norms after attention and the MLP.
+fn norm_in_place(x: &mut [f32], w: Option<&[f32]>, eps: f32) {
     if let Some(w) = w {
         let y = rms_norm(x, w, eps);
         x.copy_from_slice(&y);
     }
-}
-
-/// RMSNorm of a sub-layer's output before its residual add, in place.
-fn post_norm(x: &mut [f32], w: Option<&[f32]>, eps: f32) {
-    head_norm(x, w, eps)
 }
 
 fn add_into(x: &mut [f32], y: &[f32]) {

@@ -26,6 +26,12 @@ fn read_config_json(dir: &Path) -> Result<(PathBuf, Json)> {
 
 pub fn config_from_hf(dir: &Path) -> Result<Config> {
     let (path, j) = read_config_json(dir)?;
+    config_from_json(&path, &j)
+}
+
+/// The config of a parsed `config.json` (read from `path`).
+fn config_from_json(path: &Path, j: &Json) -> Result<Config> {
+    let path = path.to_path_buf();
     let bad = |reason: String| Error::BadConfig {
         path: path.clone(),
         reason,
@@ -101,10 +107,9 @@ pub fn config_from_hf(dir: &Path) -> Result<Config> {
 
 /// Which blocks slide: `layer_types` ("sliding_attention" / "full_attention"), else
 /// `sliding_window_pattern` (a period), else the family's default.
-fn sliding_pattern(dir: &Path, c: &Config) -> Result<Vec<bool>> {
-    let (path, j) = read_config_json(dir)?;
+fn sliding_pattern(path: &Path, j: &Json, c: &Config) -> Result<Vec<bool>> {
     let bad = |reason: String| Error::BadConfig {
-        path: path.clone(),
+        path: path.to_path_buf(),
         reason,
     };
     if c.sliding_window.is_none() {
@@ -328,9 +333,10 @@ fn check_widths(path: &Path, c: &Config, i: usize, l: &Layer) -> Result<()> {
 }
 
 pub fn load_hf(dir: &Path) -> Result<Model> {
-    let config = config_from_hf(dir)?;
+    // config.json is read once, for the config and for the sliding pattern.
+    let (config_path, json) = read_config_json(dir)?;
+    let config = config_from_json(&config_path, &json)?;
     let mut t = Tensors::read(dir)?;
-    let config_path = dir.join("config.json");
     // Checked before anything is sized by the layer count.
     let present = t.blocks_present()?;
     if present != config.n_layers {
@@ -358,7 +364,7 @@ pub fn load_hf(dir: &Path) -> Result<Model> {
         });
     }
     let family = config.family();
-    let sliding = sliding_pattern(dir, &config)?;
+    let sliding = sliding_pattern(&config_path, &json, &config)?;
     // Norm gains as HF stores them plus the family's offset (Gemma's `1 + w`).
     let gain = |mut v: Vec<f32>| {
         v.iter_mut().for_each(|x| *x += family.hf_norm_offset);

@@ -65,25 +65,11 @@ pub fn random_model(spec: RandomSpec, seed: u64) -> Result<Model> {
             mat(d, spec.heads * hd)?,
         );
         let (w_gate, w_up, w_down) = (mat(spec.ffn, d)?, mat(spec.ffn, d)?, mat(d, spec.ffn)?);
-        layers.push(Layer {
-            attn_norm: vec![1.0; d],
-            wq,
-            wk,
-            wv,
-            wo,
-            bq: None,
-            bk: None,
-            bv: None,
-            q_norm: None,
-            k_norm: None,
-            post_attn_norm: None,
-            post_ffn_norm: None,
-            ffn_norm: vec![1.0; d],
-            w_gate,
-            w_up,
-            w_down,
-            sliding: false,
-        });
+        layers.push(Layer::plain(
+            [wq, wk, wv, wo, w_gate, w_up, w_down],
+            vec![1.0; d],
+            vec![1.0; d],
+        ));
     }
     let gain = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|v| 1.0 + v).collect() };
     for (i, l) in layers.iter_mut().enumerate() {

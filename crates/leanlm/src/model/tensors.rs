@@ -273,6 +273,31 @@ impl Layer {
         })
     }
 
+    /// A block with the seven matrices (in [`Role::MATRICES`] order) and the two pre-norms
+    /// only: no biases, no Q/K or post-norms, no sliding window.
+    pub fn plain(matrices: [Matrix; 7], attn_norm: Vec<f32>, ffn_norm: Vec<f32>) -> Layer {
+        let [wq, wk, wv, wo, w_gate, w_up, w_down] = matrices;
+        Layer {
+            attn_norm,
+            wq,
+            wk,
+            wv,
+            wo,
+            bq: None,
+            bk: None,
+            bv: None,
+            q_norm: None,
+            k_norm: None,
+            post_attn_norm: None,
+            post_ffn_norm: None,
+            ffn_norm,
+            w_gate,
+            w_up,
+            w_down,
+            sliding: false,
+        }
+    }
+
     /// Every weight the layer has, in table order.
     pub fn weights(&self) -> impl Iterator<Item = (Role, WeightRef<'_>)> {
         Role::ALL
@@ -312,28 +337,11 @@ impl Layer {
                 None => Ok(None),
             }
         };
-        let norm = |v: Option<Vec<f32>>| v.unwrap_or_default();
-        let attn_norm = norm(vector(Role::AttnNorm, true)?);
-        let ffn_norm = norm(vector(Role::FfnNorm, true)?);
-        let mut layer = Layer {
-            attn_norm,
-            wq,
-            wk,
-            wv,
-            wo,
-            bq: None,
-            bk: None,
-            bv: None,
-            q_norm: None,
-            k_norm: None,
-            post_attn_norm: None,
-            post_ffn_norm: None,
-            ffn_norm,
-            w_gate,
-            w_up,
-            w_down,
-            sliding,
-        };
+        // Required vectors come back `Some` (`vector` errs otherwise).
+        let attn_norm = vector(Role::AttnNorm, true)?.unwrap_or_default();
+        let ffn_norm = vector(Role::FfnNorm, true)?.unwrap_or_default();
+        let mut layer = Layer::plain([wq, wk, wv, wo, w_gate, w_up, w_down], attn_norm, ffn_norm);
+        layer.sliding = sliding;
         for role in Role::ALL {
             let required = roles.required.contains(&role);
             if !required && !roles.optional.contains(&role) {

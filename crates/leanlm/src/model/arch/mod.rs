@@ -124,14 +124,6 @@ impl Family {
             .map_or(role.hf(), |(_, n)| n)
     }
 
-    /// Whether this family's blocks can carry `role`.
-    pub fn has(&self, role: Role) -> bool {
-        matches!(role, Role::AttnNorm | Role::FfnNorm)
-            || Role::MATRICES.contains(&role)
-            || self.roles.required.contains(&role)
-            || self.roles.optional.contains(&role)
-    }
-
     /// Which blocks of `n` attend through the sliding window, by the default period.
     pub fn default_sliding_pattern(&self, n: usize) -> Vec<bool> {
         (0..n)
