@@ -67,6 +67,36 @@ fn main() -> Res {
         "sentencepiece.json",
         spm.to_string().as_bytes(),
     )?;
+    // Model types that `tokenizers` encodes for us: a T5-style Unigram vocabulary and a
+    // BERT-style WordPiece one, over the same spellings.
+    let spellings: Vec<String> = tokenizer_json["model"]["vocab"]
+        .as_object()
+        .map(|v| v.keys().cloned().collect())
+        .unwrap_or_default();
+    let metaspace = json!({"type": "Metaspace", "replacement": "\u{2581}",
+        "prepend_scheme": "always", "split": true});
+    let mut pieces = vec![json!(["<unk>", 0.0])];
+    pieces.extend(spellings.iter().map(|t| json!([t, -(t.len() as f64)])));
+    let unigram = json!({"version": "1.0", "added_tokens": [{"id": 0, "content": "<unk>",
+        "single_word": false, "lstrip": false, "rstrip": false, "normalized": false,
+        "special": true}], "normalizer": null, "pre_tokenizer": metaspace,
+        "post_processor": null, "decoder": metaspace,
+        "model": {"type": "Unigram", "unk_id": 0, "byte_fallback": true, "vocab": pieces}});
+    put(&corpus, "tokenizer_json", "unigram.json", unigram.to_string().as_bytes())?;
+    let mut vocab = serde_json::Map::new();
+    vocab.insert("[UNK]".into(), json!(0));
+    for (i, t) in spellings.iter().enumerate() {
+        vocab.insert(format!("##{t}"), json!(2 * i + 1));
+        vocab.insert(t.clone(), json!(2 * i + 2));
+    }
+    let wordpiece = json!({"version": "1.0", "added_tokens": [], "normalizer":
+        {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+         "strip_accents": null, "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"}, "post_processor": null,
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+            "max_input_chars_per_word": 100, "vocab": vocab}});
+    put(&corpus, "tokenizer_json", "wordpiece.json", wordpiece.to_string().as_bytes())?;
 
     // Tiny models of every family, in GGUF (f32, f16, q8_0) and as Hugging Face folders.
     let specs = [

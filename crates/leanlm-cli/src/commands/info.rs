@@ -12,6 +12,10 @@ pub struct Args {
     /// List every matrix with its type, shape and sparsity.
     #[arg(long)]
     tensors: bool,
+    /// Which kernel runs each matrix type for one token, a few and a prompt, and the
+    /// matrices that run as f32 for want of a kernel.
+    #[arg(long)]
+    kernels: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -71,6 +75,17 @@ pub fn run(a: Args) -> Result<()> {
         e.0 += 1;
         e.1 += s.bytes;
     }
+    // One plan per storage type (the output head included): the kernels depend on nothing else.
+    let mut plans: std::collections::BTreeMap<&str, (usize, leanlm::quant::KernelPlan)> =
+        Default::default();
+    let all = m
+        .layers
+        .iter()
+        .flat_map(|l| l.matrices().into_iter().map(|(_, _, x)| x));
+    for mat in all.chain([&m.output]) {
+        plans.entry(mat.type_name()).or_insert((0, mat.plan())).0 += 1;
+    }
+    let fallbacks = loaded.f32_fallbacks();
     let flops = m.flops_per_token(a.ctx);
     let sparse_flops = flops - 2.0 * zeros as f64;
     if a.json {
@@ -90,6 +105,8 @@ pub fn run(a: Args) -> Result<()> {
             "tensor_types": types.iter().map(|(k, v)| json!({"type": k, "matrices": v.0, "bytes": v.1})).collect::<Vec<_>>(),
             "ctx": a.ctx, "flops_per_token": flops, "flops_per_token_effective": sparse_flops,
             "matrices": per_matrix,
+            "kernels": plans.iter().map(|(t, (n, p))| json!({"type": t, "matrices": n, "plan": p})).collect::<Vec<_>>(),
+            "f32_fallback": fallbacks.iter().map(|(t, ty)| json!({"tensor": t, "stored_as": ty.name()})).collect::<Vec<_>>(),
             "non_finite_values": non_finite_total,
             "non_finite_tensors": non_finite.iter().map(|(t, n)| json!({"tensor": t, "count": n})).collect::<Vec<_>>(),
         });
@@ -157,6 +174,16 @@ pub fn run(a: Args) -> Result<()> {
         a.ctx,
         sparse_flops / 1e6
     );
+    match fallbacks.len() {
+        0 => println!("f32 fallback none (every matrix runs as stored)"),
+        n => println!(
+            "f32 fallback {n} matrices decoded to f32 at load, no kernel for their type{}",
+            match a.kernels {
+                true => String::new(),
+                false => " (--kernels lists them)".into(),
+            }
+        ),
+    }
     if non_finite.is_empty() {
         println!("non-finite   none (no NaN or infinite weights)");
     } else {
@@ -182,6 +209,21 @@ pub fn run(a: Args) -> Result<()> {
                 l.n_kv_heads(c.head_dim),
                 l.ffn_dim()
             );
+        }
+    }
+    if a.kernels {
+        println!(
+            "\nkernels on this CPU ({}):",
+            leanlm::quant::dot::simd_level()
+        );
+        for (t, (n, p)) in &plans {
+            println!("  {t} ×{n}");
+            println!("    1 token    {}", p.decode);
+            println!("    2-31       {}", p.batch);
+            println!("    32+        {}", p.prompt);
+        }
+        for (name, t) in &fallbacks {
+            println!("  as f32: {name} (stored as {t})");
         }
     }
     if a.tensors || zeros as f64 > 0.01 * linear as f64 {

@@ -91,7 +91,28 @@ pub fn load(path: &Path) -> Result<leanlm::model::Loaded> {
     let options = leanlm::model::LoadOptions {
         allow_non_finite: ALLOW_NON_FINITE.load(std::sync::atomic::Ordering::Relaxed),
     };
-    leanlm::model::load_with(path, options).context("cannot load model")
+    let loaded = leanlm::model::load_with(path, options).context("cannot load model")?;
+    warn_f32_fallbacks(&loaded);
+    Ok(loaded)
+}
+
+/// Says once, at load, which matrices run as f32 because no kernel takes their type.
+fn warn_f32_fallbacks(loaded: &leanlm::model::Loaded) {
+    let f = loaded.f32_fallbacks();
+    if f.is_empty() {
+        return;
+    }
+    let mut types: std::collections::BTreeMap<String, usize> = Default::default();
+    for (_, t) in &f {
+        *types.entry(t.to_string()).or_default() += 1;
+    }
+    let types: Vec<String> = types.iter().map(|(t, n)| format!("{t} ×{n}")).collect();
+    eprintln!(
+        "warning: {} matrices have no kernel for their type ({}) and run as f32, \
+         with more memory and slower products (`leanlm info --kernels` lists them)",
+        f.len(),
+        types.join(", ")
+    );
 }
 
 /// Input text: `-p TEXT` or `-f FILE`, exactly one of them.

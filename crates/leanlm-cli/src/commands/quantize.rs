@@ -16,8 +16,9 @@ use leanlm::transform::quantize::{embedding_type, quantize_model, SparseChoice};
     leanlm quantize -o q8.gguf --type q8_0\n  \
     leanlm quantize -o q4k.gguf --type q4_k --imatrix data/wikitext-2/valid.txt\n  \
     leanlm quantize wanda24.gguf -o wanda24.sparse.gguf --type q8_0 --sparse\n\n\
-    K-quants need rows of whole 256-value super-blocks: narrower matrices fall back to q4_1\n\
-    (for q4_k) or q8_0 (for q6_k), as llama-quantize falls back to 32-value block types.")]
+    K-quants need rows of whole 256-value super-blocks: narrower matrices fall back to a\n\
+    32-value block type: q5_1 for q5_k and q8_0 for q6_k (as llama-quantize), q4_1 for q4_k\n\
+    (llama-quantize: q5_0), q4_0 for q3_k and q2_k (llama-quantize: iq4_nl).")]
 pub struct Args {
     #[command(flatten)]
     model: super::ModelArg,
@@ -27,13 +28,14 @@ pub struct Args {
     /// Replace an existing GGUF output (never any other kind of file).
     #[arg(long)]
     force: bool,
-    /// Target type of the block matrices.
-    #[arg(long = "type", value_enum)]
-    ty: TypeArg,
+    /// Target type of the block matrices, as llama-quantize names it (any case): Q8_0,
+    /// Q6_K, Q5_K, Q5_1, Q5_0, Q4_K, Q4_1, Q4_0, Q3_K, Q2_K.
+    #[arg(long = "type", value_parser = parse_type)]
+    ty: GgmlType,
     /// Type of the token embedding and LM head [default: q8_0 for 4-bit types, else
     /// --type], like llama-quantize's --token-embedding-type / --output-tensor-type.
-    #[arg(long = "token-embedding-type", value_enum)]
-    embedding: Option<TypeArg>,
+    #[arg(long = "token-embedding-type", value_parser = parse_type)]
+    embedding: Option<GgmlType>,
     /// Calibration text for an importance matrix: each weight's rounding error is weighted
     /// by the mean square of the activation it multiplies (llama.cpp's imatrix idea).
     #[arg(long, value_name = "TEXT_FILE")]
@@ -66,29 +68,39 @@ enum SparseArg {
     Bitmap,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum TypeArg {
-    #[value(name = "q8_0")]
-    Q8_0,
-    #[value(name = "q4_0")]
-    Q4_0,
-    #[value(name = "q4_1")]
-    Q4_1,
-    #[value(name = "q4_k")]
-    Q4K,
-    #[value(name = "q6_k")]
-    Q6K,
-}
+/// The block types `--type` takes, by llama-quantize's names.
+const TYPE_NAMES: [(&str, GgmlType); 10] = [
+    ("Q8_0", GgmlType::Q8_0),
+    ("Q6_K", GgmlType::Q6K),
+    ("Q5_K", GgmlType::Q5K),
+    ("Q5_1", GgmlType::Q5_1),
+    ("Q5_0", GgmlType::Q5_0),
+    ("Q4_K", GgmlType::Q4K),
+    ("Q4_1", GgmlType::Q4_1),
+    ("Q4_0", GgmlType::Q4_0),
+    ("Q3_K", GgmlType::Q3K),
+    ("Q2_K", GgmlType::Q2K),
+];
 
-impl TypeArg {
-    fn ggml(self) -> GgmlType {
-        match self {
-            TypeArg::Q8_0 => GgmlType::Q8_0,
-            TypeArg::Q4_0 => GgmlType::Q4_0,
-            TypeArg::Q4_1 => GgmlType::Q4_1,
-            TypeArg::Q4K => GgmlType::Q4K,
-            TypeArg::Q6K => GgmlType::Q6K,
-        }
+/// llama-quantize's mixes, which pick a type per tensor.
+const MIXES: [&str; 8] = [
+    "Q2_K_S", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M",
+];
+
+/// A `--type` value, case-insensitive, as llama-quantize spells it.
+fn parse_type(s: &str) -> std::result::Result<GgmlType, String> {
+    let name = s.to_ascii_uppercase();
+    if let Some((_, t)) = TYPE_NAMES.iter().find(|(n, _)| *n == name) {
+        return Ok(*t);
+    }
+    let names: Vec<&str> = TYPE_NAMES.iter().map(|(n, _)| *n).collect();
+    match MIXES.contains(&name.as_str()) {
+        true => Err(format!(
+            "{name} is one of llama-quantize's per-tensor mixes, which leanlm does not write \
+             yet; name one block type ({})",
+            names.join(", ")
+        )),
+        false => Err(format!("unknown type {s:?} (one of {})", names.join(", "))),
     }
 }
 
@@ -102,10 +114,8 @@ pub fn run(a: Args) -> Result<()> {
     destination::prepare(&a.output, OutputKind::Gguf, &inputs, a.force)?;
     let loaded = a.model.load()?;
     let model = &loaded.model;
-    let target = a.ty.ggml();
-    let embeddings = a
-        .embedding
-        .map_or_else(|| embedding_type(target), TypeArg::ggml);
+    let target = a.ty;
+    let embeddings = a.embedding.unwrap_or_else(|| embedding_type(target));
     let sparse = match a.sparse {
         None => SparseChoice::Off,
         Some(SparseArg::Auto) => SparseChoice::Auto,

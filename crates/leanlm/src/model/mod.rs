@@ -66,6 +66,21 @@ impl Loaded {
 }
 
 impl Loaded {
+    /// Matrices of the file that no kernel computes with as stored, so that they were
+    /// decoded to f32 at load (more memory, slower products): name and stored type.
+    pub fn f32_fallbacks(&self) -> Vec<(String, crate::quant::GgmlType)> {
+        match &self.source {
+            Source::Gguf(f) => f
+                .tensors
+                .iter()
+                .filter(|t| t.dims.len() == 2 && crate::quant::runs_as_f32(t.dtype))
+                .map(|t| (t.name.clone(), t.dtype))
+                .collect(),
+            // safetensors hold f32, f16 or bf16, which run as stored or are f32.
+            Source::HfDir(_) => Vec::new(),
+        }
+    }
+
     /// Metadata a derived GGUF keeps: the tokenizer and the `general.*` keys (name,
     /// license, …) of a GGUF source, or the tokenizer of a Hugging Face folder. Keys that
     /// describe the old file's layout (type, alignment) are left for the writer.

@@ -6,8 +6,9 @@
 //! - Q4_1: f16 d, f16 m, 16 bytes of nibbles; x = q·d + m.
 //! - Q8_0: f16 d, 32 signed bytes; x = q·d.
 //!
-//! Q4_K and Q6_K live in `kquants`; the other types (Q2_K, Q3_K, Q5_K, Q5_x, Q8_1) are
-//! decoded through candle's implementation.
+//! Q4_K and Q6_K live in `kquants`, Q5_0, Q5_1, Q5_K, Q3_K and Q2_K in `codes`; the
+//! rest (Q8_1, Q8_K, which llama.cpp does not write as weights) are decoded through
+//! candle's implementation, which also serves the tests as an independent reference.
 
 use half::{bf16, f16};
 
@@ -16,9 +17,27 @@ use crate::error::{Error, Result};
 
 pub const QK: usize = 32;
 
-#[inline]
+/// The little-endian f16 at byte `i` of `b`, as f32 (exact). Written out rather than
+/// through `half`, whose conversion is a call behind a run-time CPU check: this one
+/// inlines into the kernels' loops without forcing their registers to the stack.
+#[inline(always)]
 pub fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+    f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]))
+}
+
+/// IEEE half to single precision, exact for every value (subnormals, infinities, NaN).
+#[inline(always)]
+pub fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h & 0x8000) as u32) << 16;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let man = (h & 0x3ff) as u32;
+    let bits = match exp {
+        // Zero and subnormals: man·2⁻²⁴, exact in f32.
+        0 => (man as f32 * (1.0 / 16_777_216.0)).to_bits(),
+        31 => 0x7f80_0000 | (man << 13),
+        _ => ((exp + 112) << 23) | (man << 13),
+    };
+    f32::from_bits(sign | bits)
 }
 
 /// Decode `bytes` (a whole number of blocks of `dtype`) into `out`.
@@ -80,12 +99,15 @@ pub fn dequantize(dtype: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> 
         }
         GgmlType::Q4K => super::kquants::dequantize_q4_k(bytes, out),
         GgmlType::Q6K => super::kquants::dequantize_q6_k(bytes, out),
-        other => dequantize_with_candle(other, bytes, out)?,
+        other => match super::codes::kernels(other) {
+            Some(k) => (k.decode)(bytes, out),
+            None => dequantize_with_candle(other, bytes, out)?,
+        },
     }
     Ok(())
 }
 
-fn dequantize_with_candle(dtype: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
+pub(crate) fn dequantize_with_candle(dtype: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
     use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType};
     let cdt = match dtype {
         GgmlType::Q5_0 => GgmlDType::Q5_0,
@@ -101,6 +123,34 @@ fn dequantize_with_candle(dtype: GgmlType, bytes: &[u8], out: &mut [f32]) -> Res
     let v = q.dequantize(&candle_core::Device::Cpu)?.to_vec1::<f32>()?;
     out.copy_from_slice(&v);
     Ok(())
+}
+
+/// Encode `x` (whole blocks) as `dtype` with candle's quantizers (ports of llama.cpp's
+/// reference ones), for the types without an encoder of our own: Q5_0, Q5_1, Q2_K, Q3_K,
+/// Q5_K. `importance` (one weight per element of the row) weighs the rounding error of
+/// the K-quants; Q5_0 and Q5_1 are encoded unweighted.
+pub fn quantize_with_candle(
+    dtype: GgmlType,
+    x: &[f32],
+    importance: Option<&[f32]>,
+) -> Result<Vec<u8>> {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    let cdt = match dtype {
+        GgmlType::Q5_0 => GgmlDType::Q5_0,
+        GgmlType::Q5_1 => GgmlDType::Q5_1,
+        GgmlType::Q2K => GgmlDType::Q2K,
+        GgmlType::Q3K => GgmlDType::Q3K,
+        GgmlType::Q5K => GgmlDType::Q5K,
+        other => return Err(Error::UnsupportedType(other.to_string())),
+    };
+    let t = candle_core::Tensor::from_slice(x, (1, x.len()), &candle_core::Device::Cpu)?;
+    let q = match importance {
+        Some(w) if matches!(dtype, GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q5K) => {
+            QTensor::quantize_imatrix(&t, w, cdt)?
+        }
+        _ => QTensor::quantize(&t, cdt)?,
+    };
+    Ok(q.data()?.into_owned())
 }
 
 /// Encode `x` (length a multiple of 32) as Q8_0.
@@ -195,6 +245,17 @@ pub fn quantize_q4_1_weighted(x: &[f32], w: &[f32]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn f16_conversion_is_exact_for_every_value() {
+        for h in 0..=u16::MAX {
+            let (ours, theirs) = (super::f16_to_f32(h), half::f16::from_bits(h).to_f32());
+            assert!(
+                ours.to_bits() == theirs.to_bits() || (ours.is_nan() && theirs.is_nan()),
+                "{h:#06x}: {ours} vs {theirs}"
+            );
+        }
+    }
+
     use super::*;
 
     fn ramp(n: usize) -> Vec<f32> {

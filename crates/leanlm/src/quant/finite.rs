@@ -60,15 +60,18 @@ pub fn count_non_finite(m: &Matrix) -> usize {
                 GgmlType::Q8_0 => f16_scales(b, 34, &[0]),
                 GgmlType::Q4K => f16_scales(b, 144, &[0, 2]),
                 GgmlType::Q6K => f16_scales(b, 210, &[208]),
-                // Other types are decoded to f32 at load and never stored this way; were
-                // one added, decoding it answers exactly.
-                other => {
-                    let mut out = vec![0f32; m.rows * m.cols];
-                    match super::blocks::dequantize(*other, b, &mut out) {
-                        Ok(()) => count_non_finite_f32(&out),
-                        Err(_) => 0,
+                other => match super::codes::kernels(*other) {
+                    Some(k) => f16_scales(b, other.block_bytes(), k.f16_at),
+                    // Other types are decoded to f32 at load and never stored this way;
+                    // were one added, decoding it answers exactly.
+                    None => {
+                        let mut out = vec![0f32; m.rows * m.cols];
+                        match super::blocks::dequantize(*other, b, &mut out) {
+                            Ok(()) => count_non_finite_f32(&out),
+                            Err(_) => 0,
+                        }
                     }
-                }
+                },
             }
         }
     }
@@ -87,6 +90,9 @@ mod tests {
             GgmlType::Q8_0 => blocks::quantize_q8_0(x),
             GgmlType::Q4K => kquants::quantize_q4_k(x, &w),
             GgmlType::Q6K => kquants::quantize_q6_k(x, &w),
+            t if crate::quant::codes::kernels(t).is_some() => {
+                crate::quant::codes::random_blocks(t, x.len() / t.block_len(), 5)
+            }
             _ => x
                 .iter()
                 .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
@@ -106,7 +112,10 @@ mod tests {
             GgmlType::Q4K,
             GgmlType::Q6K,
             GgmlType::F16,
-        ] {
+        ]
+        .into_iter()
+        .chain(crate::quant::codes::TYPES)
+        {
             let mut raw = encode(dtype, &x);
             let m = |raw: &[u8]| {
                 Matrix::from_ggml(

@@ -20,6 +20,7 @@ use rayon::prelude::*;
 
 use super::activation::Q8Act;
 use super::blocks::{f16_at, QK};
+use super::codes;
 use super::gemm::{self, View};
 use super::kquants::{q4k_scale_min, Q4K_BYTES, QK_K};
 use super::sparse::Sparse;
@@ -45,10 +46,18 @@ pub enum Weights<'a> {
 
 /// Whether `dtype` products run here in integer arithmetic.
 pub fn supports(dtype: GgmlType) -> bool {
-    matches!(
-        dtype,
-        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4K
-    ) && has_vnni()
+    takes(dtype) && has_vnni()
+}
+
+/// Whether `dtype` can be written as one scale and offset per 32 codes.
+fn takes(dtype: GgmlType) -> bool {
+    match codes::kernels(dtype) {
+        Some(k) => !k.halves,
+        None => matches!(
+            dtype,
+            GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4K
+        ),
+    }
 }
 
 /// Whether sparse products run here in integer arithmetic.
@@ -102,7 +111,14 @@ fn unpack_block(dtype: GgmlType, row: &[u8], b: usize, u: &mut [u8; QK]) -> (f32
             }
             (d * sc as f32, -dmin * mn as f32)
         }
-        other => unreachable!("{other} has no integer product"),
+        other => {
+            let k = codes::kernels(other).expect("a type the integer product takes");
+            let (subs, bb) = (other.block_len() / QK, other.block_bytes());
+            let blk = &row[b / subs * bb..(b / subs + 1) * bb];
+            (k.codes)(blk, b % subs, u);
+            let sc = (k.scales)(blk, b % subs);
+            (sc.a[0], sc.b[0])
+        }
     }
 }
 
@@ -335,6 +351,11 @@ mod tests {
         if cols.is_multiple_of(QK_K) {
             out.push((GgmlType::Q4K, quantize_q4_k(w, &vec![1.0; w.len()])));
         }
+        for t in codes::TYPES.into_iter().filter(|&t| takes(t)) {
+            if cols.is_multiple_of(t.block_len()) {
+                out.push((t, codes::random_blocks(t, w.len() / t.block_len(), 9)));
+            }
+        }
         out
     }
 
@@ -370,10 +391,8 @@ mod tests {
 
     #[test]
     fn products_match_decoded_weights_on_odd_shapes() {
-        if !has_vnni() {
-            eprintln!("no AVX-512 VNNI here: the integer product is not used, nothing to test");
-            return;
-        }
+        // Without VNNI this runs the reference tile: the packing and the offsets' product
+        // are the same code.
         // Odd block count (7 pairs + 1), rows and tokens off the band and tile sizes; and
         // K-quant width.
         for (rows, cols, n) in [

@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use super::activation::{Precision, Q8Act};
 use super::blocks::{dequantize, QK};
+use super::codes;
 use super::dot::{
     dot2_q4_0, dot2_q4_1, dot2_q4_k, dot2_q6_k, dot2_q8_0, dot4_q4_0, dot4_q4_1, dot4_q4_k,
     dot4_q6_k, dot4_q8_0, dot_bf16, dot_f16, dot_f32, dot_q4_0, dot_q4_1, dot_q4_k, dot_q6_k,
@@ -60,7 +61,7 @@ pub struct Matrix {
 }
 
 /// GGML types the kernels compute with directly, as stored.
-pub const KERNEL_TYPES: [GgmlType; 7] = [
+pub const KERNEL_TYPES: [GgmlType; 12] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q8_0,
@@ -68,7 +69,30 @@ pub const KERNEL_TYPES: [GgmlType; 7] = [
     GgmlType::Q6K,
     GgmlType::F16,
     GgmlType::BF16,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q5K,
+    GgmlType::Q3K,
+    GgmlType::Q2K,
 ];
+
+/// Whether a matrix stored as `dtype` in a file is decoded to f32 at load, for want of a
+/// kernel that computes with it as stored.
+pub fn runs_as_f32(dtype: GgmlType) -> bool {
+    dtype != GgmlType::F32 && !KERNEL_TYPES.contains(&dtype)
+}
+
+/// Which kernel computes a matrix's products, by the number of input vectors: what
+/// [`Matrix::matmul`] dispatches to (for `leanlm info --kernels` and tests).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KernelPlan {
+    /// One vector (decoding a token).
+    pub decode: String,
+    /// 2 to 31 vectors (verifying drafted tokens, short prompts).
+    pub batch: String,
+    /// 32 vectors or more (prompts).
+    pub prompt: String,
+}
 
 /// Rows computed per parallel task: large enough to amortise scheduling, small enough to
 /// balance two threads on the narrowest matrix (576 rows).
@@ -241,6 +265,41 @@ impl Matrix {
         }
     }
 
+    /// The kernels that run for one, a few and many input vectors, on this CPU.
+    pub fn plan(&self) -> KernelPlan {
+        let isa = super::dot::simd_level()
+            .split(',')
+            .next()
+            .unwrap_or("scalar");
+        let t = self.type_name();
+        let (decode, batch) = match &self.storage {
+            Storage::F32(_) => (format!("f32 dot ({isa})"), "f32 GEMM".to_string()),
+            Storage::Quant { dtype, .. } if !self.rounds_input(1) => (
+                format!("{dtype} dot, f32 activations ({isa})"),
+                format!("{dtype} dot, f32 activations ({isa})"),
+            ),
+            _ => (
+                format!("{t} dot, 8/16-bit activations ({isa})"),
+                format!("{t} dot, 4 vectors per weight pass ({isa})"),
+            ),
+        };
+        let integer = match &self.storage {
+            Storage::Quant { dtype, .. } => igemm::supports(*dtype),
+            Storage::Sparse(_) => igemm::supports_sparse(),
+            Storage::F32(_) => false,
+        };
+        let prompt = match (&self.storage, integer) {
+            (Storage::F32(_), _) => "f32 GEMM".to_string(),
+            (_, true) => format!("{t} integer GEMM (AVX-512 VNNI)"),
+            (_, false) => format!("f32 GEMM on {t} decoded per pass"),
+        };
+        KernelPlan {
+            decode,
+            batch,
+            prompt,
+        }
+    }
+
     /// Whether the product of `n` inputs rounds them to 8 bits (the integer kernels), as
     /// opposed to computing with f32 activations.
     fn rounds_input(&self, n: usize) -> bool {
@@ -319,13 +378,14 @@ impl Matrix {
             }),
             Storage::Quant { dtype, bytes } => {
                 let rb = dtype.row_bytes(cols).expect("checked at construction");
-                let dot2: Dot2 = match dtype {
-                    GgmlType::Q4_1 => dot2_q4_1,
-                    GgmlType::Q4_0 => dot2_q4_0,
-                    GgmlType::Q4K => dot2_q4_k,
-                    GgmlType::Q6K => dot2_q6_k,
-                    GgmlType::Q8_0 => dot2_q8_0,
-                    other => unreachable!("{other} takes f32 activations"),
+                let dot2: Dot2 = match (dtype, codes::kernels(*dtype)) {
+                    (_, Some(k)) => k.dot2,
+                    (GgmlType::Q4_1, _) => dot2_q4_1,
+                    (GgmlType::Q4_0, _) => dot2_q4_0,
+                    (GgmlType::Q4K, _) => dot2_q4_k,
+                    (GgmlType::Q6K, _) => dot2_q6_k,
+                    (GgmlType::Q8_0, _) => dot2_q8_0,
+                    (other, None) => unreachable!("{other} takes f32 activations"),
                 };
                 let w = bytes.as_slice();
                 per_row(&mut yt, n, |r, t| {
@@ -349,13 +409,14 @@ impl Matrix {
             Storage::Sparse(s) => per_row(&mut yt, n, |r, t| s.dot(r, xq.row(t, bpr))),
             Storage::Quant { dtype, bytes } => {
                 let rb = dtype.row_bytes(cols).expect("checked at construction");
-                let (dot, dot4): (Dot, Dot4) = match dtype {
-                    GgmlType::Q4_1 => (dot_q4_1, dot4_q4_1),
-                    GgmlType::Q4_0 => (dot_q4_0, dot4_q4_0),
-                    GgmlType::Q4K => (dot_q4_k, dot4_q4_k),
-                    GgmlType::Q6K => (dot_q6_k, dot4_q6_k),
-                    GgmlType::Q8_0 => (dot_q8_0, dot4_q8_0),
-                    other => unreachable!("{other} takes f32 activations"),
+                let (dot, dot4): (Dot, Dot4) = match (dtype, codes::kernels(*dtype)) {
+                    (_, Some(k)) => (k.dot, k.dot4),
+                    (GgmlType::Q4_1, _) => (dot_q4_1, dot4_q4_1),
+                    (GgmlType::Q4_0, _) => (dot_q4_0, dot4_q4_0),
+                    (GgmlType::Q4K, _) => (dot_q4_k, dot4_q4_k),
+                    (GgmlType::Q6K, _) => (dot_q6_k, dot4_q6_k),
+                    (GgmlType::Q8_0, _) => (dot_q8_0, dot4_q8_0),
+                    (other, None) => unreachable!("{other} takes f32 activations"),
                 };
                 let w = bytes.as_slice();
                 yt.par_chunks_mut(ROWS_PER_TASK * n)

@@ -9,6 +9,7 @@
 
 pub mod activation;
 pub mod blocks;
+pub mod codes;
 pub mod dot;
 pub mod finite;
 pub mod fit;
@@ -21,7 +22,7 @@ pub(crate) mod simd;
 pub mod sparse;
 
 pub use ggml_type::GgmlType;
-pub use matrix::{Bytes, Matrix};
+pub use matrix::{runs_as_f32, Bytes, KernelPlan, Matrix};
 
 /// Reproducible test values in [-1, 1) (a linear congruential generator).
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::byte_level;
+use super::hf::{External, ExternalParts};
 use super::pretokenize::PreTokenizer;
 use super::spm;
 use crate::error::{Error, Result};
@@ -35,6 +36,8 @@ pub struct Tokenizer {
     special_finder: Option<aho_corasick::AhoCorasick>,
     /// What it was built from, kept so that writers can store the tokenizer again.
     source: SourceParts,
+    /// A `tokenizers` pipeline that encodes instead of our merging ([`super::hf`]).
+    external: Option<External>,
 }
 
 /// What a SentencePiece vocabulary adds to the tokens: a score each (higher merges
@@ -227,7 +230,39 @@ impl Tokenizer {
                 special_ids: parts.special_ids,
                 user_ids: parts.user_ids,
             },
+            external: None,
         })
+    }
+
+    /// A tokenizer whose encoding `tokenizers` does (Unigram, WordPiece, …); the
+    /// vocabulary, special tokens and decoding are ours as for any other.
+    pub(super) fn with_external(
+        parts: ExternalParts,
+        bos: Option<u32>,
+        eos: Option<u32>,
+        add_bos: bool,
+        chat_template: Option<String>,
+    ) -> Result<Self> {
+        let mut t = Self::build(TokenizerParts {
+            tokens: parts.tokens,
+            merges: Vec::new(),
+            pre: PreTokenizer::new(&[])?,
+            special_ids: parts.special_ids,
+            user_ids: parts.user_ids,
+            bos,
+            eos,
+            add_bos,
+            chat_template,
+            spm: None,
+        })?;
+        t.pieces = parts.pieces;
+        t.external = Some(parts.external);
+        Ok(t)
+    }
+
+    /// The `tokenizers` pipeline, for a vocabulary our own code does not encode.
+    pub(super) fn external(&self) -> Option<&External> {
+        self.external.as_ref()
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -242,6 +277,10 @@ impl Tokenizer {
             if let Some(b) = self.bos {
                 ids.push(b);
             }
+        }
+        if let Some(ext) = &self.external {
+            ext.encode(text, parse_special, &mut ids)?;
+            return Ok(ids);
         }
         // A SentencePiece vocabulary may ask for a space before text that opens the
         // input or follows a special token.

@@ -1,12 +1,15 @@
 //! Tokenizer from a Hugging Face `tokenizer.json`: byte-level BPE models, and
 //! SentencePiece BPE vocabularies as transformers writes them (byte fallback, `▁` for
-//! spaces; Gemma, Llama 2), whose merge ranks give back SentencePiece's score order.
+//! spaces; Gemma, Llama 2), whose merge ranks give back SentencePiece's score order, by
+//! our own code (ids equal llama.cpp's on the same vocabulary as GGUF); every other model
+//! type and pipeline (Unigram, WordPiece, WordLevel, Metaspace BPE, …) by `tokenizers`.
 
 use std::path::Path;
 
 use serde_json::Value as Json;
 
 use super::bpe::{token_type, SpmParts, Tokenizer, TokenizerParts};
+use super::hf::External;
 use super::pretokenize::{PreTokenizer, DIGITS, GPT2};
 use crate::error::{Error, Result};
 
@@ -24,9 +27,16 @@ impl Tokenizer {
         let j: Json = serde_json::from_str(&text)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         let bad = |what: &str| Error::Tokenizer(format!("{}: {what}", path.display()));
+        let cfg: Json = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or(Json::Null);
         let model = &j["model"];
-        if model["type"].as_str() != Some("BPE") {
-            return Err(bad("only BPE tokenizers are supported"));
+        let sentencepiece = model["byte_fallback"].as_bool().unwrap_or(false);
+        let own_code = model["type"].as_str() == Some("BPE")
+            && (sentencepiece || pre_tokenizer_patterns(&j["pre_tokenizer"]).is_ok());
+        if !own_code {
+            return external(&text, &j, &cfg).map_err(|e| bad(&e));
         }
         let vocab = model["vocab"]
             .as_object()
@@ -87,23 +97,15 @@ impl Tokenizer {
             })
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| bad("malformed merge"))?;
-        let sentencepiece = model["byte_fallback"].as_bool().unwrap_or(false);
         let patterns = match sentencepiece {
             true => Vec::new(),
             false => pre_tokenizer_patterns(&j["pre_tokenizer"]).map_err(|e| bad(&e))?,
         };
         let pats: Vec<&str> = patterns.iter().map(String::as_str).collect();
-
-        let cfg: Json = std::fs::read_to_string(dir.join("tokenizer_config.json"))
-            .ok()
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or(Json::Null);
-        let named = |key: &str| -> Option<u32> {
-            let v = &cfg[key];
-            let s = v.as_str().or_else(|| v["content"].as_str())?;
-            tokens.iter().position(|t| t == s).map(|i| i as u32)
-        };
-        let (bos, eos) = (named("bos_token"), named("eos_token"));
+        let (bos, eos) = (
+            named(&cfg, &tokens, "bos_token"),
+            named(&cfg, &tokens, "eos_token"),
+        );
         let add_bos = cfg["add_bos_token"].as_bool().unwrap_or(sentencepiece);
         let chat_template = cfg["chat_template"].as_str().map(str::to_string);
         if sentencepiece {
@@ -124,6 +126,29 @@ impl Tokenizer {
             spm: None,
         })
     }
+}
+
+/// The id of a token that `tokenizer_config.json` names under `key` (as a string or as
+/// an added-token object).
+fn named(cfg: &Json, tokens: &[String], key: &str) -> Option<u32> {
+    let v = &cfg[key];
+    let s = v.as_str().or_else(|| v["content"].as_str())?;
+    tokens.iter().position(|t| t == s).map(|i| i as u32)
+}
+
+/// A model our own code does not encode, through `tokenizers` ([`super::hf`]). BOS is
+/// prepended when `tokenizer_config.json` says so, else when the post-processor starts a
+/// sequence with it.
+fn external(text: &str, j: &Json, cfg: &Json) -> std::result::Result<Tokenizer, String> {
+    let parts = External::load(text, j)?;
+    let bos = named(cfg, &parts.tokens, "bos_token").or(parts.post_processor_bos);
+    let eos = named(cfg, &parts.tokens, "eos_token");
+    let add_bos = match cfg["add_bos_token"].as_bool() {
+        Some(b) => b,
+        None => bos.is_some() && bos == parts.post_processor_bos,
+    };
+    let chat_template = cfg["chat_template"].as_str().map(str::to_string);
+    Tokenizer::with_external(parts, bos, eos, add_bos, chat_template).map_err(|e| e.to_string())
 }
 
 /// A SentencePiece vocabulary from a byte-fallback BPE `tokenizer.json`: token types from

@@ -1,14 +1,17 @@
-//! Byte-level BPE tokenizer (GPT-2 family), built from GGUF metadata or `tokenizer.json`.
+//! Tokenizers, built from GGUF metadata or `tokenizer.json`.
 //!
-//! Encoding: split special tokens out (when asked), pre-tokenize the rest with the
-//! model's regex list, map each piece's bytes to GPT-2's printable byte alphabet, then
-//! merge adjacent symbols by rank. The regex lists and the order in which they are
-//! applied follow llama.cpp, so token ids equal llama.cpp's.
+//! Byte-level BPE (GPT-2 family): split special tokens out (when asked), pre-tokenize the
+//! rest with the model's regex list, map each piece's bytes to GPT-2's printable byte
+//! alphabet, then merge adjacent symbols by rank. SentencePiece vocabularies merge by
+//! score with byte fallback ([`spm`]). The regex lists, special-token splitting and
+//! merge orders follow llama.cpp, so token ids equal llama.cpp's. Other `tokenizer.json`
+//! models (Unigram, WordPiece, …) are encoded by the `tokenizers` crate ([`hf`]).
 
 mod bpe;
 mod byte_level;
 mod from_gguf;
 mod from_json;
+mod hf;
 mod pretokenize;
 mod spm;
 mod to_gguf;

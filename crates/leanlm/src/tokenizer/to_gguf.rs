@@ -6,6 +6,13 @@ use crate::model::gguf::{Array, Value};
 
 impl Tokenizer {
     pub fn gguf_metadata(&self) -> Result<Vec<(String, Value)>> {
+        if let Some(ext) = self.external() {
+            return Err(Error::Tokenizer(format!(
+                "a {} tokenizer.json cannot be written as GGUF metadata yet; \
+                 write the model as a Hugging Face folder instead",
+                ext.kind
+            )));
+        }
         let pre = self.pre_tokenizer().gguf_name().ok_or_else(|| {
             Error::Tokenizer(format!(
                 "pre-tokenizer {:?} has no GGUF name that llama.cpp knows",

@@ -18,9 +18,10 @@ const USER_DEFINED: i32 = 4;
 impl Tokenizer {
     /// (`tokenizer.json`, `tokenizer_config.json`) contents.
     pub fn hf_json(&self) -> (Json, Json) {
-        let tokenizer = match self.spm() {
-            Some(spm) => self.spm_json(spm),
-            None => self.bpe_json(),
+        let tokenizer = match (self.external(), self.spm()) {
+            (Some(ext), _) => ext.json.clone(),
+            (None, Some(spm)) => self.spm_json(spm),
+            (None, None) => self.bpe_json(),
         };
         let spellings = self.spellings();
         let name = |id: Option<u32>| id.and_then(|i| spellings.get(i as usize)).cloned();

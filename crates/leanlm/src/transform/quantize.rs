@@ -10,28 +10,37 @@ use crate::error::{Error, Result};
 use crate::model::{Layer, Model};
 use crate::quant::blocks::{
     quantize_q4_0, quantize_q4_0_weighted, quantize_q4_1, quantize_q4_1_weighted, quantize_q8_0,
+    quantize_with_candle,
 };
 use crate::quant::kquants::{quantize_q4_k, quantize_q6_k, QK_K};
 use crate::quant::sparse::{sizes, Sparse, SparseFormat};
 use crate::quant::{Bytes, GgmlType, Matrix};
 
 /// The types `quantize` writes.
-pub const TARGETS: [GgmlType; 5] = [
+pub const TARGETS: [GgmlType; 10] = [
     GgmlType::Q8_0,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q4K,
     GgmlType::Q6K,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q5K,
+    GgmlType::Q3K,
+    GgmlType::Q2K,
 ];
 
 /// The type a matrix with `cols` columns gets for `target`. K-quants need rows of whole
 /// 256-value super-blocks; narrower rows (SmolLM2's 576) fall back to a 32-value block
-/// type of at least the same precision, as llama-quantize does (it picks Q5_0 for Q4_K,
-/// which we have no kernel for; Q4_1 is our nearest).
+/// type of at least the same precision, as llama-quantize does: Q5_1 for Q5_K, Q8_0 for
+/// Q6_K as it does; Q4_1 for Q4_K (it picks Q5_0) and Q4_0 for Q3_K and Q2_K (it picks
+/// IQ4_NL, which we do not have).
 pub fn type_for(target: GgmlType, cols: usize) -> GgmlType {
     match target {
         GgmlType::Q4K if !cols.is_multiple_of(QK_K) => GgmlType::Q4_1,
         GgmlType::Q6K if !cols.is_multiple_of(QK_K) => GgmlType::Q8_0,
+        GgmlType::Q5K if !cols.is_multiple_of(QK_K) => GgmlType::Q5_1,
+        GgmlType::Q3K | GgmlType::Q2K if !cols.is_multiple_of(QK_K) => GgmlType::Q4_0,
         t => t,
     }
 }
@@ -45,7 +54,7 @@ pub fn quantize_matrix(m: &Matrix, target: GgmlType, importance: Option<&[f32]>)
     }
     if !TARGETS.contains(&target) {
         return Err(Error::UnsupportedType(format!(
-            "{target} as a quantization target (use q8_0, q4_0, q4_1, q4_k, q6_k)"
+            "{target} as a quantization target (use q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1, q4_0, q3_k or q2_k)"
         )));
     }
     if !m.cols.is_multiple_of(32) {
@@ -73,19 +82,23 @@ pub fn quantize_matrix(m: &Matrix, target: GgmlType, importance: Option<&[f32]>)
         }
     };
     let weighted = importance.is_some();
-    let encode = |row: &[f32]| -> Vec<u8> {
-        match target {
+    let encode = |row: &[f32]| -> Result<Vec<u8>> {
+        Ok(match target {
             GgmlType::Q4_0 if weighted => quantize_q4_0_weighted(row, w),
             GgmlType::Q4_0 => quantize_q4_0(row),
             GgmlType::Q4_1 if weighted => quantize_q4_1_weighted(row, w),
             GgmlType::Q4_1 => quantize_q4_1(row),
             GgmlType::Q4K => quantize_q4_k(row, w),
             GgmlType::Q6K => quantize_q6_k(row, w),
-            _ => quantize_q8_0(row),
-        }
+            GgmlType::Q8_0 => quantize_q8_0(row),
+            t => quantize_with_candle(t, row, weighted.then_some(w))?,
+        })
     };
     let dense = m.to_f32();
-    let rows: Vec<Vec<u8>> = dense.par_chunks(m.cols).map(encode).collect();
+    let rows: Vec<Vec<u8>> = dense
+        .par_chunks(m.cols)
+        .map(encode)
+        .collect::<Result<_>>()?;
     Matrix::from_ggml(
         m.rows,
         m.cols,
@@ -264,7 +277,7 @@ mod tests {
         for (a, b) in w.iter().zip(q.to_f32()) {
             assert!((a - b).abs() <= 2.0 / 127.0 * 0.5 + 1e-3);
         }
-        assert!(quantize_matrix(&m, GgmlType::Q5K, None).is_err());
+        assert!(quantize_matrix(&m, GgmlType::Q8K, None).is_err());
         let odd = Matrix::from_f32(1, 33, vec![0.0; 33]).unwrap();
         assert!(quantize_matrix(&odd, GgmlType::Q8_0, None).is_err());
         assert!(quantize_matrix(&m, GgmlType::Q4_0, Some(&[1.0; 3])).is_err());

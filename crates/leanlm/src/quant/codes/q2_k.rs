@@ -1,0 +1,46 @@
+//! Q2_K: 84 bytes per 256 weights: 16 bytes of 4-bit scales (low nibble) and minimums
+//! (high nibble), one per 16 weights, 64 bytes of 2-bit codes, f16 `d`, f16 `dmin`.
+//! Sub-block `s` takes bits `2·(s%4)..+2` of bytes `32·(s/4)..+32`; half `h` has scale
+//! byte `2s + h`: `w = d·sc·u − dmin·mn`.
+
+use super::{Codes, Scales};
+use crate::quant::blocks::{f16_at, QK};
+use crate::quant::GgmlType;
+
+pub struct Q2K;
+
+const QS: usize = 16;
+const D: usize = 80;
+
+impl Codes for Q2K {
+    const TYPE: GgmlType = GgmlType::Q2K;
+    const HALVES: bool = true;
+    const F16_AT: &'static [usize] = &[D, D + 2];
+
+    #[inline(always)]
+    fn scales(blk: &[u8], s: usize) -> Scales {
+        let (d, dmin) = (f16_at(blk, D), f16_at(blk, D + 2));
+        let (s0, s1) = (blk[2 * s], blk[2 * s + 1]);
+        Scales {
+            a: [d * (s0 & 15) as f32, d * (s1 & 15) as f32],
+            b: [-dmin * (s0 >> 4) as f32, -dmin * (s1 >> 4) as f32],
+        }
+    }
+
+    #[inline]
+    fn codes(blk: &[u8], s: usize, u: &mut [u8; QK]) {
+        let q = &blk[QS + 32 * (s / 4)..QS + 32 * (s / 4) + 32];
+        for (l, u) in u.iter_mut().enumerate() {
+            *u = (q[l] >> (2 * (s % 4))) & 3;
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn codes_avx2(blk: *const u8, s: usize) -> std::arch::x86_64::__m256i {
+        use std::arch::x86_64::*;
+        let q = _mm256_loadu_si256(blk.add(QS + 32 * (s / 4)) as *const __m256i);
+        super::avx2::bits_at(q, 2 * (s % 4) as i32, 3)
+    }
+}

@@ -1,0 +1,59 @@
+//! Q3_K: 110 bytes per 256 weights: 32 bytes of high bits, 64 bytes of 2-bit codes, 12
+//! bytes of 6-bit scales, f16 `d`. Sub-block `s` takes bits `2·(s%4)..+2` of bytes
+//! `32·(s/4)..+32` and bit `s` of each high-bit byte, `u = low | 4·high`; each half has
+//! its own scale `sc` (16 of them, stored minus 32): `w = d·(sc − 32)·(u − 4)`.
+
+use super::{Codes, Scales};
+use crate::quant::blocks::{f16_at, QK};
+use crate::quant::GgmlType;
+
+pub struct Q3K;
+
+const QS: usize = 32;
+const SCALES: usize = 96;
+const D: usize = 108;
+
+/// Scale `k` of 16: its low 4 bits in byte `k` (`k < 8`) or the high nibble of byte
+/// `k − 8`, its high 2 bits at bit `2·(k/4)` of byte `8 + k%4`.
+fn scale(s: &[u8], k: usize) -> i32 {
+    let low = if k < 8 { s[k] & 15 } else { s[k - 8] >> 4 };
+    let high = (s[8 + k % 4] >> (2 * (k / 4))) & 3;
+    (low | high << 4) as i32 - 32
+}
+
+impl Codes for Q3K {
+    const TYPE: GgmlType = GgmlType::Q3K;
+    const HALVES: bool = true;
+    const F16_AT: &'static [usize] = &[D];
+
+    #[inline(always)]
+    fn scales(blk: &[u8], s: usize) -> Scales {
+        let d = f16_at(blk, D);
+        let sc = &blk[SCALES..SCALES + 12];
+        let a = [d * scale(sc, 2 * s) as f32, d * scale(sc, 2 * s + 1) as f32];
+        Scales {
+            a,
+            b: [-4.0 * a[0], -4.0 * a[1]],
+        }
+    }
+
+    #[inline]
+    fn codes(blk: &[u8], s: usize, u: &mut [u8; QK]) {
+        let q = &blk[QS + 32 * (s / 4)..QS + 32 * (s / 4) + 32];
+        for (l, u) in u.iter_mut().enumerate() {
+            *u = ((q[l] >> (2 * (s % 4))) & 3) | ((blk[l] >> s) & 1) << 2;
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn codes_avx2(blk: *const u8, s: usize) -> std::arch::x86_64::__m256i {
+        use std::arch::x86_64::*;
+        let q = _mm256_loadu_si256(blk.add(QS + 32 * (s / 4)) as *const __m256i);
+        let hm = _mm256_loadu_si256(blk as *const __m256i);
+        let low = super::avx2::bits_at(q, 2 * (s % 4) as i32, 3);
+        let high = super::avx2::bits_at(hm, s as i32, 1);
+        _mm256_or_si256(low, _mm256_slli_epi16(high, 2))
+    }
+}
