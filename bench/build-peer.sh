@@ -17,7 +17,8 @@ else
   fi
 fi
 bin="$src/build/bin"
-need=(llama-bench llama-perplexity llama-tokenize llama-simple)
+need=(llama-bench llama-perplexity llama-tokenize llama-simple ${PEER_EXTRA_TARGETS:-})
+# PEER_EXTRA_TARGETS: more tools an issue needs, e.g. "llama-quantize llama-imatrix".
 missing=0
 for t in "${need[@]}"; do [ -x "$bin/$t" ] || missing=1; done
 if [ "$missing" = 1 ]; then

@@ -425,6 +425,7 @@ fn quantize_writes_k_quants_with_an_importance_matrix() {
         out.to_str().unwrap(),
         "--type",
         "q4_k",
+        "--allow-requantize",
         "--imatrix",
         "data/wikitext-2/valid.txt",
         "--imatrix-samples",
@@ -435,9 +436,10 @@ fn quantize_writes_k_quants_with_an_importance_matrix() {
     ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
-    // SmolLM2's 576-wide rows are not whole 256-value super-blocks: only ffn_down is Q4_K.
+    // SmolLM2's 576-wide rows are not whole 256-value super-blocks: only ffn_down is Q4_K,
+    // the rest Q5_0 (llama-quantize's fallback).
     assert_eq!(v["block_matrices"]["Q4_K"], 30);
-    assert_eq!(v["block_matrices"]["Q4_1"], 180);
+    assert_eq!(v["block_matrices"]["Q5_0"], 180);
     assert_eq!(v["imatrix"]["tokens"], 128);
     let g = leanlm(&[
         "generate",
@@ -529,11 +531,41 @@ fn quantize_bad_inputs() {
         ),
     ];
     for (args, needle) in cases {
-        let mut all = vec!["quantize", m.to_str().unwrap(), "-o", o];
+        let mut all = vec![
+            "quantize",
+            m.to_str().unwrap(),
+            "-o",
+            o,
+            "--allow-requantize",
+        ];
         all.extend_from_slice(args);
         assert_clean_error(&leanlm(&all), needle);
         assert!(!out.exists());
     }
+    // A quantized input is refused unless asked for, as llama-quantize does; unknown
+    // names list what is known.
+    let m = m.to_str().unwrap();
+    assert_clean_error(
+        &leanlm(&["quantize", m, "-o", o, "--type", "Q4_K_M"]),
+        "--allow-requantize",
+    );
+    for (args, needle) in [
+        (&["--type", "q7_k"][..], "Q4_K_M"),
+        (
+            &["--type", "q4_k", "--token-embedding-type", "q4_k_m"][..],
+            "is a mix",
+        ),
+    ] {
+        let mut all = vec!["quantize", m, "-o", o, "--allow-requantize"];
+        all.extend_from_slice(args);
+        let r = leanlm(&all);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(
+            !r.status.success() && !err.contains("panicked") && err.contains(needle),
+            "{err}"
+        );
+    }
+    assert!(!out.exists());
 }
 
 #[test]

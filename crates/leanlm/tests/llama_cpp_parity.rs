@@ -61,12 +61,15 @@ fn greedy_generation_equals_llama_cpp_for_32_tokens() {
     check_greedy(common::default_model(), "llama_cpp/greedy.json", 3);
 }
 
-/// The same on Gemma 3 270M Q4_K_M. Measured: 3 of 8 prompts identical for 32 tokens;
-/// the other 5 diverge at gaps of 0.003–0.101 logits (once where llama.cpp's token is our
-/// third, two tokens within 0.11 of each other and of ours).
+/// The same on Gemma 3 270M Q4_K_M. Measured: 1 of 8 prompts identical for 32 tokens;
+/// the other 7 diverge where llama.cpp's token is our second, at gaps of 0.012–0.068
+/// logits. (It was 3 of 8 while the file's Q5_0 matrices were decoded to f32 at load;
+/// since issue 23 they run as stored with 8-bit activations, as llama.cpp runs them, and
+/// the log-probs below moved from 0.113 to 0.114 nats: the count of exact prompts is
+/// chaotic at this model's near-ties, the near-tie rule is the check.)
 #[test]
 fn gemma3_greedy_generation_equals_llama_cpp_for_32_tokens() {
-    check_greedy(gemma(), "llama_cpp/gemma3-270m/greedy.json", 3);
+    check_greedy(gemma(), "llama_cpp/gemma3-270m/greedy.json", 1);
 }
 
 fn check_greedy(loaded: &Loaded, fixture: &str, min_exact: usize) {

@@ -1,9 +1,11 @@
-//! Prompt-sized products of 4- and 8-bit weights with 8-bit activations, in integer
-//! arithmetic (AVX-512 VNNI), without decoding the weights to f32.
+//! Prompt-sized products of 4-, 5- and 8-bit weights with 8-bit activations, in integer
+//! arithmetic (AVX-512 VNNI; AVX2 for codes below 32), without decoding the weights to
+//! f32.
 //!
 //! Every supported block of 32 weights is written as unsigned codes with `w = d·u + m`
 //! (Q8_0: u = q + 128, m = −128·d; Q4_0: u = q, m = −8·d; Q4_1: u = q; Q4_K: one such
-//! block per sub-block). With activations `x = dx·qx` per block (as for decoding),
+//! block per sub-block; Q5_0, Q5_1, Q5_K: their codes and scales as [`super::codes`]
+//! reads them). With activations `x = dx·qx` per block (as for decoding),
 //!
 //! ```text
 //! y[t][r] = Σ_b d[r,b]·dx[t,b]·(u[r,b] · qx[t,b])  +  Σ_b m[r,b]·(dx[t,b]·Σ qx[t,b])
@@ -46,7 +48,30 @@ pub enum Weights<'a> {
 
 /// Whether `dtype` products run here in integer arithmetic.
 pub fn supports(dtype: GgmlType) -> bool {
-    takes(dtype) && has_vnni()
+    takes(dtype) && (has_vnni() || (has_avx2() && narrow(dtype)))
+}
+
+/// Whether every code of `dtype` is below 32, so that AVX2's `maddubs` (two u8·i8
+/// products summed in 16 bits, saturating) is exact, even summed over four steps:
+/// 4·2·31·127 < 2¹⁵. Q8_0's codes reach 255.
+fn narrow(dtype: GgmlType) -> bool {
+    dtype != GgmlType::Q8_0
+}
+
+/// Which integer tile kernel runs here, if any (for reports).
+pub fn kernel_name(dtype: GgmlType) -> Option<&'static str> {
+    match (takes(dtype), has_vnni(), has_avx2() && narrow(dtype)) {
+        (true, true, _) => Some("AVX-512 VNNI"),
+        (true, false, true) => Some("AVX2"),
+        _ => None,
+    }
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::simd::has_avx2();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// Whether `dtype` can be written as one scale and offset per 32 codes.
@@ -157,6 +182,8 @@ struct PackedWeights {
     scales: Vec<f32>,
     offsets: Vec<f32>,
     nb: usize,
+    /// Every code below 32 (see [`narrow`]).
+    narrow: bool,
 }
 
 impl PackedWeights {
@@ -168,6 +195,10 @@ impl PackedWeights {
             scales: vec![0.0; groups * nb * LANES],
             offsets: vec![0.0; groups * LANES * nb],
             nb,
+            narrow: match weights {
+                Weights::Blocks { dtype, .. } => narrow(dtype),
+                Weights::Sparse(_) => false,
+            },
         };
         w.codes
             .par_chunks_mut(nb * LANES * QK)
@@ -260,6 +291,20 @@ fn tile_product(
         }
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && w.narrow {
+        // SAFETY: AVX2 was detected and every code is below 32 (exact in 16 bits); reads
+        // as for the VNNI tile.
+        unsafe {
+            match t_len {
+                4 => tile_avx2::<4>(w, r0, x, t0, out),
+                3 => tile_avx2::<3>(w, r0, x, t0, out),
+                2 => tile_avx2::<2>(w, r0, x, t0, out),
+                _ => tile_avx2::<1>(w, r0, x, t0, out),
+            }
+        }
+        return;
+    }
     tile_ref(w, r0, x, t0, t_len, out)
 }
 
@@ -283,6 +328,61 @@ fn tile_ref(
                     w.scale(r0 + i, b) * xr.d[b] * dot as f32
                 })
                 .sum();
+        }
+    }
+}
+
+/// The tile with AVX2 (CPUs without VNNI): the same packing read as 8 rows per 32-byte
+/// register (the two halves of a 64-byte step), one quarter of the tile's rows at a time.
+/// Per step and token, `maddubs` multiplies the 8 rows' 4 codes by the token's 4
+/// activation bytes broadcast to every row, summing pairs in 16 bits; four steps add up
+/// in 16 bits (exact for codes below 32), one `madd` widens them to a 32-bit sum per
+/// row, and each block ends with one conversion and one fused multiply-add, as VNNI's.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_avx2<const T: usize>(
+    w: &PackedWeights,
+    r0: usize,
+    x: &Q8Act,
+    t0: usize,
+    out: &mut [[f32; TILE_ROWS]; TOKENS],
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(r0.is_multiple_of(TILE_ROWS) && T <= TOKENS && w.narrow);
+    const QUARTER: usize = LANES / 2;
+    let nb = w.nb;
+    let xq = x.qs.as_ptr().add(t0 * nb * QK);
+    let xd = x.d.as_ptr().add(t0 * nb);
+    let ones = _mm256_set1_epi16(1);
+    for q in 0..TILE_ROWS / QUARTER {
+        let (g, half) = (r0 / LANES + q / 2, q % 2);
+        let mut acc = [_mm256_setzero_ps(); T];
+        for b in 0..nb {
+            let codes = w.codes.as_ptr().add((g * nb + b) * LANES * QK + half * 32);
+            let mut sums = [_mm256_setzero_si256(); T];
+            for k0 in [0, 4] {
+                let mut p16 = [_mm256_setzero_si256(); T];
+                for k in k0..k0 + 4 {
+                    let wv = _mm256_loadu_si256(codes.add(k * LANES * 4) as *const __m256i);
+                    for (j, p16) in p16.iter_mut().enumerate() {
+                        let four =
+                            (xq.add((j * nb + b) * QK + 4 * k) as *const i32).read_unaligned();
+                        let prod = _mm256_maddubs_epi16(wv, _mm256_set1_epi32(four));
+                        *p16 = _mm256_add_epi16(*p16, prod);
+                    }
+                }
+                for (sum, p16) in sums.iter_mut().zip(&p16) {
+                    *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(*p16, ones));
+                }
+            }
+            let wd = _mm256_loadu_ps(w.scales.as_ptr().add((g * nb + b) * LANES + half * QUARTER));
+            for (j, (acc, sum)) in acc.iter_mut().zip(&sums).enumerate() {
+                let scale = _mm256_mul_ps(wd, _mm256_set1_ps(*xd.add(j * nb + b)));
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(*sum), scale, *acc);
+            }
+        }
+        for (row, acc) in out.iter_mut().zip(&acc) {
+            _mm256_storeu_ps(row.as_mut_ptr().add(q * QUARTER), *acc);
         }
     }
 }
@@ -419,9 +519,9 @@ mod tests {
     }
 
     #[test]
-    fn the_vnni_tile_matches_the_reference_tile() {
-        if !has_vnni() {
-            eprintln!("no AVX-512 VNNI here: nothing to compare");
+    fn the_simd_tiles_match_the_reference_tile() {
+        if !has_vnni() && !has_avx2() {
+            eprintln!("neither AVX-512 VNNI nor AVX2 here: nothing to compare");
             return;
         }
         let (rows, cols, n) = (2 * TILE_ROWS, 5 * QK, TOKENS + 3);

@@ -284,14 +284,14 @@ impl Matrix {
             ),
         };
         let integer = match &self.storage {
-            Storage::Quant { dtype, .. } => igemm::supports(*dtype),
-            Storage::Sparse(_) => igemm::supports_sparse(),
-            Storage::F32(_) => false,
+            Storage::Quant { dtype, .. } if igemm::supports(*dtype) => igemm::kernel_name(*dtype),
+            Storage::Sparse(_) if igemm::supports_sparse() => Some("AVX-512 VNNI"),
+            _ => None,
         };
         let prompt = match (&self.storage, integer) {
             (Storage::F32(_), _) => "f32 GEMM".to_string(),
-            (_, true) => format!("{t} integer GEMM (AVX-512 VNNI)"),
-            (_, false) => format!("f32 GEMM on {t} decoded per pass"),
+            (_, Some(isa)) => format!("{t} integer GEMM ({isa})"),
+            (_, None) => format!("f32 GEMM on {t} decoded per pass"),
         };
         KernelPlan {
             decode,

@@ -12,9 +12,11 @@ use crate::quant::blocks::{
     quantize_q4_0, quantize_q4_0_weighted, quantize_q4_1, quantize_q4_1_weighted, quantize_q8_0,
     quantize_with_candle,
 };
+use crate::quant::codes;
 use crate::quant::kquants::{quantize_q4_k, quantize_q6_k, QK_K};
 use crate::quant::sparse::{sizes, Sparse, SparseFormat};
 use crate::quant::{Bytes, GgmlType, Matrix};
+use crate::transform::mix::TypePlan;
 
 /// The types `quantize` writes.
 pub const TARGETS: [GgmlType; 10] = [
@@ -32,15 +34,12 @@ pub const TARGETS: [GgmlType; 10] = [
 
 /// The type a matrix with `cols` columns gets for `target`. K-quants need rows of whole
 /// 256-value super-blocks; narrower rows (SmolLM2's 576) fall back to a 32-value block
-/// type of at least the same precision, as llama-quantize does: Q5_1 for Q5_K, Q8_0 for
-/// Q6_K as it does; Q4_1 for Q4_K (it picks Q5_0) and Q4_0 for Q3_K and Q2_K (it picks
-/// IQ4_NL, which we do not have).
+/// type of at least the same precision, as llama-quantize does (Q5_0 for Q4_K, Q5_1 for
+/// Q5_K, Q8_0 for Q6_K; Q4_0 for Q3_K and Q2_K, where it picks IQ4_NL, which we do not
+/// have).
 pub fn type_for(target: GgmlType, cols: usize) -> GgmlType {
     match target {
-        GgmlType::Q4K if !cols.is_multiple_of(QK_K) => GgmlType::Q4_1,
-        GgmlType::Q6K if !cols.is_multiple_of(QK_K) => GgmlType::Q8_0,
-        GgmlType::Q5K if !cols.is_multiple_of(QK_K) => GgmlType::Q5_1,
-        GgmlType::Q3K | GgmlType::Q2K if !cols.is_multiple_of(QK_K) => GgmlType::Q4_0,
+        t if t.block_len() == QK_K => super::mix::fit_width(t, cols),
         t => t,
     }
 }
@@ -51,6 +50,14 @@ pub fn type_for(target: GgmlType, cols: usize) -> GgmlType {
 pub fn quantize_matrix(m: &Matrix, target: GgmlType, importance: Option<&[f32]>) -> Result<Matrix> {
     if target == GgmlType::F32 {
         return Matrix::from_f32(m.rows, m.cols, m.to_f32());
+    }
+    if target == GgmlType::F16 {
+        let bytes: Vec<u8> = m
+            .to_f32()
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect();
+        return Matrix::from_ggml(m.rows, m.cols, target, Bytes::Owned(Arc::new(bytes)));
     }
     if !TARGETS.contains(&target) {
         return Err(Error::UnsupportedType(format!(
@@ -91,6 +98,8 @@ pub fn quantize_matrix(m: &Matrix, target: GgmlType, importance: Option<&[f32]>)
             GgmlType::Q4K => quantize_q4_k(row, w),
             GgmlType::Q6K => quantize_q6_k(row, w),
             GgmlType::Q8_0 => quantize_q8_0(row),
+            GgmlType::Q5_0 if weighted => codes::Q5_0::encode_weighted(row, w),
+            GgmlType::Q5_1 if weighted => codes::Q5_1::encode_weighted(row, w),
             t => quantize_with_candle(t, row, weighted.then_some(w))?,
         })
     };
@@ -169,24 +178,83 @@ pub fn quantize_model(
             "sparse storage holds 8-bit values: use q8_0, not {target}"
         )));
     }
+    if sparse == SparseChoice::Off {
+        return quantize_with_plan(model, &uniform_plan(model, target, embeddings), importance);
+    }
     let mut out = model.clone();
-    for (l, layer) in out.layers.iter_mut().enumerate() {
-        for (_, site, m) in layer.matrices_mut() {
-            let w = importance.map(|imp| imp.site(l, site));
-            *m = if sparse != SparseChoice::Off {
-                q8_0_or_sparse(m, sparse)?
-            } else {
-                quantize_matrix(m, target, w)?
-            };
+    for layer in out.layers.iter_mut() {
+        for (_, _, m) in layer.matrices_mut() {
+            *m = q8_0_or_sparse(m, sparse)?;
         }
     }
-    out.tok_embd = quantize_matrix(&model.tok_embd, embeddings, None)?;
+    quantize_embeddings(model, &mut out, embeddings, embeddings)?;
+    Ok(out)
+}
+
+/// Every block matrix in `target` (or its fallback for the matrix's width), the
+/// embedding and head in `embeddings`.
+pub fn uniform_plan(model: &Model, target: GgmlType, embeddings: GgmlType) -> TypePlan {
+    TypePlan {
+        blocks: model
+            .layers
+            .iter()
+            .map(|l| {
+                l.matrices()
+                    .iter()
+                    .map(|(_, _, m)| type_for(target, m.cols))
+                    .collect()
+            })
+            .collect(),
+        tok_embd: embeddings,
+        output: embeddings,
+    }
+}
+
+/// `model` with each matrix in the type `plan` gives it (see [`super::mix`]).
+pub fn quantize_with_plan(
+    model: &Model,
+    plan: &TypePlan,
+    importance: Option<&Importance>,
+) -> Result<Model> {
+    if plan.blocks.len() != model.layers.len() {
+        return Err(Error::InvalidInput(format!(
+            "a type plan for {} layers, the model has {}",
+            plan.blocks.len(),
+            model.layers.len()
+        )));
+    }
+    let mut out = model.clone();
+    for (l, (layer, types)) in out.layers.iter_mut().zip(&plan.blocks).enumerate() {
+        let mut matrices = layer.matrices_mut();
+        if matrices.len() != types.len() {
+            return Err(Error::InvalidInput(format!(
+                "a type plan for {} matrices in layer {l}, which has {}",
+                types.len(),
+                matrices.len()
+            )));
+        }
+        for ((_, site, m), &t) in matrices.iter_mut().zip(types) {
+            let w = importance.map(|imp| imp.site(l, *site));
+            **m = quantize_matrix(m, t, w)?;
+        }
+    }
+    quantize_embeddings(model, &mut out, plan.tok_embd, plan.output)?;
+    Ok(out)
+}
+
+fn quantize_embeddings(
+    model: &Model,
+    out: &mut Model,
+    embd: GgmlType,
+    head: GgmlType,
+) -> Result<()> {
+    out.tok_embd = quantize_matrix(&model.tok_embd, embd, None)?;
     out.output = if model.tied() {
         out.tok_embd.clone()
     } else {
-        quantize_matrix(&model.output, embeddings, None)?
+        quantize_matrix(&model.output, head, None)?
     };
-    Ok(out)
+    Ok(())
 }
 
 /// `model` with `f` applied to every matrix (a tied head stays tied).
@@ -323,7 +391,7 @@ mod tests {
         let m = Matrix::from_f32(2, 576, vec![0.5; 1152]).unwrap();
         assert_eq!(
             quantize_matrix(&m, GgmlType::Q4K, None).unwrap().dtype(),
-            GgmlType::Q4_1
+            GgmlType::Q5_0
         );
         assert_eq!(
             quantize_matrix(&m, GgmlType::Q6K, None).unwrap().dtype(),

@@ -476,6 +476,9 @@ fn stage_job(
         Stage::Quantize(q) => {
             let mut a = os(&[&"quantize", &input, &"-o", &out]);
             push(&mut a, "--type", q.quant.name());
+            // A recipe names its source model and compares every stage with it: quantizing
+            // an already quantized source is the experiment it asks for.
+            a.push("--allow-requantize".into());
             let mut work = 5_000.0;
             if let Some(f) = &q.imatrix {
                 push(&mut a, "--imatrix", f.display());

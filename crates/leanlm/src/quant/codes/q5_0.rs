@@ -41,3 +41,32 @@ impl Codes for Q5_0 {
         super::avx2::codes_5(blk.add(2))
     }
 }
+
+/// 32 codes (each below 32) in Q5_0/Q5_1 order: 4 bytes of high bits, 16 of nibbles.
+pub(super) fn pack_5(u: &[u8; QK], out: &mut Vec<u8>) {
+    let qh = (0..QK).fold(0u32, |h, i| h | ((u[i] as u32 >> 4) & 1) << i);
+    out.extend_from_slice(&qh.to_le_bytes());
+    out.extend((0..16).map(|j| (u[j] & 15) | (u[j + 16] & 15) << 4));
+}
+
+impl Q5_0 {
+    /// `x` (whole blocks) with each block's scale chosen to minimise the squared error
+    /// weighted by `w` (an importance matrix's weights), as llama.cpp's weighted Q5_0.
+    pub fn encode_weighted(x: &[f32], w: &[f32]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(x.len() / QK * 22);
+        let mut levels = [0i8; QK];
+        for (blk, wb) in x.chunks_exact(QK).zip(w.chunks_exact(QK)) {
+            let d = half::f16::from_f32(crate::quant::fit::fit_symmetric(blk, wb, 16, &mut levels));
+            let id = match d.to_f32() {
+                0.0 => 0.0,
+                d => 1.0 / d,
+            };
+            out.extend_from_slice(&d.to_le_bytes());
+            let u: [u8; QK] = std::array::from_fn(|i| {
+                ((blk[i] * id).round().clamp(-16.0, 15.0) as i32 + 16) as u8
+            });
+            pack_5(&u, &mut out);
+        }
+        out
+    }
+}

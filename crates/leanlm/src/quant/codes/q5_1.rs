@@ -30,3 +30,26 @@ impl Codes for Q5_1 {
         super::avx2::codes_5(blk.add(4))
     }
 }
+
+impl Q5_1 {
+    /// `x` (whole blocks) with each block's scale and offset chosen by least squares
+    /// weighted by `w`.
+    pub fn encode_weighted(x: &[f32], w: &[f32]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(x.len() / QK * 24);
+        for (blk, wb) in x.chunks_exact(QK).zip(w.chunks_exact(QK)) {
+            let (d, m) = crate::quant::fit::fit_affine(blk, wb, 31, false);
+            let (d, m) = (half::f16::from_f32(d), half::f16::from_f32(m));
+            let id = match d.to_f32() {
+                0.0 => 0.0,
+                d => 1.0 / d,
+            };
+            out.extend_from_slice(&d.to_le_bytes());
+            out.extend_from_slice(&m.to_le_bytes());
+            let u: [u8; QK] = std::array::from_fn(|i| {
+                ((blk[i] - m.to_f32()) * id).round().clamp(0.0, 31.0) as u8
+            });
+            super::q5_0::pack_5(&u, &mut out);
+        }
+        out
+    }
+}

@@ -112,3 +112,26 @@ fn q3_k() {
 fn q2_k() {
     check::<Q2K>();
 }
+
+/// The weighted encoders round-trip through decoding within half a step of each block
+/// (the levels they chose), and weighting moves the error onto unweighted weights.
+#[test]
+fn weighted_q5_encoders_decode_back_within_half_a_step() {
+    let x = crate::quant::test_data(4 * QK, 17);
+    let ones = vec![1f32; x.len()];
+    for (t, bytes) in [
+        (GgmlType::Q5_0, Q5_0::encode_weighted(&x, &ones)),
+        (GgmlType::Q5_1, Q5_1::encode_weighted(&x, &ones)),
+    ] {
+        assert_eq!(bytes.len(), 4 * t.block_bytes());
+        let k = kernels(t).unwrap();
+        let mut back = vec![0f32; x.len()];
+        (k.decode)(&bytes, &mut back);
+        for (b, (xb, yb)) in x.chunks(QK).zip(back.chunks(QK)).enumerate() {
+            let step = (k.scales)(&bytes[b * t.block_bytes()..], 0).a[0].abs();
+            for (a, y) in xb.iter().zip(yb) {
+                assert!((a - y).abs() <= 0.5 * step * 1.01 + 1e-6, "{t}: {a} vs {y}");
+            }
+        }
+    }
+}
