@@ -236,20 +236,8 @@ pub fn dot_f32_ref(w: &[f32], x: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::Q8Row;
-    use crate::quant::simd::{half, hsum, pair_lanes, pair_scale};
+    use crate::quant::simd::{half, hsum, pair_lanes, pair_scale, unpack_nibbles};
     use std::arch::x86_64::*;
-
-    /// Sixteen bytes of nibbles to 32 unsigned bytes: low nibbles first (elements 0..16),
-    /// then high nibbles (elements 16..32).
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn unpack_nibbles(p: *const u8) -> __m256i {
-        let q = _mm_loadu_si128(p as *const __m128i);
-        let m = _mm_set1_epi8(0x0f);
-        let lo = _mm_and_si128(q, m);
-        let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
-        _mm256_set_m128i(hi, lo)
-    }
 
     /// Σ u8·i8 over 32 lanes, as 8 floats.
     #[inline]

@@ -88,3 +88,15 @@ pub unsafe fn pair_lanes(wa: __m256i, xa: __m256i, wb: __m256i, xb: __m256i) -> 
 pub unsafe fn pair_scale(sa: f32, sb: f32) -> __m256 {
     _mm256_setr_ps(sa, sa, sb, sb, sa, sa, sb, sb)
 }
+
+/// Sixteen bytes of nibbles to 32 unsigned bytes: low nibbles first (elements 0..16),
+/// then high nibbles (elements 16..32), the order of the 32-weight GGML blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn unpack_nibbles(p: *const u8) -> __m256i {
+    let q = _mm_loadu_si128(p as *const __m128i);
+    let m = _mm_set1_epi8(0x0f);
+    let lo = _mm_and_si128(q, m);
+    let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
+    _mm256_set_m128i(hi, lo)
+}

@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 use super::Codes;
 use crate::quant::activation::Q8Row;
 use crate::quant::blocks::QK;
-use crate::quant::simd::hsum;
+use crate::quant::simd::{hsum, unpack_nibbles};
 
 /// Bits `shift..` of every byte of `v`, masked with `mask` (shift + width ≤ 8).
 #[inline]
@@ -23,6 +23,15 @@ use crate::quant::simd::hsum;
 pub(super) unsafe fn bits_at(v: __m256i, shift: i32, mask: i8) -> __m256i {
     let shifted = _mm256_srl_epi16(v, _mm_cvtsi32_si128(shift));
     _mm256_and_si256(shifted, _mm256_set1_epi8(mask))
+}
+
+/// The 2-bit codes of sub-block `s` of Q2_K and Q3_K: bits `2·(s%4)` of the 32 bytes
+/// at `qs + 32·(s/4)`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn codes_2(qs: *const u8, s: usize) -> __m256i {
+    let q = _mm256_loadu_si256(qs.add(32 * (s / 4)) as *const __m256i);
+    bits_at(q, 2 * (s % 4) as i32, 3)
 }
 
 /// Q5_0/Q5_1 codes: `p` points at the 32 high bits, followed by the 16 bytes of nibbles.
@@ -41,10 +50,7 @@ pub(super) unsafe fn codes_5(p: *const u8) -> __m256i {
     let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
     let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
     let high = _mm256_and_si256(set, _mm256_set1_epi8(16));
-    let q = _mm_loadu_si128(p.add(4) as *const __m128i);
-    let m = _mm_set1_epi8(15);
-    let nibbles = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
-    _mm256_or_si256(nibbles, high)
+    _mm256_or_si256(unpack_nibbles(p.add(4)), high)
 }
 
 /// Σ u·q over groups of 4 bytes, as 8 floats.

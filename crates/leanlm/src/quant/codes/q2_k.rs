@@ -29,18 +29,22 @@ impl Codes for Q2K {
 
     #[inline]
     fn codes(blk: &[u8], s: usize, u: &mut [u8; QK]) {
-        let q = &blk[QS + 32 * (s / 4)..QS + 32 * (s / 4) + 32];
-        for (l, u) in u.iter_mut().enumerate() {
-            *u = (q[l] >> (2 * (s % 4))) & 3;
-        }
+        codes_2(&blk[QS..], s, u)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn codes_avx2(blk: *const u8, s: usize) -> std::arch::x86_64::__m256i {
-        use std::arch::x86_64::*;
-        let q = _mm256_loadu_si256(blk.add(QS + 32 * (s / 4)) as *const __m256i);
-        super::avx2::bits_at(q, 2 * (s % 4) as i32, 3)
+        super::avx2::codes_2(blk.add(QS), s)
+    }
+}
+
+/// The 2-bit codes of sub-block `s` of Q2_K and Q3_K: bits `2·(s%4)..+2` of bytes
+/// `32·(s/4)..+32` of `qs`.
+pub(super) fn codes_2(qs: &[u8], s: usize, u: &mut [u8; QK]) {
+    let q = &qs[32 * (s / 4)..32 * (s / 4) + 32];
+    for (u, &q) in u.iter_mut().zip(q) {
+        *u = (q >> (2 * (s % 4))) & 3;
     }
 }

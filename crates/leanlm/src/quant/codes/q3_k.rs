@@ -39,9 +39,9 @@ impl Codes for Q3K {
 
     #[inline]
     fn codes(blk: &[u8], s: usize, u: &mut [u8; QK]) {
-        let q = &blk[QS + 32 * (s / 4)..QS + 32 * (s / 4) + 32];
-        for (l, u) in u.iter_mut().enumerate() {
-            *u = ((q[l] >> (2 * (s % 4))) & 3) | ((blk[l] >> s) & 1) << 2;
+        super::q2_k::codes_2(&blk[QS..], s, u);
+        for (u, &h) in u.iter_mut().zip(&blk[..QK]) {
+            *u |= ((h >> s) & 1) << 2;
         }
     }
 
@@ -50,10 +50,11 @@ impl Codes for Q3K {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn codes_avx2(blk: *const u8, s: usize) -> std::arch::x86_64::__m256i {
         use std::arch::x86_64::*;
-        let q = _mm256_loadu_si256(blk.add(QS + 32 * (s / 4)) as *const __m256i);
         let hm = _mm256_loadu_si256(blk as *const __m256i);
-        let low = super::avx2::bits_at(q, 2 * (s % 4) as i32, 3);
         let high = super::avx2::bits_at(hm, s as i32, 1);
-        _mm256_or_si256(low, _mm256_slli_epi16(high, 2))
+        _mm256_or_si256(
+            super::avx2::codes_2(blk.add(QS), s),
+            _mm256_slli_epi16(high, 2),
+        )
     }
 }
