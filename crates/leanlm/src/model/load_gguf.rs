@@ -30,12 +30,10 @@ fn sliding_pattern(f: &GgufFile, arch: Arch, window: bool, n_layers: usize) -> R
     match f.get(&key) {
         None => Ok(family.default_sliding_pattern(n_layers)),
         Some(Value::Array(a)) => per_block_array(f, &key, a, n_layers, "booleans", |v| v.as_bool()),
-        Some(_) => {
-            let period = opt_usize(f, &key)?.unwrap_or(0);
-            Ok((0..n_layers)
-                .map(|i| period == 0 || i % period < period - 1)
-                .collect())
-        }
+        Some(_) => Ok(match opt_usize(f, &key)?.unwrap_or(0) {
+            0 => vec![true; n_layers],
+            period => super::arch::sliding_by_period(n_layers, period),
+        }),
     }
 }
 

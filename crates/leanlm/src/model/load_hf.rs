@@ -146,7 +146,7 @@ fn sliding_pattern(path: &Path, j: &Json, c: &Config) -> Result<Vec<bool>> {
                         "sliding_window_pattern is {v}, expected a positive integer"
                     ))
                 })?;
-            Ok((0..c.n_layers).map(|i| i % p < p - 1).collect())
+            Ok(super::arch::sliding_by_period(c.n_layers, p))
         }
     }
 }

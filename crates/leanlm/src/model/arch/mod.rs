@@ -126,10 +126,17 @@ impl Family {
 
     /// Which blocks of `n` attend through the sliding window, by the default period.
     pub fn default_sliding_pattern(&self, n: usize) -> Vec<bool> {
-        (0..n)
-            .map(|i| self.swa_period > 0 && i % self.swa_period < self.swa_period - 1)
-            .collect()
+        match self.swa_period {
+            0 => vec![false; n],
+            p => sliding_by_period(n, p),
+        }
     }
+}
+
+/// Blocks of `n` that slide when every `period`th block (`period > 0`) is global: the
+/// last of each period, as llama.cpp and transformers count them.
+pub fn sliding_by_period(n: usize, period: usize) -> Vec<bool> {
+    (0..n).map(|i| i % period < period - 1).collect()
 }
 
 #[cfg(test)]

@@ -99,56 +99,47 @@ pub fn decode<F: Codes>(bytes: &[u8], out: &mut [f32]) {
 
 /// The plain reference of the 8-bit product: integer sums per half, scaled in f32.
 pub fn dot_ref<F: Codes>(w: &[u8], x: Q8Row) -> f32 {
-    let mut sum = 0f32;
-    let mut u = [0u8; QK];
-    for (i, blk) in w.chunks_exact(F::TYPE.block_bytes()).enumerate() {
-        for s in 0..F::SUBS {
-            let k = i * F::SUBS + s;
-            let sc = F::scales(blk, s);
-            F::codes(blk, s, &mut u);
-            let q = &x.qs[k * QK..(k + 1) * QK];
-            for h in 0..2 {
-                let r = 16 * h..16 * h + 16;
-                let uq: i32 = r.clone().map(|j| u[j] as i32 * q[j] as i32).sum();
-                sum += sc.a[h] * x.d[k] * uq as f32;
-                if F::HALVES {
-                    let qs: i32 = r.map(|j| q[j] as i32).sum();
-                    sum += sc.b[h] * x.d[k] * qs as f32;
-                }
-            }
-            if !F::HALVES {
-                sum += sc.b[0] * x.s[k];
-            }
-        }
-    }
-    sum
+    let act = |k: usize, j: usize| x.qs[k * QK + j] as i32;
+    products_ref::<F>(w, act, |k| x.d[k], |k| x.s[k])
 }
 
 /// The plain reference of the 16-bit product (`hi` and `lo` halves, `hi.d = 256·lo.d`).
 pub fn dot2_ref<F: Codes>(w: &[u8], hi: Q8Row, lo: Q8Row) -> f32 {
-    let mut sum = 0f32;
+    let act = |k: usize, j: usize| 256 * hi.qs[k * QK + j] as i32 + lo.qs[k * QK + j] as i32;
+    products_ref::<F>(w, act, |k| lo.d[k], |k| hi.s[k] + lo.s[k])
+}
+
+/// `Σ w·x` with the activations of sub-block `k` as integers `act(k, j)` of scale
+/// `dx(k)`, and `dx·Σ act` of the whole sub-block as `sum(k)` (for formats whose halves
+/// share their offset).
+fn products_ref<F: Codes>(
+    w: &[u8],
+    act: impl Fn(usize, usize) -> i32,
+    dx: impl Fn(usize) -> f32,
+    sum: impl Fn(usize) -> f32,
+) -> f32 {
+    let mut total = 0f32;
     let mut u = [0u8; QK];
     for (i, blk) in w.chunks_exact(F::TYPE.block_bytes()).enumerate() {
         for s in 0..F::SUBS {
             let k = i * F::SUBS + s;
             let sc = F::scales(blk, s);
             F::codes(blk, s, &mut u);
-            let x = |j: usize| 256 * hi.qs[k * QK + j] as i32 + lo.qs[k * QK + j] as i32;
             for h in 0..2 {
                 let r = 16 * h..16 * h + 16;
-                let ux: i32 = r.clone().map(|j| u[j] as i32 * x(j)).sum();
-                sum += sc.a[h] * lo.d[k] * ux as f32;
+                let ux: i32 = r.clone().map(|j| u[j] as i32 * act(k, j)).sum();
+                total += sc.a[h] * dx(k) * ux as f32;
                 if F::HALVES {
-                    let xs: i32 = r.map(x).sum();
-                    sum += sc.b[h] * lo.d[k] * xs as f32;
+                    let xs: i32 = r.map(|j| act(k, j)).sum();
+                    total += sc.b[h] * dx(k) * xs as f32;
                 }
             }
             if !F::HALVES {
-                sum += sc.b[0] * (hi.s[k] + lo.s[k]);
+                total += sc.b[0] * sum(k);
             }
         }
     }
-    sum
+    total
 }
 
 fn dot4_ref<F: Codes>(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
