@@ -49,6 +49,9 @@ pub struct Q8Act {
     pub d: Vec<f32>,
     /// d·Σq of each block.
     pub s: Vec<f32>,
+    /// d·Σq of each half block (16 values): the offsets of formats with a minimum per
+    /// 16 weights, computed once here instead of once per weight row.
+    pub h: Vec<f32>,
 }
 
 impl Q8Act {
@@ -70,9 +73,20 @@ impl Q8Act {
             // SAFETY: AVX2 was detected; the kernel reads and writes within the slices (the
             // plain loop called libm's round once per value).
             unsafe { quantize_blocks_avx2(x, &mut self.qs, &mut self.d, &mut self.s) };
-            return;
+        } else {
+            quantize_blocks(x, &mut self.qs, &mut self.d, &mut self.s);
         }
-        quantize_blocks(x, &mut self.qs, &mut self.d, &mut self.s);
+        self.half_sums();
+    }
+
+    /// [`Q8Act::h`] from the quantized values.
+    fn half_sums(&mut self) {
+        self.h.clear();
+        self.h
+            .extend(self.qs.chunks_exact(QK / 2).enumerate().map(|(i, q)| {
+                let sum: i32 = q.iter().map(|&v| v as i32).sum();
+                self.d[i / 2] * sum as f32
+            }));
     }
 
     /// The two halves of 16-bit activations for `x` (whose length must be a multiple of
@@ -83,6 +97,7 @@ impl Q8Act {
             qs: vec![0; x.len()],
             d: hi.d.iter().map(|d| d / 256.0).collect(),
             s: vec![0.0; hi.d.len()],
+            h: Vec::new(),
         };
         for (b, (xb, (hb, lb))) in x
             .chunks_exact(QK)
@@ -102,6 +117,7 @@ impl Q8Act {
             }
             lo.s[b] = lo.d[b] * sum as f32;
         }
+        lo.half_sums();
         (hi, lo)
     }
 
@@ -112,6 +128,7 @@ impl Q8Act {
             qs: &self.qs[b0 * QK..b1 * QK],
             d: &self.d[b0..b1],
             s: &self.s[b0..b1],
+            h: &self.h[2 * b0..2 * b1],
         }
     }
 }
@@ -182,6 +199,8 @@ pub struct Q8Row<'a> {
     pub qs: &'a [i8],
     pub d: &'a [f32],
     pub s: &'a [f32],
+    /// d·Σq of each half block.
+    pub h: &'a [f32],
 }
 
 #[cfg(test)]
@@ -199,6 +218,7 @@ mod tests {
         assert_eq!(a.d, vec![1.0]);
         assert_eq!(&a.qs[..3], &[127, -3, 2]);
         assert_eq!(a.s, vec![126.0]);
+        assert_eq!(a.h, vec![126.0, 0.0]);
     }
 
     #[test]

@@ -236,46 +236,77 @@ pub fn dot_f32_ref(w: &[f32], x: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::Q8Row;
-    use crate::quant::simd::{half, hsum, pair_lanes, pair_scale, unpack_nibbles};
+    use crate::quant::kquants::q4k_scales_mins;
+    use crate::quant::simd::{
+        f16x8, f32x8, half, half_sums4, hsum, pair_lanes, pair_scale, sums8, unpack_nibbles,
+        widen_u8,
+    };
     use std::arch::x86_64::*;
 
-    /// Σ u8·i8 over 32 lanes, as 8 floats.
+    /// Q4_0 and Q4_1 (`SIZE`-byte blocks: f16 d, for Q4_1 f16 m, 16 bytes of nibbles)
+    /// with `N` tokens, eight blocks per step: their integer sums reduce to one vector
+    /// ([`sums8`]) that meets the eight weight scales and activation scales at once, and
+    /// the offsets (m, or −8·d for Q4_0, times the activations' stored sums) are one
+    /// more multiply-add. Each token gets exactly the operations it gets alone, so that a
+    /// batch (speculative verification) gives the logits of decoding one by one.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256 {
-        let p16 = _mm256_maddubs_epi16(u, s);
-        _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
+    unsafe fn dot_q4<const SIZE: usize, const N: usize>(w: &[u8], x: [Q8Row; N]) -> [f32; N] {
+        let nb = x[0].d.len();
+        let mut acc = [_mm256_setzero_ps(); N];
+        let mut offset = [_mm256_setzero_ps(); N];
+        // Whole groups with a constant count (unrolled), then the short one.
+        let whole = nb / 8 * 8;
+        for b in (0..whole).step_by(8) {
+            q4_group::<SIZE, N>(w, &x, b, 8, &mut acc, &mut offset);
+        }
+        if whole < nb {
+            q4_group::<SIZE, N>(w, &x, whole, nb - whole, &mut acc, &mut offset);
+        }
+        std::array::from_fn(|t| hsum(acc[t]) + hsum(offset[t]))
+    }
+
+    /// Blocks `b..b + n` (n ≤ 8) of [`dot_q4`].
+    #[inline(always)]
+    unsafe fn q4_group<const SIZE: usize, const N: usize>(
+        w: &[u8],
+        x: &[Q8Row; N],
+        b: usize,
+        n: usize,
+        acc: &mut [__m256; N],
+        offset: &mut [__m256; N],
+    ) {
+        let ones = _mm256_set1_epi16(1);
+        let mut u = [_mm256_setzero_si256(); 8];
+        for (j, u) in u.iter_mut().enumerate().take(n) {
+            *u = unpack_nibbles(w.as_ptr().add((b + j) * SIZE + SIZE - 16));
+        }
+        let d = f16x8(w.as_ptr().add(b * SIZE), SIZE, n);
+        let m = if SIZE == 20 {
+            f16x8(w.as_ptr().add(b * SIZE + 2), SIZE, n)
+        } else {
+            _mm256_mul_ps(d, _mm256_set1_ps(-8.0))
+        };
+        for t in 0..N {
+            let mut p = [_mm256_setzero_si256(); 8];
+            for (j, p) in p.iter_mut().enumerate().take(n) {
+                let xv = _mm256_loadu_si256(x[t].qs.as_ptr().add((b + j) * 32) as *const __m256i);
+                *p = _mm256_madd_epi16(_mm256_maddubs_epi16(u[j], xv), ones);
+            }
+            let sums = _mm256_mul_ps(_mm256_cvtepi32_ps(sums8(&p)), d);
+            acc[t] = _mm256_fmadd_ps(sums, f32x8(&x[t].d[b..], n), acc[t]);
+            offset[t] = _mm256_fmadd_ps(m, f32x8(&x[t].s[b..], n), offset[t]);
+        }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_1(w: &[u8], x: Q8Row) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        let mut offset = 0f32;
-        for b in 0..x.d.len() {
-            let blk = w.as_ptr().add(b * 20);
-            let wv = unpack_nibbles(blk.add(4));
-            let xv = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32) as *const __m256i);
-            let scale = _mm256_set1_ps(half(blk) * x.d[b]);
-            acc = _mm256_fmadd_ps(scale, dot_u8_i8(wv, xv), acc);
-            offset += half(blk.add(2)) * x.s[b];
-        }
-        hsum(acc) + offset
+        dot_q4::<20, 1>(w, [x])[0]
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_0(w: &[u8], x: Q8Row) -> f32 {
-        // Σ (q - 8)·y = Σ q·y - 8·Σ y, and d_x·Σ y is the stored s.
-        let mut acc = _mm256_setzero_ps();
-        let mut offset = 0f32;
-        for b in 0..x.d.len() {
-            let blk = w.as_ptr().add(b * 18);
-            let wv = unpack_nibbles(blk.add(2));
-            let xv = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32) as *const __m256i);
-            let dw = half(blk);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * x.d[b]), dot_u8_i8(wv, xv), acc);
-            offset -= 8.0 * dw * x.s[b];
-        }
-        hsum(acc) + offset
+        dot_q4::<18, 1>(w, [x])[0]
     }
 
     /// Two blocks per step through [`pair_lanes`], the layout the sparse kernels share,
@@ -308,41 +339,14 @@ mod x86 {
         hsum(acc)
     }
 
-    /// Per token exactly [`dot_q4_1`]'s operations, so that a batch gives the logits that
-    /// one token at a time gives (speculative verification).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot4_q4_1(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut offset = [0f32; 4];
-        for b in 0..x[0].d.len() {
-            let blk = w.as_ptr().add(b * 20);
-            let wv = unpack_nibbles(blk.add(4));
-            let (dw, mw) = (half(blk), half(blk.add(2)));
-            for t in 0..4 {
-                let xv = _mm256_loadu_si256(x[t].qs.as_ptr().add(b * 32) as *const __m256i);
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[t].d[b]), dot_u8_i8(wv, xv), acc[t]);
-                offset[t] += mw * x[t].s[b];
-            }
-        }
-        [0, 1, 2, 3].map(|t| hsum(acc[t]) + offset[t])
+        dot_q4::<20, 4>(w, x)
     }
 
-    /// Per token exactly [`dot_q4_0`]'s operations, as [`dot4_q4_1`].
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot4_q4_0(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut offset = [0f32; 4];
-        for b in 0..x[0].d.len() {
-            let blk = w.as_ptr().add(b * 18);
-            let wv = unpack_nibbles(blk.add(2));
-            let dw = half(blk);
-            for t in 0..4 {
-                let xv = _mm256_loadu_si256(x[t].qs.as_ptr().add(b * 32) as *const __m256i);
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[t].d[b]), dot_u8_i8(wv, xv), acc[t]);
-                offset[t] -= 8.0 * dw * x[t].s[b];
-            }
-        }
-        [0, 1, 2, 3].map(|t| hsum(acc[t]) + offset[t])
+        dot_q4::<18, 4>(w, x)
     }
 
     /// Four tokens share each pair of weight blocks; per token, exactly [`dot_q8_0`]'s
@@ -515,47 +519,61 @@ mod x86 {
         hsum(_mm256_add_ps(acc[0], acc[1]))
     }
 
+    /// Per super-block: the eight sub-blocks' integer sums reduce to one vector
+    /// ([`sums8`]), which meets the eight scales, the eight activation scales and the
+    /// eight minimums (times the activations' stored sums) in four vector operations.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_k(w: &[u8], x: Q8Row) -> f32 {
         let m4 = _mm256_set1_epi8(0x0f);
+        let ones = _mm256_set1_epi16(1);
         let mut acc = _mm256_setzero_ps();
-        let mut offset = 0f32;
+        let mut offset = _mm256_setzero_ps();
         for b in 0..x.d.len() / 8 {
             let blk = w.as_ptr().add(b * 144);
             let (d, dmin) = (half(blk), half(blk.add(2)));
-            let scales = std::slice::from_raw_parts(blk.add(4), 12);
+            let (sc, mn) = q4k_scales_mins(std::slice::from_raw_parts(blk.add(4), 12));
+            let xq = x.qs.as_ptr().add(b * 256);
+            let mut p = [_mm256_setzero_si256(); 8];
             for c in 0..4 {
                 let q = _mm256_loadu_si256(blk.add(16 + 32 * c) as *const __m256i);
-                let halves = [
-                    _mm256_and_si256(q, m4),
-                    _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
-                ];
-                for (h, wv) in halves.into_iter().enumerate() {
-                    let (j, a) = (2 * c + h, 8 * b + 2 * c + h);
-                    let (sc, m) = super::super::kquants::q4k_scale_min(j, scales);
-                    let xv = _mm256_loadu_si256(x.qs.as_ptr().add(a * 32) as *const __m256i);
-                    let scale = _mm256_set1_ps(d * sc as f32 * x.d[a]);
-                    acc = _mm256_fmadd_ps(scale, dot_u8_i8(wv, xv), acc);
-                    offset -= dmin * m as f32 * x.s[a];
-                }
+                let lo = _mm256_and_si256(q, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                let x0 = _mm256_loadu_si256(xq.add(64 * c) as *const __m256i);
+                let x1 = _mm256_loadu_si256(xq.add(64 * c + 32) as *const __m256i);
+                p[2 * c] = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), ones);
+                p[2 * c + 1] = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), ones);
             }
+            let sums = _mm256_mul_ps(_mm256_cvtepi32_ps(sums8(&p)), widen_u8(sc));
+            let dx = _mm256_mul_ps(_mm256_loadu_ps(x.d.as_ptr().add(8 * b)), _mm256_set1_ps(d));
+            acc = _mm256_fmadd_ps(sums, dx, acc);
+            let mins = _mm256_mul_ps(widen_u8(mn), _mm256_loadu_ps(x.s.as_ptr().add(8 * b)));
+            offset = _mm256_fmadd_ps(mins, _mm256_set1_ps(dmin), offset);
         }
-        hsum(acc) + offset
+        hsum(acc) - hsum(offset)
     }
 
+    /// Per super-block, two groups of four activation blocks: each block's products by
+    /// 16 values ([`half_sums4`]) meet the 16-value scales as one vector, then the four
+    /// blocks' activation scales.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q6_k(w: &[u8], x: Q8Row) -> f32 {
         let m4 = _mm256_set1_epi8(0x0f);
         let m2 = _mm256_set1_epi8(3);
         let bias = _mm256_set1_epi8(32);
+        let ones = _mm256_set1_epi16(1);
+        // Scales of group g of four activation blocks: [s8g, s8g+2, s8g+4, s8g+6 |
+        // s8g+1, s8g+3, …], the layout of `half_sums4`.
+        let order = _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
         let mut acc = _mm256_setzero_ps();
         for b in 0..x.d.len() / 8 {
             let blk = w.as_ptr().add(b * 210);
-            let d = half(blk.add(208));
-            for i in 0..8 {
+            let d = _mm256_set1_ps(half(blk.add(208)));
+            let scales = _mm_shuffle_epi8(_mm_loadu_si128(blk.add(192) as *const __m128i), order);
+            let mut p = [_mm256_setzero_si256(); 8];
+            for (i, p) in p.iter_mut().enumerate() {
                 // Activation block i: half i/4, quarter r = i%4 (low/high nibble of the
                 // first/second 32 low bytes, and bit pair r of the high bytes).
-                let (hf, r, a) = (i / 4, i % 4, 8 * b + i);
+                let (hf, r) = (i / 4, i % 4);
                 let low = _mm256_loadu_si256(blk.add(64 * hf + 32 * (r & 1)) as *const __m256i);
                 let low = if r < 2 {
                     low
@@ -574,15 +592,23 @@ mod x86 {
                     _mm256_slli_epi16(_mm256_and_si256(high, m2), 4),
                 );
                 let wv = _mm256_sub_epi8(q, bias);
-                let xv = _mm256_loadu_si256(x.qs.as_ptr().add(a * 32) as *const __m256i);
+                let xv = _mm256_loadu_si256(x.qs.as_ptr().add((8 * b + i) * 32) as *const __m256i);
                 let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
-                // 16-bit lanes 0..8 hold values 0..16 (scale 2i), lanes 8..16 the rest.
-                let sc = _mm256_set_m128i(
-                    _mm_set1_epi16(*blk.add(192 + 2 * i + 1) as i8 as i16),
-                    _mm_set1_epi16(*blk.add(192 + 2 * i) as i8 as i16),
+                *p = _mm256_madd_epi16(p16, ones);
+            }
+            for g in 0..2 {
+                let sc = _mm256_cvtepi8_epi32(if g == 0 {
+                    scales
+                } else {
+                    _mm_srli_si128(scales, 8)
+                });
+                let sums = _mm256_mul_ps(
+                    _mm256_cvtepi32_ps(half_sums4(&p[4 * g..4 * g + 4])),
+                    _mm256_cvtepi32_ps(sc),
                 );
-                let p32 = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, sc));
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[a]), p32, acc);
+                let dx = _mm_loadu_ps(x.d.as_ptr().add(8 * b + 4 * g));
+                let dx = _mm256_mul_ps(_mm256_set_m128(dx, dx), d);
+                acc = _mm256_fmadd_ps(sums, dx, acc);
             }
         }
         hsum(acc)

@@ -34,6 +34,20 @@ pub fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     }
 }
 
+/// All eight (scale, min) pairs of [`q4k_scale_min`] at once, as two little-endian
+/// words of 8 bytes (scale `j` in byte `j`), with word operations on the 12 bytes.
+#[inline]
+pub fn q4k_scales_mins(s: &[u8]) -> (u64, u64) {
+    let word = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+    let (a0, a1, a2) = (word(0), word(4), word(8));
+    let six = 0x3f3f_3f3f;
+    let (lo4, top2) = (0x0f0f_0f0f, 0x0303_0303);
+    let sc_hi = (a2 & lo4) | (((a0 >> 6) & top2) << 4);
+    let mn_hi = ((a2 >> 4) & lo4) | (((a1 >> 6) & top2) << 4);
+    let join = |lo: u32, hi: u32| lo as u64 | ((hi as u64) << 32);
+    (join(a0 & six, sc_hi), join(a1 & six, mn_hi))
+}
+
 fn pack_q4k_scales(sc: &[u8; 8], mn: &[u8; 8]) -> [u8; 12] {
     let mut s = [0u8; 12];
     for j in 0..4 {
@@ -314,8 +328,24 @@ mod tests {
         let sc = [0, 63, 17, 32, 5, 48, 63, 1];
         let mn = [63, 0, 9, 33, 60, 2, 31, 63];
         let s = pack_q4k_scales(&sc, &mn);
+        let (scs, mns) = q4k_scales_mins(&s);
         for j in 0..8 {
             assert_eq!(q4k_scale_min(j, &s), (sc[j], mn[j]), "j={j}");
+            assert_eq!((scs >> (8 * j)) as u8, sc[j], "word scale {j}");
+            assert_eq!((mns >> (8 * j)) as u8, mn[j], "word min {j}");
+        }
+        // Every bit pattern: the word form equals the one-at-a-time form.
+        let mut seed = 7u32;
+        for _ in 0..1000 {
+            let s: [u8; 12] = std::array::from_fn(|_| {
+                seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                (seed >> 24) as u8
+            });
+            let (scs, mns) = q4k_scales_mins(&s);
+            for j in 0..8 {
+                let want = q4k_scale_min(j, &s);
+                assert_eq!(((scs >> (8 * j)) as u8, (mns >> (8 * j)) as u8), want);
+            }
         }
     }
 

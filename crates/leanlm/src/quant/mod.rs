@@ -20,6 +20,8 @@ pub mod kquants;
 pub mod matrix;
 pub(crate) mod simd;
 pub mod sparse;
+#[cfg(test)]
+mod speed;
 
 pub use ggml_type::GgmlType;
 pub use matrix::{runs_as_f32, Bytes, KernelPlan, Matrix};

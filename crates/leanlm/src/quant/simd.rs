@@ -100,3 +100,66 @@ pub unsafe fn unpack_nibbles(p: *const u8) -> __m256i {
     let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
     _mm256_set_m128i(hi, lo)
 }
+
+/// For four vectors of 8 i32 lanes: lanes 0..4 of the result are the sums of lanes 0..4
+/// of `p[0]`, …, `p[3]` (the first 16 bytes of each product), lanes 4..8 the sums of
+/// their lanes 4..8.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn half_sums4(p: &[__m256i]) -> __m256i {
+    _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]))
+}
+
+/// Lane `j` of the result is the sum of the 8 lanes of `p[j]`: one reduction for eight
+/// sub-blocks, so that their scales apply as one vector multiply.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn sums8(p: &[__m256i; 8]) -> __m256i {
+    let a = half_sums4(&p[..4]);
+    let b = half_sums4(&p[4..]);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256(a, b, 0x20),
+        _mm256_permute2x128_si256(a, b, 0x31),
+    )
+}
+
+/// The `n` (≤ 8) f16 values `stride` bytes apart from `p`, as f32, zeros after them.
+#[inline(always)]
+pub unsafe fn f16x8(p: *const u8, stride: usize, n: usize) -> __m256 {
+    let h = |j: usize| -> i16 {
+        if j < n {
+            let q = p.add(j * stride);
+            i16::from_le_bytes([*q, *q.add(1)])
+        } else {
+            0
+        }
+    };
+    _mm256_cvtph_ps(_mm_setr_epi16(
+        h(0),
+        h(1),
+        h(2),
+        h(3),
+        h(4),
+        h(5),
+        h(6),
+        h(7),
+    ))
+}
+
+/// The first `n` (≤ 8) values of `v`, zeros after them.
+#[inline(always)]
+pub unsafe fn f32x8(v: &[f32], n: usize) -> __m256 {
+    if n == 8 {
+        _mm256_loadu_ps(v.as_ptr())
+    } else {
+        let mut pad = [0f32; 8];
+        pad[..n].copy_from_slice(&v[..n]);
+        _mm256_loadu_ps(pad.as_ptr())
+    }
+}
+
+/// Eight unsigned bytes (a little-endian word) as f32.
+#[inline(always)]
+pub unsafe fn widen_u8(v: u64) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(v as i64)))
+}

@@ -13,8 +13,8 @@
 //! w·x = Σ_sub Σ_h a[h]·dx·Σ(u·qx) + b[h]·dx·Σ qx
 //! ```
 //!
-//! with 8-bit activations `x = dx·qx` per sub-block (dx·Σqx is stored with them, for
-//! formats whose halves share `b`), and with 16-bit activations as two 8-bit halves.
+//! with 8-bit activations `x = dx·qx` per sub-block (dx·Σqx is stored with them per 32
+//! and per 16 values), and with 16-bit activations as two 8-bit halves.
 //! Each kernel has a plain reference, tested against it and, through decoding, against
 //! candle's independent dequantizers.
 
@@ -77,6 +77,19 @@ pub trait Codes: Sync + 'static {
     /// AVX2 must be available and `blk` must point at a whole block.
     #[cfg(target_arch = "x86_64")]
     unsafe fn codes_avx2(blk: *const u8, s: usize) -> std::arch::x86_64::__m256i;
+
+    /// The scales of sub-blocks `k0..k0 + n` (n ≤ 8, k0 a multiple of 8) of the row at
+    /// `w`, zeros after them, laid out as [`avx2::Scales8`] says. By default from
+    /// [`Codes::scales`]; a format overrides it where vector code is faster.
+    ///
+    /// # Safety
+    /// AVX2 must be available (the caller is compiled for it) and `w` must hold the
+    /// sub-blocks.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn scales8(w: *const u8, k0: usize, n: usize) -> avx2::Scales8 {
+        avx2::scales8_plain::<Self>(w, k0, n)
+    }
 }
 
 /// Decode whole blocks of `F` (`bytes`) into `out`.
@@ -151,7 +164,7 @@ fn dot<F: Codes>(w: &[u8], x: Q8Row) -> f32 {
     if super::simd::has_avx2() {
         // SAFETY: AVX2 was detected; `w` holds whole blocks, `x` one sub-block of
         // activations per sub-block of `w` (checked by the matrix at construction).
-        return unsafe { avx2::dot::<F, 1>(w, [x]) }[0];
+        return unsafe { avx2::dot::<F, _, 1>(w, [x]) }[0];
     }
     dot_ref::<F>(w, x)
 }
@@ -160,7 +173,7 @@ fn dot4<F: Codes>(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
     #[cfg(target_arch = "x86_64")]
     if super::simd::has_avx2() {
         // SAFETY: as in `dot`.
-        return unsafe { avx2::dot::<F, 4>(w, x) };
+        return unsafe { avx2::dot::<F, _, 4>(w, x) };
     }
     dot4_ref::<F>(w, x)
 }
@@ -169,7 +182,7 @@ fn dot2<F: Codes>(w: &[u8], hi: Q8Row, lo: Q8Row) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if super::simd::has_avx2() {
         // SAFETY: as in `dot`.
-        return unsafe { avx2::dot2::<F>(w, hi, lo) };
+        return unsafe { avx2::dot::<F, _, 1>(w, [avx2::Split { hi, lo }]) }[0];
     }
     dot2_ref::<F>(w, hi, lo)
 }

@@ -38,6 +38,29 @@ impl Codes for Q2K {
     unsafe fn codes_avx2(blk: *const u8, s: usize) -> std::arch::x86_64::__m256i {
         super::avx2::codes_2(blk.add(QS), s)
     }
+
+    /// The sixteen 4-bit scales and minimums of a super-block at once.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn scales8(w: *const u8, k0: usize, _: usize) -> super::avx2::Scales8 {
+        use std::arch::x86_64::*;
+        let blk = w.add(k0 / 8 * 84);
+        let (d, dmin) = (
+            crate::quant::simd::half(blk.add(D)),
+            crate::quant::simd::half(blk.add(D + 2)),
+        );
+        let v = super::avx2::half_order(_mm_loadu_si128(blk as *const __m128i));
+        let m4 = _mm_set1_epi8(15);
+        let (sc, mn) = (
+            _mm_and_si128(v, m4),
+            _mm_and_si128(_mm_srli_epi16(v, 4), m4),
+        );
+        let (a, b) = (
+            super::avx2::widen_16(sc, d),
+            super::avx2::widen_16(mn, -dmin),
+        );
+        super::avx2::Scales8 { a, b }
+    }
 }
 
 /// The 2-bit codes of sub-block `s` of Q2_K and Q3_K: bits `2·(s%4)..+2` of bytes

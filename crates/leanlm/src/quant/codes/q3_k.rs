@@ -57,4 +57,40 @@ impl Codes for Q3K {
             _mm256_slli_epi16(high, 2),
         )
     }
+
+    /// The sixteen 6-bit scales of a super-block at once.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn scales8(w: *const u8, k0: usize, _: usize) -> super::avx2::Scales8 {
+        use std::arch::x86_64::*;
+        let blk = w.add(k0 / 8 * 110);
+        let s = blk.add(SCALES);
+        let d = crate::quant::simd::half(blk.add(D));
+        // Low 4 bits: scales 0..8 in the low nibbles of bytes 0..8, 8..16 in their
+        // high nibbles. High 2 bits of scale 4q + r: bits 2q of byte 8 + r.
+        let m4 = _mm_set1_epi8(15);
+        let v = _mm_loadl_epi64(s as *const __m128i);
+        let low = _mm_unpacklo_epi64(
+            _mm_and_si128(v, m4),
+            _mm_and_si128(_mm_srli_epi16(v, 4), m4),
+        );
+        let h = _mm_set1_epi32(i32::from_le_bytes([
+            *s.add(8),
+            *s.add(9),
+            *s.add(10),
+            *s.add(11),
+        ]));
+        let high = _mm_and_si128(
+            _mm_srlv_epi32(h, _mm_setr_epi32(0, 2, 4, 6)),
+            _mm_set1_epi8(3),
+        );
+        let sc = _mm_sub_epi8(
+            _mm_or_si128(low, _mm_slli_epi16(high, 4)),
+            _mm_set1_epi8(32),
+        );
+        let a = super::avx2::widen_16_signed(super::avx2::half_order(sc), d);
+        let four = _mm256_set1_ps(-4.0);
+        let b = [_mm256_mul_ps(a[0], four), _mm256_mul_ps(a[1], four)];
+        super::avx2::Scales8 { a, b }
+    }
 }

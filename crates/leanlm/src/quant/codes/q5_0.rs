@@ -40,6 +40,20 @@ impl Codes for Q5_0 {
     unsafe fn codes_avx2(blk: *const u8, _: usize) -> std::arch::x86_64::__m256i {
         super::avx2::codes_5(blk.add(2))
     }
+
+    /// The f16 scales of eight blocks, converted together.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn scales8(w: *const u8, k0: usize, n: usize) -> super::avx2::Scales8 {
+        use super::avx2::Scales8;
+        use std::arch::x86_64::*;
+        let d = crate::quant::simd::f16x8(w.add(k0 * 22), 22, n);
+        let b = _mm256_mul_ps(d, _mm256_set1_ps(-16.0));
+        Scales8 {
+            a: [d, d],
+            b: [b, b],
+        }
+    }
 }
 
 /// 32 codes (each below 32) in Q5_0/Q5_1 order: 4 bytes of high bits, 16 of nibbles.

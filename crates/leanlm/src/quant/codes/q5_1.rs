@@ -29,6 +29,19 @@ impl Codes for Q5_1 {
     unsafe fn codes_avx2(blk: *const u8, _: usize) -> std::arch::x86_64::__m256i {
         super::avx2::codes_5(blk.add(4))
     }
+
+    /// The f16 scales of eight blocks, converted together.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn scales8(w: *const u8, k0: usize, n: usize) -> super::avx2::Scales8 {
+        use super::avx2::Scales8;
+        let a = crate::quant::simd::f16x8(w.add(k0 * 24), 24, n);
+        let b = crate::quant::simd::f16x8(w.add(k0 * 24 + 2), 24, n);
+        Scales8 {
+            a: [a, a],
+            b: [b, b],
+        }
+    }
 }
 
 impl Q5_1 {

@@ -5,7 +5,7 @@
 
 use super::{Codes, Scales};
 use crate::quant::blocks::{f16_at, QK};
-use crate::quant::kquants::q4k_scale_min;
+use crate::quant::kquants::{q4k_scale_min, q4k_scales_mins};
 use crate::quant::GgmlType;
 
 pub struct Q5K;
@@ -43,5 +43,24 @@ impl Codes for Q5K {
         let low = super::avx2::bits_at(ql, 4 * (s % 2) as i32, 15);
         let high = super::avx2::bits_at(qh, s as i32, 1);
         _mm256_or_si256(low, _mm256_slli_epi16(high, 4))
+    }
+
+    /// The eight 6-bit scales and minimums of a super-block at once (whole words).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn scales8(w: *const u8, k0: usize, _: usize) -> super::avx2::Scales8 {
+        use std::arch::x86_64::*;
+        let blk = w.add(k0 / 8 * 176);
+        let (sc, mn) = q4k_scales_mins(std::slice::from_raw_parts(blk.add(4), 12));
+        let (d, dmin) = (
+            crate::quant::simd::half(blk),
+            crate::quant::simd::half(blk.add(2)),
+        );
+        let a = _mm256_mul_ps(_mm256_set1_ps(d), crate::quant::simd::widen_u8(sc));
+        let b = _mm256_mul_ps(_mm256_set1_ps(-dmin), crate::quant::simd::widen_u8(mn));
+        super::avx2::Scales8 {
+            a: [a, a],
+            b: [b, b],
+        }
     }
 }

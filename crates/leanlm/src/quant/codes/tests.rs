@@ -1,7 +1,8 @@
 //! Each format: decoding against candle's dequantizer (an independent implementation),
 //! the plain products against decode-then-multiply, the AVX2 codes and products against
 //! the plain ones, on random blocks (every bit pattern of codes and packed scales) of
-//! rows of 1, 3 and 7 blocks.
+//! rows of 1, 3, 7 and 11 blocks (for the one-sub-block formats: a short group alone,
+//! and whole groups of eight followed by a short one).
 
 use super::*;
 use crate::quant::activation::Q8Act;
@@ -29,7 +30,7 @@ fn close(a: f32, b: f32, scale: f32, what: &str) {
 }
 
 fn check<F: Codes>() {
-    for (blocks, seed) in [(1, 1), (3, 2), (7, 3)] {
+    for (blocks, seed) in [(1, 1), (3, 2), (7, 3), (11, 4)] {
         let row = random_row::<F>(blocks, seed);
         let w = decoded::<F>(&row);
         let mut theirs = vec![0f32; w.len()];
