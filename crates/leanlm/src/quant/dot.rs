@@ -238,75 +238,47 @@ mod x86 {
     use super::Q8Row;
     use crate::quant::kquants::q4k_scales_mins;
     use crate::quant::simd::{
-        f16x8, f32x8, half, half_sums4, hsum, pair_lanes, pair_scale, sums8, unpack_nibbles,
-        widen_u8,
+        half, half_sums4, hsum, pair_lanes, pair_scale, sums8, unpack_nibbles, widen_u8,
     };
     use std::arch::x86_64::*;
 
-    /// Q4_0 and Q4_1 (`SIZE`-byte blocks: f16 d, for Q4_1 f16 m, 16 bytes of nibbles)
-    /// with `N` tokens, eight blocks per step: their integer sums reduce to one vector
-    /// ([`sums8`]) that meets the eight weight scales and activation scales at once, and
-    /// the offsets (m, or −8·d for Q4_0, times the activations' stored sums) are one
-    /// more multiply-add. Each token gets exactly the operations it gets alone, so that a
-    /// batch (speculative verification) gives the logits of decoding one by one.
+    /// Σ u8·i8 over 32 lanes, as 8 floats.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_q4<const SIZE: usize, const N: usize>(w: &[u8], x: [Q8Row; N]) -> [f32; N] {
-        let nb = x[0].d.len();
-        let mut acc = [_mm256_setzero_ps(); N];
-        let mut offset = [_mm256_setzero_ps(); N];
-        // Whole groups with a constant count (unrolled), then the short one.
-        let whole = nb / 8 * 8;
-        for b in (0..whole).step_by(8) {
-            q4_group::<SIZE, N>(w, &x, b, 8, &mut acc, &mut offset);
-        }
-        if whole < nb {
-            q4_group::<SIZE, N>(w, &x, whole, nb - whole, &mut acc, &mut offset);
-        }
-        std::array::from_fn(|t| hsum(acc[t]) + hsum(offset[t]))
-    }
-
-    /// Blocks `b..b + n` (n ≤ 8) of [`dot_q4`].
-    #[inline(always)]
-    unsafe fn q4_group<const SIZE: usize, const N: usize>(
-        w: &[u8],
-        x: &[Q8Row; N],
-        b: usize,
-        n: usize,
-        acc: &mut [__m256; N],
-        offset: &mut [__m256; N],
-    ) {
-        let ones = _mm256_set1_epi16(1);
-        let mut u = [_mm256_setzero_si256(); 8];
-        for (j, u) in u.iter_mut().enumerate().take(n) {
-            *u = unpack_nibbles(w.as_ptr().add((b + j) * SIZE + SIZE - 16));
-        }
-        let d = f16x8(w.as_ptr().add(b * SIZE), SIZE, n);
-        let m = if SIZE == 20 {
-            f16x8(w.as_ptr().add(b * SIZE + 2), SIZE, n)
-        } else {
-            _mm256_mul_ps(d, _mm256_set1_ps(-8.0))
-        };
-        for t in 0..N {
-            let mut p = [_mm256_setzero_si256(); 8];
-            for (j, p) in p.iter_mut().enumerate().take(n) {
-                let xv = _mm256_loadu_si256(x[t].qs.as_ptr().add((b + j) * 32) as *const __m256i);
-                *p = _mm256_madd_epi16(_mm256_maddubs_epi16(u[j], xv), ones);
-            }
-            let sums = _mm256_mul_ps(_mm256_cvtepi32_ps(sums8(&p)), d);
-            acc[t] = _mm256_fmadd_ps(sums, f32x8(&x[t].d[b..], n), acc[t]);
-            offset[t] = _mm256_fmadd_ps(m, f32x8(&x[t].s[b..], n), offset[t]);
-        }
+    unsafe fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256 {
+        let p16 = _mm256_maddubs_epi16(u, s);
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_1(w: &[u8], x: Q8Row) -> f32 {
-        dot_q4::<20, 1>(w, [x])[0]
+        let mut acc = _mm256_setzero_ps();
+        let mut offset = 0f32;
+        for b in 0..x.d.len() {
+            let blk = w.as_ptr().add(b * 20);
+            let wv = unpack_nibbles(blk.add(4));
+            let xv = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32) as *const __m256i);
+            let scale = _mm256_set1_ps(half(blk) * x.d[b]);
+            acc = _mm256_fmadd_ps(scale, dot_u8_i8(wv, xv), acc);
+            offset += half(blk.add(2)) * x.s[b];
+        }
+        hsum(acc) + offset
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_0(w: &[u8], x: Q8Row) -> f32 {
-        dot_q4::<18, 1>(w, [x])[0]
+        // Σ (q - 8)·y = Σ q·y - 8·Σ y, and d_x·Σ y is the stored s.
+        let mut acc = _mm256_setzero_ps();
+        let mut offset = 0f32;
+        for b in 0..x.d.len() {
+            let blk = w.as_ptr().add(b * 18);
+            let wv = unpack_nibbles(blk.add(2));
+            let xv = _mm256_loadu_si256(x.qs.as_ptr().add(b * 32) as *const __m256i);
+            let dw = half(blk);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * x.d[b]), dot_u8_i8(wv, xv), acc);
+            offset -= 8.0 * dw * x.s[b];
+        }
+        hsum(acc) + offset
     }
 
     /// Two blocks per step through [`pair_lanes`], the layout the sparse kernels share,
@@ -339,14 +311,41 @@ mod x86 {
         hsum(acc)
     }
 
+    /// Per token exactly [`dot_q4_1`]'s operations, so that a batch gives the logits that
+    /// one token at a time gives (speculative verification).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot4_q4_1(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
-        dot_q4::<20, 4>(w, x)
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut offset = [0f32; 4];
+        for b in 0..x[0].d.len() {
+            let blk = w.as_ptr().add(b * 20);
+            let wv = unpack_nibbles(blk.add(4));
+            let (dw, mw) = (half(blk), half(blk.add(2)));
+            for t in 0..4 {
+                let xv = _mm256_loadu_si256(x[t].qs.as_ptr().add(b * 32) as *const __m256i);
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[t].d[b]), dot_u8_i8(wv, xv), acc[t]);
+                offset[t] += mw * x[t].s[b];
+            }
+        }
+        [0, 1, 2, 3].map(|t| hsum(acc[t]) + offset[t])
     }
 
+    /// Per token exactly [`dot_q4_0`]'s operations, as [`dot4_q4_1`].
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot4_q4_0(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
-        dot_q4::<18, 4>(w, x)
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut offset = [0f32; 4];
+        for b in 0..x[0].d.len() {
+            let blk = w.as_ptr().add(b * 18);
+            let wv = unpack_nibbles(blk.add(2));
+            let dw = half(blk);
+            for t in 0..4 {
+                let xv = _mm256_loadu_si256(x[t].qs.as_ptr().add(b * 32) as *const __m256i);
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[t].d[b]), dot_u8_i8(wv, xv), acc[t]);
+                offset[t] -= 8.0 * dw * x[t].s[b];
+            }
+        }
+        [0, 1, 2, 3].map(|t| hsum(acc[t]) + offset[t])
     }
 
     /// Four tokens share each pair of weight blocks; per token, exactly [`dot_q8_0`]'s

@@ -76,6 +76,20 @@ pub const KERNEL_TYPES: [GgmlType; 12] = [
     GgmlType::Q2K,
 ];
 
+/// The decode kernels of a type that takes 8-bit activations: one token, and four
+/// sharing each pass over a row. `None` for the types computed with f32 activations.
+pub(crate) fn q8_kernels(dtype: GgmlType) -> Option<(Dot, Dot4)> {
+    Some(match (dtype, codes::kernels(dtype)) {
+        (_, Some(k)) => (k.dot, k.dot4),
+        (GgmlType::Q4_1, _) => (dot_q4_1, dot4_q4_1),
+        (GgmlType::Q4_0, _) => (dot_q4_0, dot4_q4_0),
+        (GgmlType::Q4K, _) => (dot_q4_k, dot4_q4_k),
+        (GgmlType::Q6K, _) => (dot_q6_k, dot4_q6_k),
+        (GgmlType::Q8_0, _) => (dot_q8_0, dot4_q8_0),
+        _ => return None,
+    })
+}
+
 /// Whether a matrix stored as `dtype` in a file is decoded to f32 at load, for want of a
 /// kernel that computes with it as stored.
 pub fn runs_as_f32(dtype: GgmlType) -> bool {
@@ -409,15 +423,8 @@ impl Matrix {
             Storage::Sparse(s) => per_row(&mut yt, n, |r, t| s.dot(r, xq.row(t, bpr))),
             Storage::Quant { dtype, bytes } => {
                 let rb = dtype.row_bytes(cols).expect("checked at construction");
-                let (dot, dot4): (Dot, Dot4) = match (dtype, codes::kernels(*dtype)) {
-                    (_, Some(k)) => (k.dot, k.dot4),
-                    (GgmlType::Q4_1, _) => (dot_q4_1, dot4_q4_1),
-                    (GgmlType::Q4_0, _) => (dot_q4_0, dot4_q4_0),
-                    (GgmlType::Q4K, _) => (dot_q4_k, dot4_q4_k),
-                    (GgmlType::Q6K, _) => (dot_q6_k, dot4_q6_k),
-                    (GgmlType::Q8_0, _) => (dot_q8_0, dot4_q8_0),
-                    (other, None) => unreachable!("{other} takes f32 activations"),
-                };
+                let (dot, dot4) = q8_kernels(*dtype)
+                    .unwrap_or_else(|| unreachable!("{dtype} takes f32 activations"));
                 let w = bytes.as_slice();
                 yt.par_chunks_mut(ROWS_PER_TASK * n)
                     .enumerate()

@@ -7,20 +7,8 @@ use std::time::Instant;
 
 use super::activation::Q8Act;
 use super::blocks::QK;
-use super::dot::{dot_q4_0, dot_q4_1, dot_q4_k, dot_q6_k, dot_q8_0, Dot};
+use super::matrix::{q8_kernels, KERNEL_TYPES};
 use super::{codes, GgmlType};
-
-fn kernel(t: GgmlType) -> Dot {
-    match (t, codes::kernels(t)) {
-        (_, Some(k)) => k.dot,
-        (GgmlType::Q4_0, _) => dot_q4_0,
-        (GgmlType::Q4_1, _) => dot_q4_1,
-        (GgmlType::Q8_0, _) => dot_q8_0,
-        (GgmlType::Q4K, _) => dot_q4_k,
-        (GgmlType::Q6K, _) => dot_q6_k,
-        (other, None) => unreachable!("{other}"),
-    }
-}
 
 fn encoded(t: GgmlType, n: usize) -> Vec<u8> {
     use super::blocks::{quantize_q4_0, quantize_q4_1, quantize_q8_0};
@@ -43,21 +31,12 @@ fn kernel_speed() {
     let cols = 2048;
     let x = Q8Act::quantize(&super::test_data(cols, 3));
     let xr = x.row(0, cols / QK);
-    let types = [
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q8_0,
-        GgmlType::Q4K,
-        GgmlType::Q6K,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q5K,
-        GgmlType::Q3K,
-        GgmlType::Q2K,
-    ];
-    for t in types {
+    // Every type with 8-bit decode kernels (F16 and BF16 take f32 activations).
+    for (t, (dot, _)) in KERNEL_TYPES
+        .iter()
+        .filter_map(|&t| Some((t, q8_kernels(t)?)))
+    {
         let rb = t.row_bytes(cols).unwrap();
-        let dot = kernel(t);
         for (what, bytes) in [("cache", 256 << 10), ("memory", 512 << 20)] {
             let rows = bytes / rb;
             // Real blocks (normal f16 scales: subnormal ones would time the FPU's slow
