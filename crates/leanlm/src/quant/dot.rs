@@ -238,7 +238,7 @@ mod x86 {
     use super::Q8Row;
     use crate::quant::kquants::q4k_scales_mins;
     use crate::quant::simd::{
-        half, half_sums4, hsum, pair_lanes, pair_scale, sums8, unpack_nibbles, widen_u8,
+        half, half_order, half_sums4, hsum, pair_lanes, pair_scale, sums8, unpack_nibbles, widen_u8,
     };
     use std::arch::x86_64::*;
 
@@ -560,14 +560,11 @@ mod x86 {
         let m2 = _mm256_set1_epi8(3);
         let bias = _mm256_set1_epi8(32);
         let ones = _mm256_set1_epi16(1);
-        // Scales of group g of four activation blocks: [s8g, s8g+2, s8g+4, s8g+6 |
-        // s8g+1, s8g+3, …], the layout of `half_sums4`.
-        let order = _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
         let mut acc = _mm256_setzero_ps();
         for b in 0..x.d.len() / 8 {
             let blk = w.as_ptr().add(b * 210);
             let d = _mm256_set1_ps(half(blk.add(208)));
-            let scales = _mm_shuffle_epi8(_mm_loadu_si128(blk.add(192) as *const __m128i), order);
+            let scales = half_order(_mm_loadu_si128(blk.add(192) as *const __m128i));
             let mut p = [_mm256_setzero_si256(); 8];
             for (i, p) in p.iter_mut().enumerate() {
                 // Activation block i: half i/4, quarter r = i%4 (low/high nibble of the

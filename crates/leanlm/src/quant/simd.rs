@@ -163,3 +163,15 @@ pub unsafe fn f32x8(v: &[f32], n: usize) -> __m256 {
 pub unsafe fn widen_u8(v: u64) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(v as i64)))
 }
+
+/// Sixteen per-16 scales of a super-block (scale `k` covering values 16k..16k+16)
+/// reordered for [`half_sums4`]: bytes 0..8 are the scales of 32-value blocks 0..4,
+/// their first halves then their second (k = 0, 2, 4, 6, 1, 3, 5, 7), bytes 8..16 the
+/// same for blocks 4..8.
+#[inline(always)]
+pub unsafe fn half_order(v: __m128i) -> __m128i {
+    _mm_shuffle_epi8(
+        v,
+        _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15),
+    )
+}

@@ -100,35 +100,21 @@ pub(super) unsafe fn scales8_plain<F: Codes + ?Sized>(
     }
 }
 
-/// Sixteen per-half scales of a super-block (half `h` of sub-block `s` at byte 2s + h)
-/// reordered so that bytes 0..8 and 8..16 are the two groups of [`Scales8`]' layout.
+/// Bytes 0..8 and 8..16 of `v` as f32 times `by`: unsigned bytes, or signed ones with
+/// `SIGNED`.
 #[inline(always)]
-pub(super) unsafe fn half_order(v: __m128i) -> __m128i {
-    _mm_shuffle_epi8(
-        v,
-        _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15),
-    )
-}
-
-/// Bytes 0..8 and 8..16 of `v`, unsigned, as f32 times `by`.
-#[inline(always)]
-pub(super) unsafe fn widen_16(v: __m128i, by: f32) -> [__m256; 2] {
+pub(super) unsafe fn widen_16<const SIGNED: bool>(v: __m128i, by: f32) -> [__m256; 2] {
     let by = _mm256_set1_ps(by);
-    let hi = _mm_srli_si128(v, 8);
+    let high = _mm_srli_si128(v, 8);
+    // No closure: one would not inherit the caller's target features and stay a call.
+    let (lo, hi) = if SIGNED {
+        (_mm256_cvtepi8_epi32(v), _mm256_cvtepi8_epi32(high))
+    } else {
+        (_mm256_cvtepu8_epi32(v), _mm256_cvtepu8_epi32(high))
+    };
     [
-        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)), by),
-        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), by),
-    ]
-}
-
-/// [`widen_16`] of signed bytes.
-#[inline(always)]
-pub(super) unsafe fn widen_16_signed(v: __m128i, by: f32) -> [__m256; 2] {
-    let by = _mm256_set1_ps(by);
-    let hi = _mm_srli_si128(v, 8);
-    [
-        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)), by),
-        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), by),
+        _mm256_mul_ps(_mm256_cvtepi32_ps(lo), by),
+        _mm256_mul_ps(_mm256_cvtepi32_ps(hi), by),
     ]
 }
 

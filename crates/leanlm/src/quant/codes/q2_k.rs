@@ -49,15 +49,15 @@ impl Codes for Q2K {
             crate::quant::simd::half(blk.add(D)),
             crate::quant::simd::half(blk.add(D + 2)),
         );
-        let v = super::avx2::half_order(_mm_loadu_si128(blk as *const __m128i));
+        let v = crate::quant::simd::half_order(_mm_loadu_si128(blk as *const __m128i));
         let m4 = _mm_set1_epi8(15);
         let (sc, mn) = (
             _mm_and_si128(v, m4),
             _mm_and_si128(_mm_srli_epi16(v, 4), m4),
         );
         let (a, b) = (
-            super::avx2::widen_16(sc, d),
-            super::avx2::widen_16(mn, -dmin),
+            super::avx2::widen_16::<false>(sc, d),
+            super::avx2::widen_16::<false>(mn, -dmin),
         );
         super::avx2::Scales8 { a, b }
     }

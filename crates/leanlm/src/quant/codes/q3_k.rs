@@ -88,7 +88,7 @@ impl Codes for Q3K {
             _mm_or_si128(low, _mm_slli_epi16(high, 4)),
             _mm_set1_epi8(32),
         );
-        let a = super::avx2::widen_16_signed(super::avx2::half_order(sc), d);
+        let a = super::avx2::widen_16::<true>(crate::quant::simd::half_order(sc), d);
         let four = _mm256_set1_ps(-4.0);
         let b = [_mm256_mul_ps(a[0], four), _mm256_mul_ps(a[1], four)];
         super::avx2::Scales8 { a, b }
