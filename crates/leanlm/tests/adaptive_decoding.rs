@@ -57,10 +57,17 @@ fn every_drafter_reproduces_plain_greedy_decoding() {
         ("self, 3 layers", Drafter::EarlyLayers(3)),
         ("draft model", Drafter::Model(&draft)),
         ("prompt lookup", Drafter::PromptLookup { ngram: 2 }),
+        (
+            "draft model and lookup",
+            Drafter::ModelAndLookup {
+                model: &draft,
+                ngram: 2,
+            },
+        ),
     ];
     let n = 64;
     // Per drafter: drafted and accepted tokens over all prompts.
-    let mut totals = [(0, 0); 3];
+    let mut totals = [(0, 0); 4];
     for (p, prompt) in prompts().iter().enumerate() {
         let plain = generate(m, prompt, n, &mut greedy(), &[], |_| {})
             .unwrap()
@@ -70,6 +77,8 @@ fn every_drafter_reproduces_plain_greedy_decoding() {
             let opts = SpecOptions {
                 k: 4,
                 adaptive: p % 2 == 1,
+                // The confidence cut-off on some prompts: shorter drafts, the same tokens.
+                p_min: if p % 3 == 2 { 0.6 } else { 0.0 },
             };
             let (g, stats) =
                 generate_speculative(m, drafter, prompt, n, &mut greedy(), &[], opts, |_| {})
@@ -97,6 +106,7 @@ fn bad_speculation_settings_are_refused() {
     let opts = SpecOptions {
         k: 4,
         adaptive: false,
+        p_min: 0.0,
     };
     let run = |d: &Drafter, o: SpecOptions| {
         generate_speculative(m, d, &prompt, 8, &mut greedy(), &[], o, |_| {})
@@ -107,7 +117,17 @@ fn bad_speculation_settings_are_refused() {
         &Drafter::PromptLookup { ngram: 2 },
         SpecOptions {
             k: 0,
-            adaptive: false
+            adaptive: false,
+            p_min: 0.0,
+        }
+    )
+    .is_err());
+    assert!(run(
+        &Drafter::PromptLookup { ngram: 2 },
+        SpecOptions {
+            k: 4,
+            adaptive: false,
+            p_min: 1.5,
         }
     )
     .is_err());
@@ -115,7 +135,8 @@ fn bad_speculation_settings_are_refused() {
         &Drafter::PromptLookup { ngram: 2 },
         SpecOptions {
             k: 17,
-            adaptive: false
+            adaptive: false,
+            p_min: 0.0,
         }
     )
     .is_err());

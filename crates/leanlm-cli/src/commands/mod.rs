@@ -251,9 +251,11 @@ pub struct SpecArgs {
     #[arg(long = "draft-layers", value_name = "E", conflicts_with_all = ["draft", "lookup"])]
     pub draft_layers: Option<usize>,
     /// Draft with another model of the same vocabulary (e.g. a depth-pruned copy).
-    #[arg(long = "draft", value_name = "MODEL", conflicts_with = "lookup")]
+    #[arg(long = "draft", value_name = "MODEL")]
     pub draft: Option<std::path::PathBuf>,
     /// Prompt lookup: draft the tokens that followed the last N-gram's previous occurrence.
+    /// With --draft, lookup drafts where the N-gram occurred before and the draft model
+    /// elsewhere.
     #[arg(long = "lookup", value_name = "N")]
     pub lookup: Option<usize>,
     /// Draft length per verification pass (1..=16).
@@ -262,6 +264,10 @@ pub struct SpecArgs {
     /// Adapt the draft length to the acceptance rate.
     #[arg(long)]
     pub adaptive: bool,
+    /// Stop drafting at the first token the draft model (or draft layers) gives less than
+    /// this probability, as llama.cpp's --draft-p-min; 0 always drafts --draft-k tokens.
+    #[arg(long = "draft-p-min", value_name = "P", default_value_t = 0.75)]
+    pub p_min: f32,
 }
 
 impl SpecArgs {
@@ -273,6 +279,7 @@ impl SpecArgs {
     pub fn drafter<'a>(&self, draft_model: Option<&'a leanlm::model::Model>) -> Drafter<'a> {
         match (self.draft_layers, draft_model, self.lookup) {
             (Some(e), _, _) => Drafter::EarlyLayers(e),
+            (_, Some(model), Some(ngram)) => Drafter::ModelAndLookup { model, ngram },
             (_, Some(m), _) => Drafter::Model(m),
             (_, _, Some(n)) => Drafter::PromptLookup { ngram: n },
             _ => Drafter::PromptLookup { ngram: 0 },
@@ -283,6 +290,7 @@ impl SpecArgs {
         SpecOptions {
             k: self.k,
             adaptive: self.adaptive,
+            p_min: self.p_min,
         }
     }
 }

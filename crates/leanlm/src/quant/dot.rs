@@ -61,7 +61,8 @@ pub fn dot_q8_0(w: &[u8], x: Q8Row) -> f32 {
     dispatch!(dot_q8_0, dot_q8_0_ref, w, x)
 }
 
-/// Q4_K row (144-byte super-blocks) · Q8 activations.
+/// Q4_K row (144-byte super-blocks) · Q8 activations in blocks of 32: the 16-bit path's
+/// halves (8-bit decode takes blocks of 256, [`q8k`](super::q8k)).
 pub fn dot_q4_k(w: &[u8], x: Q8Row) -> f32 {
     debug_assert_eq!(w.len() * 8, x.d.len() * 144);
     dispatch!(dot_q4_k, dot_q4_k_ref, w, x)
@@ -71,15 +72,6 @@ pub fn dot_q4_k(w: &[u8], x: Q8Row) -> f32 {
 pub fn dot_q6_k(w: &[u8], x: Q8Row) -> f32 {
     debug_assert_eq!(w.len() * 8, x.d.len() * 210);
     dispatch!(dot_q6_k, dot_q6_k_ref, w, x)
-}
-
-/// K-quant blocks are large; four tokens simply take four passes.
-pub fn dot4_q4_k(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
-    x.map(|r| dot_q4_k(w, r))
-}
-
-pub fn dot4_q6_k(w: &[u8], x: [Q8Row; 4]) -> [f32; 4] {
-    x.map(|r| dot_q6_k(w, r))
 }
 
 /// F16 row (little-endian halves) · f32: half-precision weights meet full-precision

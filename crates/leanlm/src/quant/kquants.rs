@@ -81,7 +81,7 @@ pub fn dequantize_q4_k(bytes: &[u8], out: &mut [f32]) {
 
 /// The 6-bit level (0..64) of value `i` (0..256) of a Q6_K super-block.
 #[inline]
-fn q6k_level(b: &[u8], i: usize) -> u8 {
+pub(crate) fn q6k_level(b: &[u8], i: usize) -> u8 {
     let (half, r, l) = (i / 128, (i % 128) / 32, i % 32);
     let low = b[64 * half + 32 * (r & 1) + l];
     let low = if r < 2 { low & 0x0f } else { low >> 4 };

@@ -9,12 +9,12 @@ use super::activation::{Precision, Q8Act};
 use super::blocks::{dequantize, QK};
 use super::codes;
 use super::dot::{
-    dot2_q4_0, dot2_q4_1, dot2_q4_k, dot2_q6_k, dot2_q8_0, dot4_q4_0, dot4_q4_1, dot4_q4_k,
-    dot4_q6_k, dot4_q8_0, dot_bf16, dot_f16, dot_f32, dot_q4_0, dot_q4_1, dot_q4_k, dot_q6_k,
-    dot_q8_0, Dot, Dot2, Dot4,
+    dot2_q4_0, dot2_q4_1, dot2_q4_k, dot2_q6_k, dot2_q8_0, dot4_q4_0, dot4_q4_1, dot4_q8_0,
+    dot_bf16, dot_f16, dot_f32, dot_q4_0, dot_q4_1, dot_q8_0, Dot, Dot2, Dot4,
 };
 use super::gemm::{self, View};
 use super::igemm;
+use super::q8k::{self, Q8KAct};
 use super::sparse::Sparse;
 use super::GgmlType;
 use crate::error::{Error, Result};
@@ -76,15 +76,15 @@ pub const KERNEL_TYPES: [GgmlType; 12] = [
     GgmlType::Q2K,
 ];
 
-/// The decode kernels of a type that takes 8-bit activations: one token, and four
-/// sharing each pass over a row. `None` for the types computed with f32 activations.
+/// The decode kernels of a type that takes 8-bit activations in blocks of 32: one token,
+/// and four sharing each pass over a row. `None` for the types computed with f32
+/// activations and for Q4_K and Q6_K, whose 8-bit kernels take blocks of 256
+/// ([`q8k::kernels`]).
 pub(crate) fn q8_kernels(dtype: GgmlType) -> Option<(Dot, Dot4)> {
     Some(match (dtype, codes::kernels(dtype)) {
         (_, Some(k)) => (k.dot, k.dot4),
         (GgmlType::Q4_1, _) => (dot_q4_1, dot4_q4_1),
         (GgmlType::Q4_0, _) => (dot_q4_0, dot4_q4_0),
-        (GgmlType::Q4K, _) => (dot_q4_k, dot4_q4_k),
-        (GgmlType::Q6K, _) => (dot_q6_k, dot4_q6_k),
         (GgmlType::Q8_0, _) => (dot_q8_0, dot4_q8_0),
         _ => return None,
     })
@@ -292,6 +292,10 @@ impl Matrix {
                 format!("{dtype} dot, f32 activations ({isa})"),
                 format!("{dtype} dot, f32 activations ({isa})"),
             ),
+            Storage::Quant { dtype, .. } if q8k::kernels(*dtype).is_some() => (
+                format!("{t} dot, 8-bit activations per 256 (Q8_K) or 16-bit per 32 ({isa})"),
+                format!("{t} dot, Q8_K activations, 4 vectors per weight pass ({isa})"),
+            ),
             _ => (
                 format!("{t} dot, 8/16-bit activations ({isa})"),
                 format!("{t} dot, 4 vectors per weight pass ({isa})"),
@@ -377,6 +381,9 @@ impl Matrix {
                 });
                 token_major(&yt, rows, n, y);
             }
+            Storage::Quant { dtype, .. } if q8k::kernels(*dtype).is_some() => {
+                self.dots_q8k(x, n, y)
+            }
             Storage::Quant { .. } | Storage::Sparse(_) => self.dots_q8(&Q8Act::quantize(x), n, y),
         }
     }
@@ -425,34 +432,77 @@ impl Matrix {
                 let rb = dtype.row_bytes(cols).expect("checked at construction");
                 let (dot, dot4) = q8_kernels(*dtype)
                     .unwrap_or_else(|| unreachable!("{dtype} takes f32 activations"));
-                let w = bytes.as_slice();
-                yt.par_chunks_mut(ROWS_PER_TASK * n)
-                    .enumerate()
-                    .for_each(|(task, band)| {
-                        // Tokens in tiles that stay in cache while the band's rows pass over
-                        // them; within a tile, four tokens share one decoding of each block.
-                        for t0 in (0..n).step_by(TOKENS_PER_TILE) {
-                            let t1 = (t0 + TOKENS_PER_TILE).min(n);
-                            for (i, out) in band.chunks_exact_mut(n).enumerate() {
-                                let r = task * ROWS_PER_TASK + i;
-                                let wr = &w[r * rb..(r + 1) * rb];
-                                let mut t = t0;
-                                while t + 4 <= t1 {
-                                    let y = dot4(wr, [0, 1, 2, 3].map(|k| xq.row(t + k, bpr)));
-                                    out[t..t + 4].copy_from_slice(&y);
-                                    t += 4;
-                                }
-                                for (t, o) in out.iter_mut().enumerate().take(t1).skip(t) {
-                                    *o = dot(wr, xq.row(t, bpr));
-                                }
-                            }
-                        }
-                    });
+                tiles(
+                    bytes.as_slice(),
+                    rb,
+                    n,
+                    &mut yt,
+                    |t| xq.row(t, bpr),
+                    dot,
+                    dot4,
+                );
             }
             Storage::F32(_) => unreachable!("f32 weights take f32 activations"),
         }
         token_major(&yt, rows, n, y);
     }
+
+    /// [`Matrix::dots_q8`] for the K-quants that take activations in blocks of 256.
+    fn dots_q8k(&self, x: &[f32], n: usize, y: &mut [f32]) {
+        let (rows, cols) = (self.rows, self.cols);
+        let Storage::Quant { dtype, bytes } = &self.storage else {
+            unreachable!("only block formats take Q8_K activations")
+        };
+        let (dot, dot4) = q8k::kernels(*dtype).expect("a Q8_K format");
+        let rb = dtype.row_bytes(cols).expect("checked at construction");
+        let xq = Q8KAct::quantize(x);
+        let mut yt = vec![0f32; rows * n];
+        let supers = cols / q8k::QK_K;
+        tiles(
+            bytes.as_slice(),
+            rb,
+            n,
+            &mut yt,
+            |t| xq.row(t, supers),
+            dot,
+            dot4,
+        );
+        token_major(&yt, rows, n, y);
+    }
+}
+
+/// `yt[r][t]` = row `r` of `w` (`rb` bytes each) · input `t`, bands of rows in parallel:
+/// within a band, tokens in tiles that stay in cache while the band's rows pass over
+/// them, and within a tile four tokens share one decoding of each block.
+fn tiles<R: Copy>(
+    w: &[u8],
+    rb: usize,
+    n: usize,
+    yt: &mut [f32],
+    input: impl Fn(usize) -> R + Sync,
+    dot: fn(&[u8], R) -> f32,
+    dot4: fn(&[u8], [R; 4]) -> [f32; 4],
+) {
+    yt.par_chunks_mut(ROWS_PER_TASK * n)
+        .enumerate()
+        .for_each(|(task, band)| {
+            for t0 in (0..n).step_by(TOKENS_PER_TILE) {
+                let t1 = (t0 + TOKENS_PER_TILE).min(n);
+                for (i, out) in band.chunks_exact_mut(n).enumerate() {
+                    let r = task * ROWS_PER_TASK + i;
+                    let wr = &w[r * rb..(r + 1) * rb];
+                    let mut t = t0;
+                    while t + 4 <= t1 {
+                        let y = dot4(wr, [0, 1, 2, 3].map(|k| input(t + k)));
+                        out[t..t + 4].copy_from_slice(&y);
+                        t += 4;
+                    }
+                    for (t, o) in out.iter_mut().enumerate().take(t1).skip(t) {
+                        *o = dot(wr, input(t));
+                    }
+                }
+            }
+        });
 }
 
 /// `yt` (`rows × n`) transposed into `y` (`n × rows`).

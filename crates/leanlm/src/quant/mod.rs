@@ -18,6 +18,7 @@ mod ggml_type;
 pub mod igemm;
 pub mod kquants;
 pub mod matrix;
+pub mod q8k;
 pub(crate) mod simd;
 pub mod sparse;
 #[cfg(test)]

@@ -245,6 +245,9 @@ pub struct Decode {
     pub k: usize,
     #[serde(default)]
     pub adaptive: bool,
+    /// Draft-probability cut-off (`--draft-p-min`); unset takes the CLI's default.
+    #[serde(default)]
+    pub p_min: Option<f32>,
 }
 
 impl Stage {

@@ -29,9 +29,22 @@ pub enum Drafter<'a> {
     EarlyLayers(usize),
     /// Another model sharing the target's vocabulary.
     Model(&'a Model),
+    /// Prompt lookup where the context's last `ngram` tokens occurred before (free, and
+    /// long when code repeats its context), the draft model elsewhere.
+    ModelAndLookup { model: &'a Model, ngram: usize },
     /// The tokens that followed the previous occurrence of the context's last `ngram`
     /// tokens.
     PromptLookup { ngram: usize },
+}
+
+impl<'a> Drafter<'a> {
+    /// The draft model, if this drafter runs one.
+    pub fn model(&self) -> Option<&'a Model> {
+        match self {
+            Drafter::Model(m) | Drafter::ModelAndLookup { model: m, .. } => Some(m),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +53,9 @@ pub struct SpecOptions {
     pub k: usize,
     /// Grow k after a fully accepted draft, shrink it after a rejection.
     pub adaptive: bool,
+    /// A draft model or early-layer drafter stops drafting at the first token it gives
+    /// less than this probability (llama.cpp's `--draft-p-min`); 0 drafts all k.
+    pub p_min: f32,
 }
 
 /// What speculation did, for reports.
@@ -84,13 +100,13 @@ pub fn generate_speculative(
     let logits = target.forward(prompt, &mut cache, Logits::Last)?;
     let prompt_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let mut draft_cache = match drafter {
-        Drafter::Model(d) => {
+    let mut draft_cache = match drafter.model() {
+        Some(d) => {
             let mut c = d.new_cache();
             d.forward(prompt, &mut c, Logits::None)?;
             Some(c)
         }
-        _ => None,
+        None => None,
     };
 
     // `last` is chosen but not yet in the caches; `history` is the prompt plus output.
@@ -115,6 +131,7 @@ pub fn generate_speculative(
             &history,
             last,
             budget,
+            opts.p_min,
             sampler,
             &mut stats,
         )?;
@@ -133,12 +150,16 @@ pub fn generate_speculative(
         stats.accepted += m;
 
         cache.truncate(base + 1 + m);
-        if let (Drafter::Model(d), Some(dc)) = (drafter, draft_cache.as_mut()) {
-            // The draft cache holds `last` and drafts[..k-1]; keep what was accepted and
-            // catch up on the last draft when all were.
+        if let (Some(d), Some(dc)) = (drafter.model(), draft_cache.as_mut()) {
+            // The draft cache holds what the draft model was fed of `last`, drafts…: all
+            // but the last draft after a full draft, all after a cut-off, none of them
+            // after a lookup. Keep what was accepted and feed what it lacks of that.
             dc.truncate(base + 1 + m);
-            if m == drafts.len() && m > 0 {
-                d.forward(&drafts[m - 1..], dc, Logits::None)?;
+            if dc.len() < base + 1 + m {
+                let seq: Vec<u32> = std::iter::once(last)
+                    .chain(drafts[..m].iter().copied())
+                    .collect();
+                d.forward(&seq[dc.len() - base..], dc, Logits::None)?;
             }
         }
         let mut stopped = false;
@@ -184,6 +205,12 @@ fn check(
             "the prompt is empty: give at least one token".into(),
         ));
     }
+    if !(0.0..=1.0).contains(&opts.p_min) {
+        return Err(Error::InvalidInput(format!(
+            "the draft probability cut-off must be in 0..=1 (got {})",
+            opts.p_min
+        )));
+    }
     if opts.k == 0 || opts.k > MAX_DRAFT {
         return Err(Error::InvalidInput(format!(
             "draft length must be in 1..={MAX_DRAFT} (got {})",
@@ -204,28 +231,36 @@ fn check(
                 target.layers.len()
             )))
         }
-        Drafter::Model(d) if d.vocab_size() != target.vocab_size() => {
+        _ if drafter
+            .model()
+            .is_some_and(|d| d.vocab_size() != target.vocab_size()) =>
+        {
+            let d = drafter.model().expect("checked");
             Err(Error::InvalidInput(format!(
                 "the draft model's vocabulary ({}) differs from the target's ({})",
                 d.vocab_size(),
                 target.vocab_size()
             )))
         }
-        Drafter::Model(d) if d.config.context_len < prompt.len() + n + MAX_DRAFT => {
+        _ if drafter
+            .model()
+            .is_some_and(|d| d.config.context_len < prompt.len() + n + MAX_DRAFT) =>
+        {
             Err(Error::ContextOverflow {
                 needed: prompt.len() + n + MAX_DRAFT,
-                ctx: d.config.context_len,
+                ctx: drafter.model().expect("checked").config.context_len,
             })
         }
-        Drafter::PromptLookup { ngram: 0 } => Err(Error::InvalidInput(
-            "prompt lookup needs an n-gram of at least 1 token".into(),
-        )),
+        Drafter::PromptLookup { ngram: 0 } | Drafter::ModelAndLookup { ngram: 0, .. } => Err(
+            Error::InvalidInput("prompt lookup needs an n-gram of at least 1 token".into()),
+        ),
         _ => Ok(()),
     }
 }
 
 /// Up to `budget` draft tokens after `last`, with the draft distribution of each (empty
-/// for a deterministic drafter: a point mass on the token).
+/// for a deterministic drafter: a point mass on the token). A model drafter stops early
+/// where its most likely token has probability below `p_min`.
 #[allow(clippy::too_many_arguments)]
 fn draft(
     target: &Model,
@@ -235,20 +270,31 @@ fn draft(
     history: &[u32],
     last: u32,
     budget: usize,
+    p_min: f32,
     sampler: &mut Sampler,
     stats: &mut SpecStats,
 ) -> Result<(Vec<u32>, Vec<Dist>)> {
+    if let Drafter::ModelAndLookup { ngram, .. } = drafter {
+        let found = lookup(history, *ngram, budget);
+        if !found.is_empty() {
+            return Ok((found, Vec::new()));
+        }
+    }
     let mut drafts = Vec::with_capacity(budget);
     let mut dists = Vec::new();
-    let mut choose = |logits: &[f32], sampler: &mut Sampler| -> u32 {
-        if sampler.is_greedy() {
+    // The next draft token, or None where the drafter is not confident enough.
+    let mut choose = |logits: &[f32], sampler: &mut Sampler| -> Option<u32> {
+        if p_min > 0.0 && top_prob(logits) < p_min {
+            return None;
+        }
+        Some(if sampler.is_greedy() {
             argmax(logits)
         } else {
             let p = sampler.filtered_probs(logits);
             let t = sampler.draw(&p);
             dists.push(p);
             t
-        }
+        })
     };
     match drafter {
         Drafter::EarlyLayers(e) => {
@@ -262,25 +308,38 @@ fn draft(
                     ..Pass::logits(Logits::Last)
                 };
                 let logits = target.forward_batch(&[&[cur]], &mut [&mut *cache], pass)?;
-                cur = choose(&logits, sampler);
-                drafts.push(cur);
                 stats.draft_layer_evals += e;
+                let Some(t) = choose(&logits, sampler) else {
+                    break;
+                };
+                cur = t;
+                drafts.push(cur);
             }
             cache.truncate(base);
         }
-        Drafter::Model(d) => {
+        Drafter::Model(d) | Drafter::ModelAndLookup { model: d, .. } => {
             let dc = draft_cache.expect("a draft cache for a draft model");
             let mut cur = last;
             for _ in 0..budget {
                 let logits = d.forward(&[cur], dc, Logits::Last)?;
-                cur = choose(&logits, sampler);
-                drafts.push(cur);
                 stats.draft_layer_evals += d.layers.len();
+                let Some(t) = choose(&logits, sampler) else {
+                    break;
+                };
+                cur = t;
+                drafts.push(cur);
             }
         }
         Drafter::PromptLookup { ngram } => drafts = lookup(history, *ngram, budget),
     }
     Ok((drafts, dists))
+}
+
+/// The softmax probability of the largest logit.
+fn top_prob(logits: &[f32]) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let z: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
+    1.0 / z
 }
 
 /// The tokens after the most recent earlier occurrence of `history`'s last `ngram` tokens.

@@ -153,6 +153,9 @@ fn decode_flags(d: &Decode, draft: Option<&Path>) -> Vec<OsString> {
     if d.adaptive {
         a.push("--adaptive".into());
     }
+    if let Some(p) = d.p_min {
+        push(&mut a, "--draft-p-min", p);
+    }
     a
 }
 
