@@ -230,7 +230,8 @@ mod x86 {
     use super::Q8Row;
     use crate::quant::kquants::q4k_scales_mins;
     use crate::quant::simd::{
-        half, half_order, half_sums4, hsum, pair_lanes, pair_scale, sums8, unpack_nibbles, widen_u8,
+        half, half_order, half_sums4, hsum, pair_lanes, pair_scale, q6k_levels, sums8,
+        unpack_nibbles, widen_u8,
     };
     use std::arch::x86_64::*;
 
@@ -548,8 +549,6 @@ mod x86 {
     /// blocks' activation scales.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q6_k(w: &[u8], x: Q8Row) -> f32 {
-        let m4 = _mm256_set1_epi8(0x0f);
-        let m2 = _mm256_set1_epi8(3);
         let bias = _mm256_set1_epi8(32);
         let ones = _mm256_set1_epi16(1);
         let mut acc = _mm256_setzero_ps();
@@ -559,26 +558,7 @@ mod x86 {
             let scales = half_order(_mm_loadu_si128(blk.add(192) as *const __m128i));
             let mut p = [_mm256_setzero_si256(); 8];
             for (i, p) in p.iter_mut().enumerate() {
-                // Activation block i: half i/4, quarter r = i%4 (low/high nibble of the
-                // first/second 32 low bytes, and bit pair r of the high bytes).
-                let (hf, r) = (i / 4, i % 4);
-                let low = _mm256_loadu_si256(blk.add(64 * hf + 32 * (r & 1)) as *const __m256i);
-                let low = if r < 2 {
-                    low
-                } else {
-                    _mm256_srli_epi16(low, 4)
-                };
-                let high = _mm256_loadu_si256(blk.add(128 + 32 * hf) as *const __m256i);
-                let high = match r {
-                    0 => high,
-                    1 => _mm256_srli_epi16(high, 2),
-                    2 => _mm256_srli_epi16(high, 4),
-                    _ => _mm256_srli_epi16(high, 6),
-                };
-                let q = _mm256_or_si256(
-                    _mm256_and_si256(low, m4),
-                    _mm256_slli_epi16(_mm256_and_si256(high, m2), 4),
-                );
+                let q = q6k_levels(blk, i);
                 let wv = _mm256_sub_epi8(q, bias);
                 let xv = _mm256_loadu_si256(x.qs.as_ptr().add((8 * b + i) * 32) as *const __m256i);
                 let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));

@@ -172,8 +172,11 @@ pub fn dot_q6_k_ref(w: &[u8], x: Q8KRow) -> f32 {
 mod avx2 {
     use super::{Q8KRow, QK_K};
     use crate::quant::kquants::{q4k_scales_mins, Q4K_BYTES, Q6K_BYTES};
-    use crate::quant::simd::{half, hsum};
+    use crate::quant::simd::{half, hsum, q6k_levels};
     use std::arch::x86_64::*;
+
+    // No closures in these `target_feature` functions: they compile as out-of-line calls
+    // (with `vzeroupper`), not inlined vector code.
 
     /// Σ over 32 values of u·x (u unsigned, at most 63 so that pair sums fit in i16),
     /// each 16-value half multiplied by its i16 scale in `scale`'s lanes: 8 × i32.
@@ -197,9 +200,10 @@ mod avx2 {
             let (sc, mn) = q4k_scales_mins(std::slice::from_raw_parts(blk.add(4), 12));
             // Scale j in every 16-bit lane: byte j of each 8-byte group, high byte zero.
             let scv = _mm256_set1_epi64x(sc as i64);
-            let scales: [__m256i; 8] = std::array::from_fn(|j| {
-                _mm256_shuffle_epi8(scv, _mm256_set1_epi16((0x8000 | j as u16) as i16))
-            });
+            let mut scales = [_mm256_setzero_si256(); 8];
+            for (j, s) in scales.iter_mut().enumerate() {
+                *s = _mm256_shuffle_epi8(scv, _mm256_set1_epi16((0x8000 | j as u16) as i16));
+            }
             // Min j at 16-bit lanes 2j and 2j + 1 (the two 16-value sums of sub-block j).
             let m = _mm_cvtsi64_si128(mn as i64);
             let mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
@@ -226,7 +230,11 @@ mod avx2 {
                 );
             }
         }
-        std::array::from_fn(|t| hsum(acc[t]))
+        let mut out = [0f32; N];
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = hsum(a);
+        }
+        out
     }
 
     /// `N` tokens · one Q6_K row. Levels stay unsigned (0..64) for `maddubs`; the −32
@@ -235,8 +243,6 @@ mod avx2 {
     /// vector with its two 16-value scales in the two halves' lanes.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn q6_k<const N: usize>(w: &[u8], x: [Q8KRow; N]) -> [f32; N] {
-        let m4 = _mm256_set1_epi8(0x0f);
-        let m2 = _mm256_set1_epi8(3);
         // Lanes of one dword: its low i16 to the low half's lanes, its high i16 to the
         // high half's.
         let spread = _mm256_setr_epi8(
@@ -249,32 +255,12 @@ mod avx2 {
             let d = half(blk.add(208));
             // Scale k as i16 in lane k; dword i holds the two scales of 32-value block i.
             let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(192) as *const __m128i));
-            let scales: [__m256i; 8] = std::array::from_fn(|i| {
-                let pair = _mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(i as i32));
-                _mm256_shuffle_epi8(pair, spread)
-            });
+            let mut scales = [_mm256_setzero_si256(); 8];
             let mut u = [_mm256_setzero_si256(); 8];
-            for (i, u) in u.iter_mut().enumerate() {
-                // 32-value block i: half i/4, quarter r = i%4 (low/high nibble of the
-                // first/second 32 low bytes, and bit pair r of the high bytes).
-                let (hf, r) = (i / 4, i % 4);
-                let low = _mm256_loadu_si256(blk.add(64 * hf + 32 * (r & 1)) as *const __m256i);
-                let low = if r < 2 {
-                    low
-                } else {
-                    _mm256_srli_epi16(low, 4)
-                };
-                let high = _mm256_loadu_si256(blk.add(128 + 32 * hf) as *const __m256i);
-                let high = match r {
-                    0 => high,
-                    1 => _mm256_srli_epi16(high, 2),
-                    2 => _mm256_srli_epi16(high, 4),
-                    _ => _mm256_srli_epi16(high, 6),
-                };
-                *u = _mm256_or_si256(
-                    _mm256_and_si256(low, m4),
-                    _mm256_slli_epi16(_mm256_and_si256(high, m2), 4),
-                );
+            for i in 0..8 {
+                let pair = _mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(i as i32));
+                scales[i] = _mm256_shuffle_epi8(pair, spread);
+                u[i] = q6k_levels(blk, i);
             }
             for t in 0..N {
                 let xq = x[t].qs.as_ptr().add(b * QK_K);
@@ -289,7 +275,11 @@ mod avx2 {
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, acc[t]);
             }
         }
-        std::array::from_fn(|t| hsum(acc[t]))
+        let mut out = [0f32; N];
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = hsum(a);
+        }
+        out
     }
 }
 

@@ -175,3 +175,28 @@ pub unsafe fn half_order(v: __m128i) -> __m128i {
         _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15),
     )
 }
+
+/// The 6-bit levels (0..64) of 32-value block `i` (0..8) of the Q6_K super-block at `blk`:
+/// half i/4, quarter r = i%4 (low or high nibbles of the first or second 32 low bytes,
+/// and bit pair r of the high bytes).
+#[inline(always)]
+pub unsafe fn q6k_levels(blk: *const u8, i: usize) -> __m256i {
+    let (hf, r) = (i / 4, i % 4);
+    let low = _mm256_loadu_si256(blk.add(64 * hf + 32 * (r & 1)) as *const __m256i);
+    let low = if r < 2 {
+        low
+    } else {
+        _mm256_srli_epi16(low, 4)
+    };
+    let high = _mm256_loadu_si256(blk.add(128 + 32 * hf) as *const __m256i);
+    let high = match r {
+        0 => high,
+        1 => _mm256_srli_epi16(high, 2),
+        2 => _mm256_srli_epi16(high, 4),
+        _ => _mm256_srli_epi16(high, 6),
+    };
+    _mm256_or_si256(
+        _mm256_and_si256(low, _mm256_set1_epi8(0x0f)),
+        _mm256_slli_epi16(_mm256_and_si256(high, _mm256_set1_epi8(3)), 4),
+    )
+}

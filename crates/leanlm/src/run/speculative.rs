@@ -224,32 +224,27 @@ fn check(
             ctx,
         });
     }
+    if let Some(d) = drafter.model() {
+        if d.vocab_size() != target.vocab_size() {
+            return Err(Error::InvalidInput(format!(
+                "the draft model's vocabulary ({}) differs from the target's ({})",
+                d.vocab_size(),
+                target.vocab_size()
+            )));
+        }
+        if d.config.context_len < prompt.len() + n + MAX_DRAFT {
+            return Err(Error::ContextOverflow {
+                needed: prompt.len() + n + MAX_DRAFT,
+                ctx: d.config.context_len,
+            });
+        }
+    }
     match drafter {
         Drafter::EarlyLayers(e) if *e == 0 || *e >= target.layers.len() => {
             Err(Error::InvalidInput(format!(
                 "draft exit layer {e} must be in 1..{} (fewer blocks than the target's)",
                 target.layers.len()
             )))
-        }
-        _ if drafter
-            .model()
-            .is_some_and(|d| d.vocab_size() != target.vocab_size()) =>
-        {
-            let d = drafter.model().expect("checked");
-            Err(Error::InvalidInput(format!(
-                "the draft model's vocabulary ({}) differs from the target's ({})",
-                d.vocab_size(),
-                target.vocab_size()
-            )))
-        }
-        _ if drafter
-            .model()
-            .is_some_and(|d| d.config.context_len < prompt.len() + n + MAX_DRAFT) =>
-        {
-            Err(Error::ContextOverflow {
-                needed: prompt.len() + n + MAX_DRAFT,
-                ctx: drafter.model().expect("checked").config.context_len,
-            })
         }
         Drafter::PromptLookup { ngram: 0 } | Drafter::ModelAndLookup { ngram: 0, .. } => Err(
             Error::InvalidInput("prompt lookup needs an n-gram of at least 1 token".into()),
