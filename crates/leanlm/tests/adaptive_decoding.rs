@@ -103,43 +103,21 @@ fn every_drafter_reproduces_plain_greedy_decoding() {
 fn bad_speculation_settings_are_refused() {
     let m = &common::default_model().model;
     let prompt = [1u32, 2, 3];
-    let opts = SpecOptions {
-        k: 4,
+    let with = |k: usize, p_min: f32| SpecOptions {
+        k,
         adaptive: false,
-        p_min: 0.0,
+        p_min,
     };
+    let opts = with(4, 0.0);
     let run = |d: &Drafter, o: SpecOptions| {
         generate_speculative(m, d, &prompt, 8, &mut greedy(), &[], o, |_| {})
     };
     assert!(run(&Drafter::EarlyLayers(0), opts).is_err());
     assert!(run(&Drafter::EarlyLayers(m.layers.len()), opts).is_err());
-    assert!(run(
-        &Drafter::PromptLookup { ngram: 2 },
-        SpecOptions {
-            k: 0,
-            adaptive: false,
-            p_min: 0.0,
-        }
-    )
-    .is_err());
-    assert!(run(
-        &Drafter::PromptLookup { ngram: 2 },
-        SpecOptions {
-            k: 4,
-            adaptive: false,
-            p_min: 1.5,
-        }
-    )
-    .is_err());
-    assert!(run(
-        &Drafter::PromptLookup { ngram: 2 },
-        SpecOptions {
-            k: 17,
-            adaptive: false,
-            p_min: 0.0,
-        }
-    )
-    .is_err());
+    let lookup = Drafter::PromptLookup { ngram: 2 };
+    assert!(run(&lookup, with(0, 0.0)).is_err());
+    assert!(run(&lookup, with(4, 1.5)).is_err());
+    assert!(run(&lookup, with(17, 0.0)).is_err());
     // A draft whose vocabulary is smaller than the target's.
     let small = Model::new(
         m.config.clone(),

@@ -110,9 +110,7 @@ impl Q8Act {
             for ((&v, &h), l) in xb.iter().zip(hb).zip(lb.iter_mut()) {
                 // |v − d·h| ≤ d/2, so the value is within [−128, 128]; the kernels take
                 // [−127, 127] (as for `hi`), so a tie saturates: an error of d/256.
-                // Rounded half away from zero as `round` does, in a form that vectorizes.
-                let t = ((v - d * h as f32) * id).clamp(-127.0, 127.0);
-                *l = (t + 0.49999997f32.copysign(t)) as i8;
+                *l = round_i8((v - d * h as f32) * id);
                 sum += *l as i32;
             }
             lo.s[b] = lo.d[b] * sum as f32;
@@ -131,6 +129,14 @@ impl Q8Act {
             h: &self.h[2 * b0..2 * b1],
         }
     }
+}
+
+/// `t` clamped to [−127, 127] and rounded half away from zero as `round` does, in a form
+/// that vectorizes.
+#[inline]
+pub(crate) fn round_i8(t: f32) -> i8 {
+    let t = t.clamp(-127.0, 127.0);
+    (t + 0.49999997f32.copysign(t)) as i8
 }
 
 /// x ≈ d·q per block of 32, d = max|x|/127, q rounded half away from zero.

@@ -15,6 +15,7 @@
 //! Own code rather than a crate's: the block layouts are llama.cpp's (read in
 //! [`kquants`](super::kquants)) and the reduction order is part of what the tests hold.
 
+use super::activation::round_i8;
 use super::blocks::f16_at;
 use super::kquants::{q4k_scale_min, Q4K_BYTES, Q6K_BYTES};
 
@@ -58,9 +59,7 @@ impl Q8KAct {
             let d = amax / 127.0;
             let id = if d > 0.0 { 1.0 / d } else { 0.0 };
             for (q, &v) in qb.iter_mut().zip(xb) {
-                // As `round` (half away from zero), in a form that vectorizes.
-                let t = (v * id).clamp(-127.0, 127.0);
-                *q = (t + 0.49999997f32.copysign(t)) as i8;
+                *q = round_i8(v * id);
             }
             a.d[b] = d;
             for (s, q16) in a.bsums[16 * b..16 * (b + 1)]
@@ -186,6 +185,17 @@ mod avx2 {
         _mm256_madd_epi16(_mm256_maddubs_epi16(u, xv), scale)
     }
 
+    /// One token's Σ over a super-block of [`scaled`] products: the eight 32-value blocks
+    /// of codes `u` against the activations at `x`, each block by its scales.
+    #[inline(always)]
+    unsafe fn scaled_sum(u: &[__m256i; 8], x: *const i8, scales: &[__m256i; 8]) -> __m256i {
+        let mut s = scaled(u[0], x, scales[0]);
+        for j in 1..8 {
+            s = _mm256_add_epi32(s, scaled(u[j], x.add(32 * j), scales[j]));
+        }
+        s
+    }
+
     /// `N` tokens · one Q4_K row. Per super-block, shared: the 256 codes unpacked to
     /// eight vectors, each sub-block's 6-bit scale broadcast to 16 lanes, the mins laid
     /// out against the activations' 16-value sums. Per token: eight `maddubs`/`madd`
@@ -214,11 +224,7 @@ mod avx2 {
                 u[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
             }
             for t in 0..N {
-                let xq = x[t].qs.as_ptr().add(b * QK_K);
-                let mut s = scaled(u[0], xq, scales[0]);
-                for j in 1..8 {
-                    s = _mm256_add_epi32(s, scaled(u[j], xq.add(32 * j), scales[j]));
-                }
+                let s = scaled_sum(&u, x[t].qs.as_ptr().add(b * QK_K), &scales);
                 let bs = _mm256_loadu_si256(x[t].bsums.as_ptr().add(16 * b) as *const __m256i);
                 let msum = _mm256_madd_epi16(bs, mins);
                 let dx = x[t].d[b];
@@ -263,11 +269,7 @@ mod avx2 {
                 u[i] = q6k_levels(blk, i);
             }
             for t in 0..N {
-                let xq = x[t].qs.as_ptr().add(b * QK_K);
-                let mut s = scaled(u[0], xq, scales[0]);
-                for i in 1..8 {
-                    s = _mm256_add_epi32(s, scaled(u[i], xq.add(32 * i), scales[i]));
-                }
+                let s = scaled_sum(&u, x[t].qs.as_ptr().add(b * QK_K), &scales);
                 let bs = _mm256_loadu_si256(x[t].bsums.as_ptr().add(16 * b) as *const __m256i);
                 let offset = _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5);
                 let s = _mm256_sub_epi32(s, offset);
