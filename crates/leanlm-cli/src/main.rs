@@ -48,10 +48,11 @@ enum Command {
     Tokenize(commands::tokenize::Args),
     /// Generate text from a prompt (greedy unless --temp is set).
     Generate(commands::generate::Args),
-    /// Measure quality: perplexity, KL divergence to a base model, HellaSwag / multiple choice.
-    Eval(commands::eval::Args),
-    /// Re-encode every matrix as q8_0, q4_0, q4_1, q4_k or q6_k, optionally weighted by an
-    /// importance matrix (like llama-quantize).
+    /// Measure quality: perplexity, KL divergence to a base model, HellaSwag / multiple
+    /// choice, HumanEval pass@1 (code run in a sandbox).
+    Eval(Box<commands::eval::Args>),
+    /// Re-encode the matrices as llama-quantize's types and mixes (Q8_0 … Q2_K, Q4_K_M,
+    /// Q5_K_M, …), optionally weighted by an importance matrix.
     Quantize(commands::quantize::Args),
     /// Prune weights (magnitude, Wanda, SparseGPT; unstructured, N:M, OWL) or heads,
     /// MLP channels and layers, calibrated block by block.
@@ -129,7 +130,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Tokenize(a) => commands::tokenize::run(a),
         Command::Generate(a) => commands::generate::run(a),
         Command::Bench(a) => commands::bench::run(a),
-        Command::Eval(a) => commands::eval::run(a),
+        Command::Eval(a) => commands::eval::run(*a),
         Command::Quantize(a) => commands::quantize::run(a),
         Command::Prune(a) => commands::prune::run(a),
         Command::Distill(a) => commands::distill::run(*a),

@@ -171,6 +171,40 @@ fn eval_bad_inputs() {
         &leanlm(&["eval", m, "--hellaswag", hs.to_str().unwrap()]),
         "gold label \"9\" is not 0-3",
     );
+    // HumanEval: a malformed problem file, a problem without its tests, no problems.
+    let he = tmp("bad_humaneval.jsonl");
+    std::fs::write(&he, "{\"task_id\": \"T/0\", \"prompt\"\n").unwrap();
+    assert_clean_error(
+        &leanlm(&["eval", m, "--humaneval", he.to_str().unwrap()]),
+        "line 1: not JSON",
+    );
+    std::fs::write(
+        &he,
+        "{\"task_id\": \"T/0\", \"prompt\": \"def f():\\n\", \"entry_point\": \"f\"}\n",
+    )
+    .unwrap();
+    assert_clean_error(
+        &leanlm(&["eval", m, "--humaneval", he.to_str().unwrap()]),
+        "missing field 'test'",
+    );
+    assert_clean_error(
+        &leanlm(&["eval", m, "--humaneval", "--problems", "0"]),
+        "at least 1",
+    );
+    assert_clean_error(&leanlm(&["eval", m, "--problems", "3"]), "--humaneval only");
+    let existing = tmp("existing-samples.jsonl");
+    std::fs::write(&existing, "mine\n").unwrap();
+    assert_clean_error(
+        &leanlm(&[
+            "eval",
+            m,
+            "--humaneval",
+            "--samples-out",
+            existing.to_str().unwrap(),
+        ]),
+        "never overwrites",
+    );
+    assert_eq!(std::fs::read_to_string(&existing).unwrap(), "mine\n");
     let wiki = root().join("data/wikitext-2-raw/wiki.test.raw");
     let wiki = wiki.to_str().unwrap();
     assert_clean_error(&leanlm(&["eval", m, "--ppl", wiki, "-c", "1"]), "too small");
@@ -260,6 +294,40 @@ fn eval_base_with_another_vocabulary_is_refused() {
         p.to_str().unwrap(),
     ]);
     assert_clean_error(&out, "vocabulary");
+    std::fs::remove_file(&p).ok();
+}
+
+/// llama.cpp's rule for a draft: the same token texts (sizes may differ by padding).
+#[test]
+fn a_draft_with_other_token_texts_is_refused() {
+    // The default model with two token texts swapped: the same size, another vocabulary.
+    let p = rewritten("swapped-vocab.gguf", |meta| {
+        for (k, v) in meta.iter_mut() {
+            if let (true, Value::Array(Array::String(a))) = (k == "tokenizer.ggml.tokens", &mut *v)
+            {
+                a.swap(300, 301);
+            }
+        }
+    });
+    let m = model();
+    let m = m.to_str().unwrap();
+    let out = leanlm(&[
+        "generate",
+        m,
+        "-p",
+        "Hello",
+        "-n",
+        "2",
+        "--draft",
+        p.to_str().unwrap(),
+    ]);
+    assert_clean_error(&out, "token 300 is");
+    let out = leanlm(&["generate", m, "-p", "Hello", "-n", "2", "--draft", m]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::remove_file(&p).ok();
 }
 

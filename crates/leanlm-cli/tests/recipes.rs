@@ -244,3 +244,65 @@ fn invalid_recipes_are_refused_with_line_and_field() {
     });
     assert_refused(&p, &["field `calib`", "nope.txt does not exist"]);
 }
+
+/// HumanEval in a recipe: the eval job runs the problems' tests in the sandbox, the report
+/// gets a pass@1 column and the samples are kept; a decode stage's draft may be a model
+/// file that is no stage of the recipe (here the model itself: every draft is accepted).
+#[test]
+fn humaneval_and_a_draft_file_in_a_recipe() {
+    model();
+    let recipe = tmp("humaneval.toml");
+    std::fs::write(
+        &recipe,
+        r#"name = "humaneval-tiny"
+model = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+[eval]
+ppl = "data/wikitext-2-raw/wiki.test.raw"
+humaneval = true
+problems = 2
+
+[[stage]]
+name = "self-draft"
+type = "decode"
+draft = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+k = 2
+"#,
+    )
+    .unwrap();
+    let dir = tmp("run-humaneval");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = run_tiny(recipe.to_str().unwrap(), &dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = summary["rows"].as_array().unwrap();
+    let pass = rows[0]["humaneval_pass1"]
+        .as_f64()
+        .expect("pass@1 of the original");
+    assert!((0.0..=1.0).contains(&pass));
+    assert_eq!(rows[1]["quality_of"], "original");
+    assert_eq!(rows[1]["humaneval_pass1"].as_f64(), Some(pass));
+    let decoding = rows[1]["decoding"].as_str().unwrap();
+    assert!(
+        decoding.contains("SmolLM2-135M-Instruct.Q4_1.gguf"),
+        "{decoding}"
+    );
+    assert!(
+        rows[1]["acceptance"].as_f64().is_some_and(|a| a > 0.99),
+        "{rows:?}"
+    );
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("HumanEval pass@1"), "{md}");
+    let samples: Vec<PathBuf> = std::fs::read_dir(dir.join("jobs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".humaneval.jsonl"))
+        .collect();
+    assert_eq!(samples.len(), 1, "{samples:?}");
+    let text = std::fs::read_to_string(&samples[0]).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    assert!(text.contains("\"task_id\":\"HumanEval/0\""));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -69,7 +69,7 @@ fn every_drafter_reproduces_plain_greedy_decoding() {
     // Per drafter: drafted and accepted tokens over all prompts.
     let mut totals = [(0, 0); 4];
     for (p, prompt) in prompts().iter().enumerate() {
-        let plain = generate(m, prompt, n, &mut greedy(), &[], |_| {})
+        let plain = generate(m, prompt, n, &mut greedy(), &[], leanlm::run::keep_going)
             .unwrap()
             .tokens;
         assert_eq!(plain.len(), n);
@@ -80,9 +80,17 @@ fn every_drafter_reproduces_plain_greedy_decoding() {
                 // The confidence cut-off on some prompts: shorter drafts, the same tokens.
                 p_min: if p % 3 == 2 { 0.6 } else { 0.0 },
             };
-            let (g, stats) =
-                generate_speculative(m, drafter, prompt, n, &mut greedy(), &[], opts, |_| {})
-                    .unwrap();
+            let (g, stats) = generate_speculative(
+                m,
+                drafter,
+                prompt,
+                n,
+                &mut greedy(),
+                &[],
+                opts,
+                leanlm::run::keep_going,
+            )
+            .unwrap();
             assert_eq!(g.tokens, plain, "prompt {p}, {name}");
             assert!(
                 stats.rounds <= n && stats.accepted <= stats.drafted,
@@ -110,7 +118,16 @@ fn bad_speculation_settings_are_refused() {
     };
     let opts = with(4, 0.0);
     let run = |d: &Drafter, o: SpecOptions| {
-        generate_speculative(m, d, &prompt, 8, &mut greedy(), &[], o, |_| {})
+        generate_speculative(
+            m,
+            d,
+            &prompt,
+            8,
+            &mut greedy(),
+            &[],
+            o,
+            leanlm::run::keep_going,
+        )
     };
     assert!(run(&Drafter::EarlyLayers(0), opts).is_err());
     assert!(run(&Drafter::EarlyLayers(m.layers.len()), opts).is_err());
@@ -163,8 +180,16 @@ fn early_exit_that_never_fires_is_the_plain_pass() {
         min_layers: 6,
         every: 2,
     };
-    let (g, stats) =
-        generate_early_exit(m, prompt, 12, &mut greedy(), &[], &always, |_| {}).unwrap();
+    let (g, stats) = generate_early_exit(
+        m,
+        prompt,
+        12,
+        &mut greedy(),
+        &[],
+        &always,
+        leanlm::run::keep_going,
+    )
+    .unwrap();
     assert_eq!(g.tokens.len(), 12);
     assert_eq!(stats.histogram[6], 11);
     assert!((stats.mean_layers() - 6.0).abs() < 1e-12);
@@ -172,7 +197,16 @@ fn early_exit_that_never_fires_is_the_plain_pass() {
         min_layers: 0,
         ..always
     };
-    assert!(generate_early_exit(m, prompt, 4, &mut greedy(), &[], &bad, |_| {}).is_err());
+    assert!(generate_early_exit(
+        m,
+        prompt,
+        4,
+        &mut greedy(),
+        &[],
+        &bad,
+        leanlm::run::keep_going
+    )
+    .is_err());
 }
 
 #[test]

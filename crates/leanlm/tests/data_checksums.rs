@@ -24,9 +24,9 @@ fn data_files_match_their_sha256_sums() {
         );
         checked += 1;
     }
-    // The three files the tests, recipes and docs use.
+    // The four files the tests, recipes and docs use.
     assert_eq!(
-        checked, 3,
-        "data/SHA256SUMS lists {checked} files, expected 3"
+        checked, 4,
+        "data/SHA256SUMS lists {checked} files, expected 4"
     );
 }

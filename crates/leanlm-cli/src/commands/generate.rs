@@ -102,8 +102,9 @@ pub fn run(a: Args) -> Result<()> {
             let _ = write!(out, "{}", stream.push(tok.token_bytes(id)));
             let _ = out.flush();
         }
+        std::ops::ControlFlow::Continue(())
     };
-    let draft = a.spec.draft.as_deref().map(super::load).transpose()?;
+    let draft = a.spec.load_draft(&loaded)?;
     if a.exit.threshold.is_some() && a.spec.enabled() {
         anyhow::bail!("choose early exit or speculative decoding, not both");
     }

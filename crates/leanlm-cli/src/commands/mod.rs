@@ -286,6 +286,20 @@ impl SpecArgs {
         }
     }
 
+    /// The `--draft` model, loaded and checked against the target's vocabulary.
+    pub fn load_draft(
+        &self,
+        target: &leanlm::model::Loaded,
+    ) -> Result<Option<leanlm::model::Loaded>> {
+        let Some(path) = &self.draft else {
+            return Ok(None);
+        };
+        let draft = load(path)?;
+        leanlm::run::check_vocabularies(&target.tokenizer, &draft.tokenizer)
+            .with_context(|| format!("--draft {}", path.display()))?;
+        Ok(Some(draft))
+    }
+
     pub fn options(&self) -> SpecOptions {
         SpecOptions {
             k: self.k,

@@ -2,10 +2,12 @@
 
 pub mod bandwidth;
 pub mod cost;
+pub mod humaneval;
 pub mod kld;
 pub mod multiple_choice;
 pub mod perplexity;
 pub mod results;
+pub mod sandbox;
 
 pub use kld::{compare, BaseLogits, KldReport};
 pub use perplexity::{

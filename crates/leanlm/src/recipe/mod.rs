@@ -71,6 +71,8 @@ pub struct Planned {
     pub input: Source,
     pub teacher: Option<Source>,
     pub draft: Option<Source>,
+    /// A draft model that is no stage of the recipe: `draft = "path/to/file.gguf"`.
+    pub draft_file: Option<PathBuf>,
 }
 
 /// A checked recipe, ready to run.
@@ -182,9 +184,15 @@ pub fn parse(text: &str, file: &Path) -> Result<Plan, RecipeError> {
             Stage::Distill(d) => resolve("teacher", &d.teacher),
             _ => None,
         };
-        let draft = match stage {
-            Stage::Decode(d) => d.draft.as_deref().and_then(|n| resolve("draft", n)),
-            _ => None,
+        // A name with a slash or a model file's extension is a file, not a stage.
+        let is_file = |n: &str| n.contains('/') || n.ends_with(".gguf");
+        let (draft, draft_file) = match stage {
+            Stage::Decode(d) => match d.draft.as_deref() {
+                Some(n) if is_file(n) => (None, Some(PathBuf::from(n))),
+                Some(n) => (resolve("draft", n), None),
+                None => (None, None),
+            },
+            _ => (None, None),
         };
         stages.push(Planned {
             stage: stage.clone(),
@@ -193,6 +201,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Plan, RecipeError> {
             input: input.unwrap_or(Source::Original),
             teacher,
             draft,
+            draft_file,
         });
     }
     if problems.is_empty() {
@@ -308,6 +317,12 @@ fn check_top(r: &Recipe, text: &str, problems: &mut Vec<Problem>) {
     }
     if e.tasks.is_some() && e.hellaswag.is_none() {
         bad("eval.tasks", "needs eval.hellaswag");
+    }
+    if e.problems == Some(0) {
+        bad("eval.problems", "must be at least 1");
+    }
+    if (e.problems.is_some() || e.humaneval_chat) && !e.humaneval {
+        bad("eval.problems", "needs eval.humaneval = true");
     }
     for (f, v) in [
         ("eval.bench.prompt", e.bench.prompt),
@@ -611,6 +626,7 @@ impl Plan {
         e.ctx = e.ctx.min(128);
         e.chunks = Some(1);
         e.tasks = e.hellaswag.as_ref().map(|_| 4);
+        e.problems = e.humaneval.then_some(2);
         e.bench = Bench {
             prompt: e.bench.prompt.min(32),
             gen: e.bench.gen.min(8),

@@ -44,6 +44,16 @@ pub struct Eval {
     pub hellaswag: Option<PathBuf>,
     #[serde(default)]
     pub tasks: Option<usize>,
+    /// HumanEval pass@1 (code models), completions run in a sandbox.
+    #[serde(default)]
+    pub humaneval: bool,
+    /// Only the first N HumanEval problems (None: all 164).
+    #[serde(default)]
+    pub problems: Option<usize>,
+    /// HumanEval through the chat template (EvalPlus's instruct form) instead of the bare
+    /// prompt.
+    #[serde(default)]
+    pub humaneval_chat: bool,
     #[serde(default)]
     pub bench: Bench,
 }
@@ -234,7 +244,7 @@ pub struct Decode {
     /// Self-speculation with the first E blocks.
     #[serde(default)]
     pub draft_layers: Option<usize>,
-    /// Draft model: `original` or an earlier stage.
+    /// Draft model: `original`, an earlier stage, or a model file (a path).
     #[serde(default)]
     pub draft: Option<String>,
     /// Prompt lookup with N-grams.

@@ -15,7 +15,7 @@ fn pm(v: Option<f64>, se: Option<f64>, scale: f64, digits: usize) -> String {
 }
 
 /// Column headers of the variant table.
-pub const HEADERS: [&str; 16] = [
+pub const HEADERS: [&str; 17] = [
     "variant",
     "made by",
     "params M",
@@ -31,6 +31,7 @@ pub const HEADERS: [&str; 16] = [
     "KLD",
     "same-top %",
     "HellaSwag acc_norm %",
+    "HumanEval pass@1 %",
     "notes",
 ];
 
@@ -69,6 +70,7 @@ pub fn cells(rows: &[Row], r: &Row) -> Vec<String> {
         pm(r.kld, r.kld_stderr, 1.0, 4),
         opt(r.same_top, |v| format!("{:.1}", 100.0 * v)),
         pm(r.hellaswag_acc_norm, r.hellaswag_stderr, 100.0, 1),
+        pm(r.humaneval_pass1, r.humaneval_stderr, 100.0, 1),
         notes.join("; "),
     ]
 }
@@ -104,7 +106,8 @@ pub fn markdown(s: &Summary, plots: &[(&str, &str)]) -> String {
     out.push_str(
         "PPL: WikiText-2 perplexity (llama.cpp protocol) ± one standard error. KLD: mean KL divergence \
          of the variant's next-token distribution from the original's on the same tokens (top-64 of the \
-         original). tg ×, PPL ×: relative to the first row. Speeds: median of the bench repetitions.\n\n",
+         original). HumanEval pass@1: share of the problems whose greedy completion passes its unit tests, \
+         run in a sandbox, ± one standard error. tg ×, PPL ×: relative to the first row. Speeds: median of the bench repetitions.\n\n",
     );
     for (title, file) in plots {
         out.push_str(&format!("## {title}\n\n![{title}]({file})\n\n"));

@@ -37,6 +37,11 @@ pub struct Row {
     pub same_top: Option<f64>,
     pub hellaswag_acc_norm: Option<f64>,
     pub hellaswag_stderr: Option<f64>,
+    /// HumanEval pass@1 (greedy) and its standard error.
+    #[serde(default)]
+    pub humaneval_pass1: Option<f64>,
+    #[serde(default)]
+    pub humaneval_stderr: Option<f64>,
     /// Set when the quality figures are another variant's because decoding is lossless
     /// (greedy speculative decoding gives the target's tokens).
     pub quality_of: Option<String>,

@@ -90,6 +90,17 @@ pub fn template_of<'a>(
 /// tokens parsed, and BOS prepended only where the vocabulary asks for it and the template
 /// did not write it already (as llama.cpp's server does).
 pub fn prompt_ids(tok: &Tokenizer, template: &str, messages: &[Message]) -> Result<Vec<u32>> {
+    prompt_ids_continuing(tok, template, messages, "")
+}
+
+/// [`prompt_ids`] with the assistant's answer begun by `answer_prefix`, for protocols
+/// that put words in the model's mouth (tokenized with the rendered text, as one string).
+pub fn prompt_ids_continuing(
+    tok: &Tokenizer,
+    template: &str,
+    messages: &[Message],
+    answer_prefix: &str,
+) -> Result<Vec<u32>> {
     let piece = |id: Option<u32>| {
         id.map(|i| String::from_utf8_lossy(tok.token_bytes(i)).into_owned())
             .unwrap_or_default()
@@ -97,7 +108,7 @@ pub fn prompt_ids(tok: &Tokenizer, template: &str, messages: &[Message]) -> Resu
     let (bos, eos) = (piece(tok.bos), piece(tok.eos));
     let text = render(template, messages, true, &bos, &eos)?;
     let add_bos = bos.is_empty() || !text.starts_with(&bos);
-    tok.encode(&text, add_bos, true)
+    tok.encode(&(text + answer_prefix), add_bos, true)
 }
 
 fn template_error(e: &JinjaError) -> Error {

@@ -133,7 +133,7 @@ pub fn generate_early_exit(
     sampler: &mut Sampler,
     stop: &[u32],
     policy: &ExitPolicy,
-    mut on_token: impl FnMut(u32),
+    mut on_token: impl FnMut(u32) -> std::ops::ControlFlow<()>,
 ) -> Result<(Generation, ExitStats)> {
     policy.check(model)?;
     let mut stats = ExitStats {

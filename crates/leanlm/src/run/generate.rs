@@ -1,5 +1,6 @@
 //! Autoregressive generation: one batched pass over the prompt, then one token at a time.
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use super::sampler::Sampler;
@@ -33,15 +34,21 @@ impl Generation {
     }
 }
 
+/// `on_token` for callers that never stop early.
+pub fn keep_going(_: u32) -> ControlFlow<()> {
+    ControlFlow::Continue(())
+}
+
 /// Generate up to `n` tokens after `prompt`, stopping early after any token of `stop`. `on_token` sees
-/// each token as soon as it is chosen.
+/// each token as soon as it is chosen, and ends the generation after it by returning
+/// `ControlFlow::Break` (a stop string found in the text, a client gone).
 pub fn generate(
     model: &Model,
     prompt: &[u32],
     n: usize,
     sampler: &mut Sampler,
     stop: &[u32],
-    mut on_token: impl FnMut(u32),
+    mut on_token: impl FnMut(u32) -> ControlFlow<()>,
 ) -> Result<Generation> {
     generate_with(
         model,
@@ -62,7 +69,7 @@ pub fn generate_with(
     n: usize,
     sampler: &mut Sampler,
     stop: &[u32],
-    on_token: &mut dyn FnMut(u32),
+    on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
     mut next: impl FnMut(u32, &mut KvCache) -> Result<Vec<f32>>,
 ) -> Result<Generation> {
     if prompt.is_empty() {
@@ -86,8 +93,8 @@ pub fn generate_with(
     for i in 0..n {
         let t = sampler.sample(&logits);
         tokens.push(t);
-        on_token(t);
-        if stop.contains(&t) || i + 1 == n {
+        let flow = on_token(t);
+        if stop.contains(&t) || i + 1 == n || flow.is_break() {
             break;
         }
         logits = next(t, &mut cache)?;

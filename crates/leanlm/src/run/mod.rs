@@ -9,6 +9,6 @@ pub mod speculative;
 
 pub use early_exit::{generate_early_exit, Confidence, ExitPolicy, ExitStats};
 pub use exit_threshold::{Budget, ExitProfile, ThresholdPoint};
-pub use generate::{generate, Generation};
+pub use generate::{generate, keep_going, Generation};
 pub use sampler::{argmax, Sampler, SamplerConfig};
-pub use speculative::{generate_speculative, Drafter, SpecOptions, SpecStats};
+pub use speculative::{check_vocabularies, generate_speculative, Drafter, SpecOptions, SpecStats};

@@ -193,6 +193,8 @@ pub fn jobs(plan: &Plan, dir: &Path, files: &mut FileKeys) -> Result<(Vec<Varian
         "ppl": e.ppl, "ppl_key": files.of(&e.ppl)?, "ctx": e.ctx, "chunks": e.chunks, "kld": e.kld,
         "hellaswag": e.hellaswag, "hellaswag_key": e.hellaswag.as_ref().map(|h| files.of(h)).transpose()?,
         "tasks": e.tasks,
+        "humaneval": e.humaneval.then(|| files.of(Path::new(leanlm::measure::humaneval::DEFAULT_FILE))).transpose()?,
+        "problems": e.problems, "humaneval_chat": e.humaneval_chat,
     });
     let threads = r.threads.unwrap_or_else(rayon::current_num_threads);
     let base_cache = dir.join(format!(
@@ -262,11 +264,28 @@ pub fn jobs(plan: &Plan, dir: &Path, files: &mut FileKeys) -> Result<(Vec<Varian
                         push(&mut args, "--tasks", t);
                     }
                 }
+                let samples = path.with_extension("humaneval.jsonl");
+                if e.humaneval {
+                    args.push("--humaneval".into());
+                    args.push(leanlm::measure::humaneval::DEFAULT_FILE.into());
+                    if let Some(n) = e.problems {
+                        push(&mut args, "--problems", n);
+                    }
+                    if e.humaneval_chat {
+                        args.push("--chat".into());
+                    }
+                    push(&mut args, "--samples-out", samples.display());
+                }
                 push(&mut args, "--variant", name);
                 push(&mut args, "--results", partial.display());
                 args.push("--json".into());
                 args.extend(flags.iter().cloned());
                 let exit_factor = if decode.is_some() { 3.0 } else { 1.0 };
+                let problems = if e.humaneval {
+                    e.problems.unwrap_or(164) as f64
+                } else {
+                    0.0
+                };
                 let tasks = e
                     .hellaswag
                     .as_ref()
@@ -282,8 +301,9 @@ pub fn jobs(plan: &Plan, dir: &Path, files: &mut FileKeys) -> Result<(Vec<Varian
                         }),
                         schema: Schema::Eval,
                     },
-                    work: ppl_tokens * exit_factor + tasks * 300.0,
-                    scratch: vec![partial],
+                    // A HumanEval problem: a prompt and up to 512 generated tokens.
+                    work: ppl_tokens * exit_factor + tasks * 300.0 + problems * 2000.0,
+                    scratch: vec![partial, samples],
                 });
                 Ok(path)
             })
@@ -335,7 +355,11 @@ pub fn jobs(plan: &Plan, dir: &Path, files: &mut FileKeys) -> Result<(Vec<Varian
         let (input, input_key) = model_of(&models, p.input);
         let parent = Some(plan.name_of(p.input).to_string());
         if let Stage::Decode(d) = &p.stage {
-            let draft = p.draft.map(|s| model_of(&models, s));
+            let draft = match (&p.draft, &p.draft_file) {
+                (Some(s), _) => Some(model_of(&models, *s)),
+                (None, Some(f)) => Some((f.clone(), files.of(f)?)),
+                (None, None) => None,
+            };
             models.push((input.clone(), input_key.clone()));
             let v = measure(
                 &mut jobs,

@@ -67,12 +67,12 @@ fn row(v: &Variant, plan: &Plan, quality: Option<&Row>) -> Result<Row> {
         parent: v.parent.clone(),
         model: v.model.display().to_string(),
         decoding: v.decode.as_ref().map(|d| {
-            let draft = plan
-                .stages
-                .iter()
-                .find(|p| p.stage.name() == v.name)
-                .and_then(|p| p.draft)
-                .map(|s| plan.name_of(s).to_string());
+            let planned = plan.stages.iter().find(|p| p.stage.name() == v.name);
+            let draft = planned.and_then(|p| match (p.draft, &p.draft_file) {
+                (Some(s), _) => Some(plan.name_of(s).to_string()),
+                (None, Some(f)) => Some(f.display().to_string()),
+                (None, None) => None,
+            });
             describe(d, draft.as_deref())
         }),
         params: info["params"].as_u64().unwrap_or(0),
@@ -106,6 +106,8 @@ fn row(v: &Variant, plan: &Plan, quality: Option<&Row>) -> Result<Row> {
         r.same_top = f(e, "/kld/same_top");
         r.hellaswag_acc_norm = f(e, "/hellaswag/acc_norm");
         r.hellaswag_stderr = f(e, "/hellaswag/acc_norm_stderr");
+        r.humaneval_pass1 = f(e, "/humaneval/pass_at_1");
+        r.humaneval_stderr = f(e, "/humaneval/pass_at_1_stderr");
         if let Some(x) = f(e, "/perplexity/early_exit_flops_per_token") {
             flops = x;
         }
@@ -117,6 +119,8 @@ fn row(v: &Variant, plan: &Plan, quality: Option<&Row>) -> Result<Row> {
         r.same_top = q.same_top;
         r.hellaswag_acc_norm = q.hellaswag_acc_norm;
         r.hellaswag_stderr = q.hellaswag_stderr;
+        r.humaneval_pass1 = q.humaneval_pass1;
+        r.humaneval_stderr = q.humaneval_stderr;
         r.quality_of = Some(q.variant.clone());
     }
     // Speculation runs blocks of the draft and the target per emitted token.
@@ -151,7 +155,8 @@ pub fn summarize(
         git_commit: super::super::git_commit(),
         threads,
         eval: json!({"ppl": e.ppl, "ctx": e.ctx, "chunks": e.chunks, "kld_vs_original": e.kld,
-                     "hellaswag": e.hellaswag, "tasks": e.tasks, "bench": e.bench}),
+                     "hellaswag": e.hellaswag, "tasks": e.tasks, "humaneval": e.humaneval,
+                     "problems": e.problems, "humaneval_chat": e.humaneval_chat, "bench": e.bench}),
         goal: Goal::default(),
         note: tiny.then(|| {
             "Smoke test (--tiny): every count was shrunk to a few samples; these figures say nothing about the recipe.".to_string()
