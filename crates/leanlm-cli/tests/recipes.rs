@@ -67,6 +67,22 @@ fn check_recipe_in(file: &str, dir: &Path) -> String {
         );
     }
     assert!(html.contains("<svg"), "the report has plots");
+    // A [pair] is measured when its models are here (this machine), or said not to be (CI).
+    if text.contains("\n[pair]") {
+        let p = &summary["pair"];
+        match p["not_run"].as_str() {
+            Some(why) => assert!(why.contains("is absent"), "{p}"),
+            None => {
+                assert!(p["plain_tg_tokens_per_sec"].as_f64().unwrap() > 0.0, "{p}");
+                assert!(
+                    p["speculative_tg_tokens_per_sec"].as_f64().unwrap() > 0.0,
+                    "{p}"
+                );
+                assert!(p["acceptance"].as_f64().is_some(), "{p}");
+            }
+        }
+        assert!(md.contains("Speculative pair: ") && html.contains("Speculative pair: "));
+    }
     // Every line of results.jsonl is a schema-1 record of one of the variants.
     let results = std::fs::read_to_string(dir.join("results.jsonl")).unwrap();
     for line in results.lines() {

@@ -32,6 +32,20 @@ pub fn run(a: Args) -> Result<()> {
         plan.recipe.name,
         plan.recipe.model.display()
     );
+    if let Some(p) = &plan.recipe.pair {
+        let here = p.target.is_file() && p.draft.is_file();
+        println!(
+            "  pair: {} with draft {}, k={} ({})",
+            p.target.display(),
+            p.draft.display(),
+            p.k,
+            if here {
+                "measured in the run"
+            } else {
+                "a file is absent: not run"
+            }
+        );
+    }
     for (i, p) in plan.stages.iter().enumerate() {
         let what = match &p.stage {
             Stage::Prune(s) => s

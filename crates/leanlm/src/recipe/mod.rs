@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use schema::{
-    Bench, Decode, Distill, Eval, ExitMeasure, Prune, PruneMethod, QuantType, Quantize, Recipe,
-    Stage,
+    Bench, Decode, Distill, Eval, ExitMeasure, Pair, Prune, PruneMethod, QuantType, Quantize,
+    Recipe, Stage,
 };
 
 /// The name by which stages refer to the recipe's `model`.
@@ -336,6 +336,20 @@ fn check_top(r: &Recipe, text: &str, problems: &mut Vec<Problem>) {
     if e.bench.reps > 1000 {
         bad("eval.bench.reps", "at most 1000 repetitions");
     }
+    if let Some(p) = &r.pair {
+        if !(1..=16).contains(&p.k) {
+            bad(
+                "pair.k",
+                &format!("{}: the draft length must be 1 to 16", p.k),
+            );
+        }
+        if p.gen == 0 {
+            bad("pair.gen", "must be at least 1");
+        }
+        if p.p_min.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+            bad("pair.p_min", "must be in 0..=1");
+        }
+    }
 }
 
 /// The most worker threads a recipe (or `-t`) may ask for: 4 per core, at most 1024.
@@ -585,6 +599,9 @@ pub fn check_files(plan: &Plan, text: &str, file: &Path) -> Result<(), RecipeErr
             }
             _ => {}
         }
+        if let Some(f) = &p.draft_file {
+            wanted.push((field_line(text, p.span.clone(), "draft"), "draft", f));
+        }
     }
     // The model may be a folder (of regular files); everything else must be a regular
     // file: a device or FIFO (/dev/zero) would be read, and hashed, for ever.
@@ -627,6 +644,9 @@ impl Plan {
         e.chunks = Some(1);
         e.tasks = e.hellaswag.as_ref().map(|_| 4);
         e.problems = e.humaneval.then_some(2);
+        if let Some(p) = &mut self.recipe.pair {
+            p.gen = p.gen.min(8);
+        }
         e.bench = Bench {
             prompt: e.bench.prompt.min(32),
             gen: e.bench.gen.min(8),

@@ -20,6 +20,9 @@ pub struct Recipe {
     #[serde(default)]
     pub threads: Option<usize>,
     pub eval: Eval,
+    /// A target/draft pair measured beside the variants, when both files exist.
+    #[serde(default)]
+    pub pair: Option<Pair>,
     /// The `[[stage]]` tables, typed one by one so that errors name their lines.
     #[serde(rename = "stage", default)]
     pub(crate) raw_stages: Vec<toml::Spanned<toml::Value>>,
@@ -56,6 +59,29 @@ pub struct Eval {
     pub humaneval_chat: bool,
     #[serde(default)]
     pub bench: Bench,
+}
+
+/// A target and a draft model of one vocabulary (not stages of the recipe): the report
+/// gives the target's plain decode speed beside its speed with speculative decoding, or
+/// says that the pair was not run when a file is absent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Pair {
+    pub target: PathBuf,
+    pub draft: PathBuf,
+    /// Draft length per verification pass.
+    #[serde(default = "default_pair_k")]
+    pub k: usize,
+    /// Draft-probability cut-off (`--draft-p-min`); unset takes the CLI's default.
+    #[serde(default)]
+    pub p_min: Option<f32>,
+    /// Tokens decoded per repetition.
+    #[serde(default = "default_gen")]
+    pub gen: usize,
+}
+
+fn default_pair_k() -> usize {
+    8
 }
 
 /// Speed measurement settings (`leanlm bench`).

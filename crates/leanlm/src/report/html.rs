@@ -68,6 +68,9 @@ pub fn html(s: &Summary, plots: &[(String, String)]) -> String {
         out.push_str("</tr>");
     }
     out.push_str("</tbody></table></div>");
+    if let Some(p) = &s.pair {
+        out.push_str(&format!("<p>{}</p>", escape(&p.sentence())));
+    }
     out.push_str(&format!(
         "<p class=\"note\">PPL: WikiText-2 perplexity (llama.cpp protocol) ± one standard error. KLD: mean KL \
          divergence from the original's next-token distribution on the same tokens. tg ×, PPL ×: relative to \

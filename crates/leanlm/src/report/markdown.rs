@@ -102,6 +102,9 @@ pub fn markdown(s: &Summary, plots: &[(&str, &str)]) -> String {
     }
     out.push_str(&format!("{}\n\n", verdict(s)));
     out.push_str(&table(&s.rows));
+    if let Some(p) = &s.pair {
+        out.push_str(&format!("\n{}\n", p.sentence()));
+    }
     out.push_str(&format!("\nEvaluation settings: `{}`\n\n", s.eval));
     out.push_str(
         "PPL: WikiText-2 perplexity (llama.cpp protocol) ± one standard error. KLD: mean KL divergence \

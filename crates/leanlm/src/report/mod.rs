@@ -86,6 +86,49 @@ pub struct Summary {
     #[serde(default)]
     pub note: Option<String>,
     pub rows: Vec<Row>,
+    /// The recipe's `[pair]`: measured, or why not.
+    #[serde(default)]
+    pub pair: Option<PairReport>,
+}
+
+/// A target's plain decoding beside its speculative decoding with a draft model.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PairReport {
+    pub target: String,
+    pub draft: String,
+    pub k: usize,
+    /// Why the pair was not measured (a file is absent); `None` when it was.
+    pub not_run: Option<String>,
+    pub plain_tg_tokens_per_sec: Option<f64>,
+    pub speculative_tg_tokens_per_sec: Option<f64>,
+    pub acceptance: Option<f64>,
+    pub tokens_per_target_pass: Option<f64>,
+}
+
+impl PairReport {
+    /// One sentence for the report.
+    pub fn sentence(&self) -> String {
+        let head = format!(
+            "Speculative pair: {} with draft {} (k = {}, greedy)",
+            self.target, self.draft, self.k
+        );
+        if let Some(why) = &self.not_run {
+            return format!("{head}: not run in this run ({why}).");
+        }
+        let (Some(p), Some(s)) = (
+            self.plain_tg_tokens_per_sec,
+            self.speculative_tg_tokens_per_sec,
+        ) else {
+            return format!("{head}: no figures.");
+        };
+        format!(
+            "{head}, measured in this run: plain decoding {p:.1} tokens/s, speculative {s:.1} \
+             tokens/s ({:.2}×), {:.0}% of drafts accepted, {:.2} tokens per target pass.",
+            s / p,
+            100.0 * self.acceptance.unwrap_or(0.0),
+            self.tokens_per_target_pass.unwrap_or(0.0)
+        )
+    }
 }
 
 /// Speed and perplexity of a row relative to the first row (the original).

@@ -36,6 +36,7 @@ fn verdict_names_the_variant_that_meets_the_goal_or_the_closest() {
         goal: Goal::default(),
         note: None,
         rows: vec![row("dense", 100.0, 20.0, 3.0), row("a", 160.0, 21.0, 2.0)],
+        pair: None,
     };
     assert!(verdict(&s).contains("Met by **a**"), "{}", verdict(&s));
     s.rows[1].tg_tokens_per_sec = 120.0;
@@ -65,4 +66,31 @@ fn tables_and_plots_render_every_variant() {
     assert!(svg.contains("\nwanda\n"));
     assert!(exit_histogram_svg(&rows[1]).unwrap().contains("<rect"));
     assert!(exit_histogram_svg(&rows[0]).is_err());
+}
+
+#[test]
+fn the_pair_is_reported_measured_or_not_run() {
+    let mut p = crate::report::PairReport {
+        target: "t.gguf".into(),
+        draft: "d.gguf".into(),
+        k: 8,
+        not_run: Some("t.gguf is absent".into()),
+        ..Default::default()
+    };
+    let s = p.sentence();
+    assert!(s.contains("not run in this run (t.gguf is absent)"), "{s}");
+    p.not_run = None;
+    p.plain_tg_tokens_per_sec = Some(12.0);
+    p.speculative_tg_tokens_per_sec = Some(10.2);
+    p.acceptance = Some(0.97);
+    p.tokens_per_target_pass = Some(3.47);
+    let s = p.sentence();
+    assert!(
+        s.contains("plain decoding 12.0 tokens/s, speculative 10.2 tokens/s (0.85×)"),
+        "{s}"
+    );
+    assert!(
+        s.contains("97% of drafts accepted, 3.47 tokens per target pass"),
+        "{s}"
+    );
 }

@@ -276,7 +276,12 @@ pub fn run(a: Args) -> Result<()> {
     let threads = r.threads.unwrap_or_else(rayon::current_num_threads);
     eprintln!("leanlm run {}: hashing inputs…", a.recipe.display());
     let mut files = keys::FileKeys::default();
-    let (variants, jobs) = plan::jobs(&plan, &dir, &mut files)?;
+    let (variants, mut jobs) = plan::jobs(&plan, &dir, &mut files)?;
+    let (pair, pair_jobs) = plan::pair_jobs(&plan, &dir, &mut files)?;
+    if let (Some(_), Err(why)) = (&r.pair, &pair) {
+        eprintln!("the recipe's [pair] is not run: {why}");
+    }
+    jobs.extend(pair_jobs);
 
     let interrupted = Arc::new(AtomicBool::new(false));
     {
@@ -322,7 +327,7 @@ pub fn run(a: Args) -> Result<()> {
         done_work += job.work;
         ran += 1;
     }
-    let summary = rows::summarize(&plan, &variants, &dir, threads, a.tiny)?;
+    let summary = rows::summarize(&plan, &variants, &pair, &dir, threads, a.tiny)?;
     let written = rows::write_report(&summary, &variants, &dir)?;
     eprintln!(
         "\n{} jobs run, {} reused, {} · report: {}",

@@ -177,6 +177,75 @@ pub fn describe(d: &Decode, draft_name: Option<&str>) -> String {
     )
 }
 
+/// The done-files of the recipe's `[pair]` benches.
+pub struct PairJobs {
+    pub plain: PathBuf,
+    pub speculative: PathBuf,
+}
+
+/// The `[pair]` benches when both models exist: the target plainly and with the draft,
+/// decoding after prompts from the eval text. `Err(why)` inside says why it is not run.
+pub fn pair_jobs(
+    plan: &Plan,
+    dir: &Path,
+    files: &mut FileKeys,
+) -> Result<(std::result::Result<PairJobs, String>, Vec<Job>)> {
+    let r = &plan.recipe;
+    let Some(p) = &r.pair else {
+        return Ok((Err("no [pair] in the recipe".into()), Vec::new()));
+    };
+    if let Some(missing) = [&p.target, &p.draft].into_iter().find(|f| !f.is_file()) {
+        return Ok((Err(format!("{} is absent", missing.display())), Vec::new()));
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    let threads = r.threads.unwrap_or_else(rayon::current_num_threads);
+    let key = keys::of_json(&json!([
+        FORMAT,
+        version,
+        files.of(&p.target)?,
+        files.of(&p.draft)?,
+        files.of(&r.eval.ppl)?,
+        p,
+        r.eval.bench,
+        threads
+    ]));
+    let jobs_dir = dir.join("jobs");
+    let b = &r.eval.bench;
+    let mut jobs = Vec::new();
+    let mut paths = Vec::new();
+    for mode in ["plain", "speculative"] {
+        let path = jobs_dir.join(format!("pair-{mode}-{}.json", keys::short(&key)));
+        let mut args = os(&[&"bench", &p.target, &"--json"]);
+        push(&mut args, "-p", b.prompt);
+        push(&mut args, "-n", p.gen);
+        push(&mut args, "-r", b.reps);
+        if mode == "speculative" {
+            push(&mut args, "--text", r.eval.ppl.display());
+            push(&mut args, "--draft", p.draft.display());
+            push(&mut args, "--draft-k", p.k);
+            if let Some(v) = p.p_min {
+                push(&mut args, "--draft-p-min", v);
+            }
+        }
+        jobs.push(Job {
+            label: format!("bench pair ({mode})"),
+            args,
+            product: Product::Json {
+                path: path.clone(),
+                records: None,
+                schema: Schema::Bench,
+            },
+            // The pair's target is a larger model than the recipe's: weigh it as ten.
+            work: 10.0 * (b.reps + 1) as f64 * (b.prompt as f64 + 2.5 * p.gen as f64),
+            scratch: vec![],
+        });
+        paths.push(path);
+    }
+    let speculative = paths.pop().unwrap_or_default();
+    let plain = paths.pop().unwrap_or_default();
+    Ok((Ok(PairJobs { plain, speculative }), jobs))
+}
+
 /// Variants and jobs of a plan, in running order.
 pub fn jobs(plan: &Plan, dir: &Path, files: &mut FileKeys) -> Result<(Vec<Variant>, Vec<Job>)> {
     let r = &plan.recipe;

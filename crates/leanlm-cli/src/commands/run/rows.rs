@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use leanlm::measure::results::Record;
 use leanlm::recipe::Plan;
-use leanlm::report::{self, CostAxis, Goal, Row, Summary};
+use leanlm::report::{self, CostAxis, Goal, PairReport, Row, Summary};
 use serde_json::{json, Value};
 
-use super::plan::{describe, Variant};
+use super::plan::{describe, PairJobs, Variant};
 use super::write_atomic;
 
 fn read(path: &Path) -> Result<Value> {
@@ -131,9 +131,42 @@ fn row(v: &Variant, plan: &Plan, quality: Option<&Row>) -> Result<Row> {
     Ok(r)
 }
 
+/// The `[pair]` figures, or why there are none.
+fn pair_report(
+    plan: &Plan,
+    jobs: &std::result::Result<PairJobs, String>,
+) -> Result<Option<PairReport>> {
+    let Some(p) = &plan.recipe.pair else {
+        return Ok(None);
+    };
+    let mut r = PairReport {
+        target: p.target.display().to_string(),
+        draft: p.draft.display().to_string(),
+        k: p.k,
+        ..PairReport::default()
+    };
+    match jobs {
+        Err(why) => r.not_run = Some(why.clone()),
+        Ok(j) => {
+            let plain = read(&j.plain)?;
+            let spec = read(&j.speculative)?;
+            r.plain_tg_tokens_per_sec = f(&plain, "/results/1/tokens_per_sec");
+            r.speculative_tg_tokens_per_sec = f(&spec, "/results/1/tokens_per_sec");
+            let a = &spec["adaptive"];
+            r.acceptance = a["drafted"]
+                .as_u64()
+                .filter(|&d| d > 0)
+                .map(|d| a["accepted"].as_u64().unwrap_or(0) as f64 / d as f64);
+            r.tokens_per_target_pass = f(a, "/tokens_per_target_pass");
+        }
+    }
+    Ok(Some(r))
+}
+
 pub fn summarize(
     plan: &Plan,
     variants: &[Variant],
+    pair: &std::result::Result<PairJobs, String>,
     dir: &Path,
     threads: usize,
     tiny: bool,
@@ -162,6 +195,7 @@ pub fn summarize(
             "Smoke test (--tiny): every count was shrunk to a few samples; these figures say nothing about the recipe.".to_string()
         }),
         rows,
+        pair: pair_report(plan, pair)?,
     })
 }
 
