@@ -567,6 +567,15 @@ fn humaneval(
     path: &Path,
 ) -> Result<(humaneval::Report, serde_json::Value)> {
     use sha2::{Digest, Sha256};
+    // The real file is 45 kB: refuse devices, FIFOs and anything absurdly large up front.
+    if let Ok(m) = std::fs::metadata(path) {
+        if !m.is_file() || m.len() > 64 << 20 {
+            anyhow::bail!(
+                "{}: HumanEval problems must be a regular file of at most 64 MB",
+                path.display()
+            );
+        }
+    }
     let bytes = std::fs::read(path).with_context(|| {
         if path == Path::new(HUMANEVAL) {
             format!("reading {HUMANEVAL} (run from the repository, or give the file's path)")
