@@ -9,10 +9,11 @@
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use leanlm::measure::humaneval::{self, given, Form, Problem};
-use leanlm::measure::sandbox::{Isolation, Limits, Outcome, Sandbox};
+use leanlm::measure::sandbox::{processes_of, Isolation, Limits, Outcome, Sandbox};
 
 mod common;
 
@@ -59,23 +60,18 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-/// Processes of `uid` now (to see that none outlives its sample).
-fn processes_of(uid: u32) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
-        .filter(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|l| l.split_whitespace().next())
-                == Some(&uid.to_string())
-        })
-        .count()
+/// The tests here run sandboxed programs as one uid (65534 under root), and the fork-bomb
+/// test counts that uid's processes: they take turns, so one test's programs are not
+/// counted as another's leftovers.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[test]
 fn crafted_completions_are_contained_and_the_evaluation_finishes() {
+    let _turn = turn();
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("humaneval-sandbox-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
@@ -223,6 +219,7 @@ fn crafted_completions_are_contained_and_the_evaluation_finishes() {
 
 #[test]
 fn a_program_sees_its_own_root_only() {
+    let _turn = turn();
     let sb = sandbox();
     if sb.isolation() != Isolation::Namespaces {
         eprintln!("no namespaces here: skipped");
@@ -256,6 +253,7 @@ fn a_program_sees_its_own_root_only() {
 /// any model is scored. A wrong solution fails.
 #[test]
 fn every_canonical_solution_passes_in_the_sandbox() {
+    let _turn = turn();
     let bytes = std::fs::read(common::data_file("humaneval/HumanEval.jsonl.gz")).unwrap();
     let problems = humaneval::parse(&bytes).unwrap();
     assert_eq!(problems.len(), 164);

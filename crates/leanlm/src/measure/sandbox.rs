@@ -191,6 +191,30 @@ fn sandbox_error(what: impl std::fmt::Display) -> Error {
     Error::InvalidInput(format!("sandbox: {what}"))
 }
 
+/// How many processes `uid` runs now, from `/proc` (the sandbox's process limit counts
+/// them; tests use it to see that nothing a sample started outlives it).
+#[cfg(target_os = "linux")]
+pub fn processes_of(uid: u32) -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| {
+            std::os::unix::ffi::OsStrExt::as_bytes(e.file_name().as_os_str())
+                .iter()
+                .all(u8::is_ascii_digit)
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+        .filter(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|u| u.parse::<u32>().ok())
+                == Some(uid)
+        })
+        .count() as u64
+}
+
 #[cfg(target_os = "linux")]
 mod linux {
     use std::ffi::CString;
@@ -453,24 +477,6 @@ mod linux {
         })
     }
 
-    /// Processes `uid` runs now (the process limit counts them too).
-    fn processes_of(uid: u32) -> u64 {
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return 0;
-        };
-        dir.filter_map(|e| e.ok())
-            .filter(|e| e.file_name().as_bytes().iter().all(u8::is_ascii_digit))
-            .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
-            .filter(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Uid:"))
-                    .and_then(|l| l.split_whitespace().next())
-                    .and_then(|u| u.parse::<u32>().ok())
-                    == Some(uid)
-            })
-            .count() as u64
-    }
-
     pub fn run(sandbox: &Sandbox, program: &[u8]) -> Result<Outcome> {
         let mut setup = sandbox.setup.clone();
         let limits = &sandbox.limits;
@@ -501,7 +507,7 @@ mod linux {
             (libc::RLIMIT_NOFILE, limits.open_files),
             (
                 libc::RLIMIT_NPROC,
-                processes_of(setup.uid) + limits.processes,
+                super::processes_of(setup.uid) + limits.processes,
             ),
             (libc::RLIMIT_CORE, 0),
         ];
