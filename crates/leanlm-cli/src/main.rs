@@ -69,6 +69,7 @@ enum Command {
     Recipe(commands::recipe::Args),
     /// Print the tables of finished runs side by side.
     Compare(commands::compare::Args),
+    Serve(commands::serve::Args),
 }
 
 fn main() {
@@ -87,7 +88,7 @@ fn main() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(commands::long_flags(std::env::args_os()));
     if let Err(e) = run(cli) {
         // One line, the whole chain of causes: what failed and why.
         eprintln!("error: {e:#}");
@@ -137,5 +138,6 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Run(a) => commands::run::run(a),
         Command::Recipe(a) => commands::recipe::run(a),
         Command::Compare(a) => commands::compare::run(a),
+        Command::Serve(a) => commands::serve::run(a),
     }
 }

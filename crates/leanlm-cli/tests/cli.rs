@@ -132,6 +132,85 @@ fn generate_prints_text_and_speed() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("tok/s"));
 }
 
+/// llama.cpp's generation flags: stop strings (`-r`), min-p, penalties, seeds, `-c`,
+/// `-sys`; `-ngl` refused with the reason.
+#[test]
+fn generate_takes_llama_cpps_sampling_flags() {
+    let m = model();
+    let m = m.to_str().unwrap();
+    let p = "The capital of France is";
+    let out = leanlm(&["generate", m, "-p", p, "-n", "8", "-r", "Par"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim_end(),
+        p,
+        "the stop string and what follows are not printed"
+    );
+    let out = leanlm(&["generate", m, "-p", p, "-n", "8", "-r", "Par", "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (j["text"].as_str(), j["stopped_by"].as_str()),
+        (Some(" "), Some("stop string"))
+    );
+
+    // Sampling: a printed seed when none is given; the same seed, the same text.
+    let sample = |extra: &[&str]| {
+        let mut a = vec![
+            "generate", m, "-p", p, "-n", "12", "--temp", "1.0", "--min-p", "0.02",
+        ];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&["--repeat-penalty", "1.1", "--presence-penalty", "0.5"]);
+        leanlm(&a)
+    };
+    let out = sample(&[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("seed: "));
+    let (a, b) = (sample(&["-s", "7"]), sample(&["--seed", "7"]));
+    assert_eq!(a.stdout, b.stdout);
+
+    let out = leanlm(&[
+        "generate",
+        m,
+        "--chat",
+        "-sys",
+        "Answer in one word.",
+        "-p",
+        "Capital of France?",
+        "-n",
+        "4",
+    ]);
+    assert!(
+        out.status.success(),
+        "-sys: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for (args, needle) in [
+        (vec!["-ngl", "99"], "GPU offload is not supported"),
+        (vec!["--min-p", "2"], "min-p must be in [0, 1]"),
+        (
+            vec!["--repeat-penalty", "0"],
+            "repeat penalty must be a positive number",
+        ),
+        (vec!["-c", "100000"], "-c 100000"),
+        (vec!["-c", "8"], "but the context holds 8"),
+        (vec!["-r", ""], "stop string is empty"),
+        (
+            vec!["--repeat-penalty", "1.2", "--lookup", "2"],
+            "repetition penalties",
+        ),
+    ] {
+        let mut a = vec!["generate", m, "-p", p, "-n", "4"];
+        a.extend_from_slice(&args);
+        assert_clean_error(&leanlm(&a), needle);
+    }
+}
+
 #[test]
 fn json_outputs_parse() {
     let m = model();

@@ -1,7 +1,8 @@
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use leanlm::run::{generate, generate_early_exit, generate_speculative, Sampler, SamplerConfig};
+use leanlm::run::stop::StopStrings;
+use leanlm::run::{generate, generate_early_exit, generate_speculative, Sampler};
 use leanlm::tokenizer::StreamDecoder;
 use serde_json::json;
 
@@ -14,18 +15,17 @@ pub struct Args {
     /// Tokens to generate.
     #[arg(short = 'n', long = "n-predict", default_value_t = 64)]
     n: usize,
-    /// Sampling temperature; 0 = greedy.
-    #[arg(long = "temp", default_value_t = 0.0)]
-    temperature: f32,
-    /// Keep only the k most likely tokens (0 = all).
-    #[arg(long, default_value_t = 40)]
-    top_k: usize,
-    /// Keep the smallest set of tokens whose probability reaches p.
-    #[arg(long, default_value_t = 0.95)]
-    top_p: f32,
-    /// Random seed for sampling (same seed, same text).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: super::SamplingArgs,
+    /// Stop when the text contains TEXT (llama.cpp's reverse prompt; repeatable). The stop
+    /// text is not printed, even when it spans several tokens.
+    #[arg(short = 'r', long = "reverse-prompt", value_name = "TEXT")]
+    stop: Vec<String>,
+    /// Context size: the prompt plus the generated tokens must fit (default: the model's).
+    #[arg(short = 'c', long = "ctx-size", value_name = "N")]
+    ctx: Option<usize>,
+    #[command(flatten)]
+    gpu: super::GpuArg,
     /// Render the prompt as one user turn through the model's own chat template (its
     /// Jinja template, or its family's default when the file has none) and print only the
     /// reply. Generation stops at end-of-turn tokens as well as EOS.
@@ -47,8 +47,13 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    a.gpu.check()?;
     let prompt = a.text.read()?;
-    let loaded = a.model.load()?;
+    let mut loaded = a.model.load()?;
+    if let Some(c) = a.ctx {
+        set_context(&mut loaded.model, c)?;
+    }
+    let loaded = loaded;
     let tok = &loaded.tokenizer;
     let ids = if a.chat {
         use leanlm::run::chat::{self, Message};
@@ -80,12 +85,13 @@ pub fn run(a: Args) -> Result<()> {
             a.n
         );
     }
-    let mut sampler = Sampler::new(SamplerConfig {
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        seed: a.seed,
-    })?;
+    let (config, seed) = a.sampling.config();
+    if config.temperature > 0.0 && a.sampling.seed.is_none() && !a.json {
+        eprintln!("seed: {seed}");
+    }
+    let mut sampler = Sampler::new(config)?;
+    let mut stop_text = StopStrings::new(&a.stop)?;
+    let mut stopped_by_text = false;
     let stop = if a.ignore_eos {
         Vec::new()
     } else {
@@ -97,12 +103,24 @@ pub fn run(a: Args) -> Result<()> {
     if !a.json && !a.chat {
         write!(out, "{prompt}")?;
     }
+    // Text goes through the stop strings, which hold back what could begin one.
+    let mut shown = String::new();
     let on_token = |id| {
-        if !a.json && !stop.contains(&id) {
-            let _ = write!(out, "{}", stream.push(tok.token_bytes(id)));
+        if stop.contains(&id) {
+            return std::ops::ControlFlow::Continue(());
+        }
+        let r = stop_text.push(&stream.push(tok.token_bytes(id)));
+        shown.push_str(&r.text);
+        if !a.json {
+            let _ = write!(out, "{}", r.text);
             let _ = out.flush();
         }
-        std::ops::ControlFlow::Continue(())
+        if r.stopped {
+            stopped_by_text = true;
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
     };
     let draft = a.spec.load_draft(&loaded)?;
     if a.exit.threshold.is_some() && a.spec.enabled() {
@@ -141,10 +159,20 @@ pub fn run(a: Args) -> Result<()> {
             .context("generation failed")?;
         (g, None)
     };
+    // What the stop strings held back, now that no stop string can complete.
+    let mut tail = String::new();
+    if !stopped_by_text {
+        let r = stop_text.push(&stream.finish());
+        tail.push_str(&r.text);
+        if !r.stopped {
+            tail.push_str(&stop_text.finish());
+        }
+    }
+    shown.push_str(&tail);
     if a.json {
-        let text = tok.decode_lossy(&g.tokens);
         let j = json!({
-            "prompt_tokens": ids, "tokens": g.tokens, "text": text,
+            "prompt_tokens": ids, "tokens": g.tokens, "text": shown, "seed": seed,
+            "stopped_by": if stopped_by_text { "stop string" } else if g.tokens.last().is_some_and(|t| stop.contains(t)) { "end token" } else { "length" },
             "prompt_tokens_per_sec": g.prompt_tokens_per_sec(),
             "decode_tokens_per_sec": g.decode_tokens_per_sec(),
             "time_to_first_token_s": g.prompt_secs,
@@ -158,7 +186,7 @@ pub fn run(a: Args) -> Result<()> {
         });
         println!("{j}");
     } else {
-        writeln!(out, "{}", stream.finish())?;
+        writeln!(out, "{tail}")?;
         eprintln!(
             "\nprompt: {} tokens, {:.1} tok/s | generated: {} tokens, {:.1} tok/s | {} threads, {} kernels",
             g.prompt_tokens,
@@ -186,5 +214,16 @@ pub fn run(a: Args) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Shorten the model's context to `c` positions (`-c`): the prompt and output must fit,
+/// and the KV cache never grows past it.
+pub fn set_context(model: &mut leanlm::model::Model, c: usize) -> Result<()> {
+    let max = model.config.context_len;
+    if c == 0 || c > max {
+        anyhow::bail!("-c {c}: the context size must be between 1 and the model's {max}");
+    }
+    model.config.context_len = c;
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod prune;
 pub mod quantize;
 pub mod recipe;
 pub mod run;
+pub mod serve;
 pub mod tokenize;
 
 use std::path::{Path, PathBuf};
@@ -307,4 +308,121 @@ impl SpecArgs {
             p_min: self.p_min,
         }
     }
+}
+
+/// Sampling, with llama.cpp's flag names and defaults (except the temperature: greedy
+/// unless `--temp` is given, so that output is reproducible by default).
+#[derive(clap::Args, Clone, Debug)]
+pub struct SamplingArgs {
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long = "temp", visible_alias = "temperature", default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Keep only the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p.
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than P times the most likely one.
+    #[arg(long, value_name = "P", default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalize tokens seen in the last --repeat-last-n tokens: a positive logit is
+    /// divided by this, a negative one multiplied (1.0 = off; 1.1–1.3 stops most loops).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// How many recent tokens (prompt included) the penalties look at (0 = none).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Subtract this for each time a token occurs in the window.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub frequency_penalty: f32,
+    /// Subtract this once from every token that occurs in the window.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub presence_penalty: f32,
+    /// Random seed for sampling (same seed, same text); random when not given, and printed.
+    #[arg(short = 's', long)]
+    pub seed: Option<u64>,
+}
+
+impl SamplingArgs {
+    /// The sampler's settings, with a random seed drawn (and returned) when none was given.
+    pub fn config(&self) -> (leanlm::run::SamplerConfig, u64) {
+        let seed = self.seed.unwrap_or_else(random_seed);
+        (
+            leanlm::run::SamplerConfig {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                penalties: leanlm::run::Penalties {
+                    repeat: self.repeat_penalty,
+                    frequency: self.frequency_penalty,
+                    presence: self.presence_penalty,
+                    last_n: self.repeat_last_n,
+                },
+                seed,
+            },
+            seed,
+        )
+    }
+}
+
+/// A seed from the clock and the process id, for sampling without `--seed`.
+pub fn random_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut x = nanos ^ ((std::process::id() as u64) << 32);
+    // splitmix64's finalizer, so close clocks give unrelated seeds.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (x ^ (x >> 31)) % (1 << 32)
+}
+
+/// llama.cpp's `-ngl`: accepted so that its command lines fail with the reason.
+#[derive(clap::Args, Clone, Debug)]
+pub struct GpuArg {
+    /// Layers to offload to a GPU (llama.cpp's -ngl). Not supported: leanlm runs inference
+    /// on the CPU.
+    #[arg(long = "n-gpu-layers", value_name = "N", hide_short_help = true)]
+    pub n_gpu_layers: Option<String>,
+}
+
+impl GpuArg {
+    pub fn check(&self) -> Result<()> {
+        if let Some(n) = &self.n_gpu_layers {
+            anyhow::bail!(
+                "-ngl {n}: GPU offload is not supported for inference; leanlm runs models on the \
+                 CPU's own kernels (drop -ngl)"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// llama.cpp's flags that are a dash and several letters, which no argument parser reads
+/// as one flag: each becomes its long form before parsing.
+pub const LLAMA_SHORT_FLAGS: [(&str, &str); 3] = [
+    ("-ngl", "--n-gpu-layers"),
+    ("-sys", "--system-prompt"),
+    ("-np", "--parallel"),
+];
+
+/// Rewrite [`LLAMA_SHORT_FLAGS`] in a command line (`-ngl 99`, `-ngl=99`).
+pub fn long_flags(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    args.map(|a| {
+        let Some(s) = a.to_str() else {
+            return a;
+        };
+        for (short, long) in LLAMA_SHORT_FLAGS {
+            if s == short {
+                return long.into();
+            }
+            if let Some(v) = s.strip_prefix(short).and_then(|r| r.strip_prefix('=')) {
+                return format!("{long}={v}").into();
+            }
+        }
+        a
+    })
+    .collect()
 }

@@ -84,6 +84,7 @@ pub fn generate_with(
             ctx,
         });
     }
+    sampler.prime(prompt);
     let mut cache = model.new_cache();
     let t0 = Instant::now();
     let mut logits = model.forward(prompt, &mut cache, Logits::Last)?;

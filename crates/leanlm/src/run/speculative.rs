@@ -94,6 +94,13 @@ pub fn generate_speculative(
     mut on_token: impl FnMut(u32) -> std::ops::ControlFlow<()>,
 ) -> Result<(Generation, SpecStats)> {
     check(target, drafter, prompt, n, opts)?;
+    if sampler.has_penalties() {
+        return Err(Error::InvalidInput(
+            "speculative decoding scores several positions from one state, so it cannot apply \
+             repetition penalties: drop the penalties or the draft"
+                .into(),
+        ));
+    }
     let n_layers = target.layers.len();
     let mut stats = SpecStats::default();
     let mut cache = target.new_cache();
@@ -494,6 +501,7 @@ mod tests {
             top_k: 0,
             top_p: 1.0,
             seed: 2024,
+            ..Default::default()
         };
         let prompt = [1u32, 4, 2];
         let v = 6usize;
@@ -588,6 +596,7 @@ mod tests {
             top_k: 0,
             top_p: 1.0,
             seed: 7,
+            ..Default::default()
         })
         .unwrap();
         let trials = 40_000;

@@ -265,6 +265,25 @@ impl Tokenizer {
         self.external.as_ref()
     }
 
+    /// A vocabulary of `n` distinct plain tokens ("t0", "t1", …) without merges, for tests
+    /// of code that only needs token texts.
+    #[cfg(test)]
+    pub(crate) fn plain_for_tests(n: usize) -> Self {
+        Self::build(TokenizerParts {
+            tokens: (0..n).map(|i| format!("t{i}")).collect(),
+            merges: Vec::new(),
+            pre: PreTokenizer::new(&[crate::tokenizer::pretokenize::GPT2]).unwrap(),
+            special_ids: Vec::new(),
+            user_ids: Vec::new(),
+            bos: None,
+            eos: None,
+            add_bos: false,
+            chat_template: None,
+            spm: None,
+        })
+        .unwrap()
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.pieces.len()
     }
