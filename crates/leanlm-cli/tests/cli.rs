@@ -211,6 +211,80 @@ fn generate_takes_llama_cpps_sampling_flags() {
     }
 }
 
+/// The repetition penalty stops the loop greedy decoding falls into on a Wanda-50% copy of
+/// the default model ("The French capital is a 2001, which is a bit of a luxury." over and
+/// over, measured: a 6-token sequence five times in 96 tokens); with --repeat-penalty 1.1
+/// no 6-token sequence occurs twice.
+#[test]
+fn the_repeat_penalty_stops_a_pruned_models_loop() {
+    let m = model();
+    let pruned = tmp("wanda50.gguf");
+    let _ = std::fs::remove_file(&pruned);
+    let calib = common::root().join("data/wikitext-2-raw/wiki.test.raw");
+    let out = leanlm(&[
+        "prune",
+        m.to_str().unwrap(),
+        "-o",
+        pruned.to_str().unwrap(),
+        "--method",
+        "wanda",
+        "--sparsity",
+        "0.5",
+        "--calib",
+        calib.to_str().unwrap(),
+        "--nsamples",
+        "16",
+        "--seqlen",
+        "256",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let most_repeated = |penalty: &str| {
+        let out = leanlm(&[
+            "generate",
+            pruned.to_str().unwrap(),
+            "-p",
+            "The capital of France is",
+            "-n",
+            "96",
+            "--repeat-penalty",
+            penalty,
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let t: Vec<u64> = j["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect();
+        let mut counts = std::collections::HashMap::new();
+        for w in t.windows(6) {
+            *counts.entry(w.to_vec()).or_insert(0) += 1;
+        }
+        (
+            counts.into_values().max().unwrap_or(0),
+            j["text"].as_str().unwrap().to_string(),
+        )
+    };
+    let (plain, text) = most_repeated("1.0");
+    assert!(
+        plain >= 3,
+        "the premise: plain greedy decoding loops ({plain}): {text}"
+    );
+    let (penalized, text) = most_repeated("1.1");
+    assert_eq!(penalized, 1, "with the penalty: {text}");
+    let _ = std::fs::remove_file(&pruned);
+}
+
 #[test]
 fn json_outputs_parse() {
     let m = model();
