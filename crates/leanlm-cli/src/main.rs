@@ -69,7 +69,11 @@ enum Command {
     Recipe(commands::recipe::Args),
     /// Print the tables of finished runs side by side.
     Compare(commands::compare::Args),
+    /// Serve the model over HTTP with OpenAI's API (chat and text completions, streaming),
+    /// several requests decoded together (like llama-server).
     Serve(commands::serve::Args),
+    /// Chat with the model in the terminal (like llama-cli -cnv).
+    Chat(commands::chat::Args),
 }
 
 fn main() {
@@ -139,5 +143,6 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Recipe(a) => commands::recipe::run(a),
         Command::Compare(a) => commands::compare::run(a),
         Command::Serve(a) => commands::serve::run(a),
+        Command::Chat(a) => commands::chat::run(a),
     }
 }

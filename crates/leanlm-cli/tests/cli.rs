@@ -285,6 +285,74 @@ fn the_repeat_penalty_stops_a_pruned_models_loop() {
     let _ = std::fs::remove_file(&pruned);
 }
 
+/// `leanlm chat` read from a pipe: two turns (the second reuses the first's tokens, and its
+/// answer equals `generate --chat` on the same conversation's first turn), /save never
+/// replaces a file, end of input exits.
+#[test]
+fn chat_keeps_the_conversation_and_saves_it() {
+    use std::io::Write;
+    let m = model();
+    let saved = tmp("chat.json");
+    let _ = std::fs::remove_file(&saved);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_leanlm"))
+        .args(["chat", m.to_str().unwrap(), "-n", "16"])
+        .current_dir(common::root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let s = saved.to_str().unwrap();
+    let input = format!(
+        "What is the capital of France?\n/help\nAnd of Italy?\n/save {s}\n/save {s}\n/bogus\n"
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    let first = leanlm(&[
+        "generate",
+        m.to_str().unwrap(),
+        "--chat",
+        "-p",
+        "What is the capital of France?",
+        "-n",
+        "16",
+    ]);
+    let first = String::from_utf8_lossy(&first.stdout);
+    assert!(stdout.contains(first.trim()), "{stdout} / {first}");
+    let reused: Vec<&str> = stderr.lines().filter(|l| l.contains(" reused]")).collect();
+    assert_eq!(reused.len(), 2, "{stderr}");
+    assert!(reused[0].ends_with(" 0 reused]"), "{stderr}");
+    assert!(
+        !reused[1].ends_with(" 0 reused]"),
+        "the second turn reuses the first: {stderr}"
+    );
+    assert!(stderr.contains("saved 4 messages"), "{stderr}");
+    assert!(
+        stderr.contains("an existing file is never replaced"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown command /bogus"), "{stderr}");
+    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    let roles: Vec<&str> = j["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
+    let _ = std::fs::remove_file(&saved);
+}
+
 #[test]
 fn json_outputs_parse() {
     let m = model();

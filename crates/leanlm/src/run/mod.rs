@@ -6,6 +6,7 @@ pub mod early_exit;
 pub mod exit_threshold;
 pub mod generate;
 pub mod sampler;
+pub mod session;
 pub mod slots;
 pub mod speculative;
 pub mod stop;
