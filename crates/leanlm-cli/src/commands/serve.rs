@@ -482,7 +482,8 @@ fn common(app: &App, m: &Map<String, Value>, chat: bool) -> Result<Common, ApiEr
             ))
         }
     };
-    if stop.len() > 4 || stop.len() > MAX_STOP_STRINGS {
+    // OpenAI's limit (the engine takes up to MAX_STOP_STRINGS, for -r on the command line).
+    if stop.len() > 4.min(MAX_STOP_STRINGS) {
         return Err(ApiError::bad("stop", "at most 4 stop strings"));
     }
     if stop.iter().any(String::is_empty) {
