@@ -7,7 +7,7 @@ latency, and aggregate completion tokens per second.
     bench/serve-openai.py --url http://127.0.0.1:8080/v1 [--clients 8] [--requests 25]
                           [--tokens 64] [--api-key KEY] [--label NAME]
 
-Without the package it makes a virtual environment (bench/.venv-openai), installs
+Without the package it makes a virtual environment (bench/out/.venv-openai), installs
 `openai` there and runs itself again inside it.
 """
 import argparse
@@ -19,7 +19,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-VENV = os.path.join(HERE, ".venv-openai")
+VENV = os.path.join(HERE, "out", ".venv-openai")
 
 try:
     import openai  # noqa: F401
