@@ -60,7 +60,8 @@ for i, p in enumerate(prompts):
             cmd = [f"{peer}/llama-speculative-simple", "-m", target, "-p", text, "-n", n, "-t", "2", "--temp", "0", "-c", "4096", "--ignore-eos"] + extra
             r = subprocess.run(cmd, capture_output=True, text=True)
             log = r.stdout + r.stderr
-            tps = re.search(r"speed:\s*([\d.]+) t/s", log)
+            # The decode line: the first "speed:" in the log is the prompt's ("encoded").
+            tps = re.search(r"decoded\s+\d+ tokens in\s+[\d.]+ s\w*, speed:\s*([\d.]+) t/s", log)
             acc = re.search(r"accept\s*=\s*([\d.]+)%", log)
             rows.append({"prompt": i, "impl": "llama.cpp", "mode": name, "tps": float(tps.group(1)) if tps else None,
                          "acceptance": float(acc.group(1)) / 100 if acc else None})
