@@ -72,6 +72,25 @@ pub fn generate_with(
     on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
     mut next: impl FnMut(u32, &mut KvCache) -> Result<Vec<f32>>,
 ) -> Result<Generation> {
+    check_room(model, prompt, n)?;
+    sampler.prime(prompt);
+    let mut cache = model.new_cache();
+    let t0 = Instant::now();
+    let logits = model.forward(prompt, &mut cache, Logits::Last)?;
+    let prompt_secs = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let tokens = decode_loop(logits, n, sampler, stop, on_token, |t| next(t, &mut cache))?;
+    Ok(Generation {
+        tokens,
+        prompt_tokens: prompt.len(),
+        prompt_secs,
+        decode_secs: t1.elapsed().as_secs_f64(),
+    })
+}
+
+/// What every generation checks before it runs: a prompt, and room in the context for it
+/// and `n` more tokens.
+pub(crate) fn check_room(model: &Model, prompt: &[u32], n: usize) -> Result<()> {
     if prompt.is_empty() {
         return Err(Error::InvalidInput(
             "the prompt is empty: give at least one token".into(),
@@ -84,12 +103,20 @@ pub fn generate_with(
             ctx,
         });
     }
-    sampler.prime(prompt);
-    let mut cache = model.new_cache();
-    let t0 = Instant::now();
-    let mut logits = model.forward(prompt, &mut cache, Logits::Last)?;
-    let prompt_secs = t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
+    Ok(())
+}
+
+/// Choose up to `n` tokens, the first from `logits`; each goes to `on_token`, and
+/// `next(token)` runs it to give the next logits. Ends after a token of `stop`, at `n`, or
+/// when `on_token` breaks (that token included).
+pub(crate) fn decode_loop(
+    mut logits: Vec<f32>,
+    n: usize,
+    sampler: &mut Sampler,
+    stop: &[u32],
+    on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
+    mut next: impl FnMut(u32) -> Result<Vec<f32>>,
+) -> Result<Vec<u32>> {
     let mut tokens = Vec::with_capacity(n);
     for i in 0..n {
         let t = sampler.sample(&logits);
@@ -98,12 +125,7 @@ pub fn generate_with(
         if stop.contains(&t) || i + 1 == n || flow.is_break() {
             break;
         }
-        logits = next(t, &mut cache)?;
+        logits = next(t)?;
     }
-    Ok(Generation {
-        tokens,
-        prompt_tokens: prompt.len(),
-        prompt_secs,
-        decode_secs: t1.elapsed().as_secs_f64(),
-    })
+    Ok(tokens)
 }

@@ -6,9 +6,9 @@
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use super::generate::Generation;
+use super::generate::{check_room, decode_loop, Generation};
 use super::sampler::Sampler;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{KvCache, Logits, Model};
 
 pub struct Session<'a> {
@@ -50,18 +50,7 @@ impl<'a> Session<'a> {
         stop: &[u32],
         on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
     ) -> Result<(Generation, usize)> {
-        if prompt.is_empty() {
-            return Err(Error::InvalidInput(
-                "the prompt is empty: give at least one token".into(),
-            ));
-        }
-        let ctx = self.model.config.context_len;
-        if prompt.len() + n > ctx {
-            return Err(Error::ContextOverflow {
-                needed: prompt.len() + n,
-                ctx,
-            });
-        }
+        check_room(self.model, prompt, n)?;
         let common = self
             .cached
             .iter()
@@ -74,23 +63,17 @@ impl<'a> Session<'a> {
         self.cached.truncate(reuse);
         sampler.prime(prompt);
         let t0 = Instant::now();
-        let mut logits = self
+        let logits = self
             .model
             .forward(&prompt[reuse..], &mut self.cache, Logits::Last)?;
         self.cached.extend_from_slice(&prompt[reuse..]);
         let prompt_secs = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        let mut tokens = Vec::with_capacity(n);
-        for i in 0..n {
-            let t = sampler.sample(&logits);
-            tokens.push(t);
-            let flow = on_token(t);
-            if stop.contains(&t) || i + 1 == n || flow.is_break() {
-                break;
-            }
-            logits = self.model.forward(&[t], &mut self.cache, Logits::Last)?;
+        let tokens = decode_loop(logits, n, sampler, stop, on_token, |t| {
+            let logits = self.model.forward(&[t], &mut self.cache, Logits::Last)?;
             self.cached.push(t);
-        }
+            Ok(logits)
+        })?;
         Ok((
             Generation {
                 tokens,
