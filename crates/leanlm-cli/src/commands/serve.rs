@@ -888,17 +888,21 @@ struct Chunks {
 }
 
 impl Chunks {
-    fn chunk(&self, choice: Value) -> Sse {
+    /// A chunk's fields around its `choices`.
+    fn envelope(&self, choices: Value) -> Value {
         let object = if self.chat {
             "chat.completion.chunk"
         } else {
             "text_completion"
         };
-        let j = json!({
+        json!({
             "id": self.id, "object": object, "created": self.created,
-            "model": self.app.model_id, "choices": [choice],
-        });
-        Sse::default().data(j.to_string())
+            "model": self.app.model_id, "choices": choices,
+        })
+    }
+
+    fn chunk(&self, choice: Value) -> Sse {
+        Sse::default().data(self.envelope(json!([choice])).to_string())
     }
 
     fn text(&self, text: &str, logprob: Option<(u32, Logprob)>, finish: Option<Finish>) -> Sse {
@@ -936,16 +940,9 @@ impl Chunks {
                 let e = self.text("", None, Some(s.finish));
                 self.pending.push_back(e);
                 if self.include_usage {
-                    let object = if self.chat {
-                        "chat.completion.chunk"
-                    } else {
-                        "text_completion"
-                    };
-                    let j = json!({
-                        "id": self.id, "object": object, "created": self.created,
-                        "model": self.app.model_id, "choices": [], "usage": usage(&s),
-                        "timings": timings(&s),
-                    });
+                    let mut j = self.envelope(json!([]));
+                    j["usage"] = usage(&s);
+                    j["timings"] = timings(&s);
                     self.pending.push_back(Sse::default().data(j.to_string()));
                 }
                 self.finish();
